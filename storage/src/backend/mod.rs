@@ -1,0 +1,85 @@
+//! Where queue records live. Two backends implement one trait so the rest of
+//! the store (group commit, cursors, stats) is shared:
+//!
+//! - [`SledBackend`]: on disk. One sled tree holds every flow's records under
+//!   `[0x01][flow id u32][seq u64]` and each flow's next sequence under
+//!   `[0x02][flow id u32]`, so one `apply_batch` is atomic across flows.
+//!   Flow names map to ids in a second tree so ids survive renames of the
+//!   list order. Corrupt records move to a `quarantine` tree.
+//! - [`MemoryBackend`]: a `VecDeque` per flow; nothing survives a restart.
+
+mod memory;
+mod sled;
+
+pub use self::memory::MemoryBackend;
+pub use self::sled::SledBackend;
+
+use bytes::Bytes;
+
+use crate::{FlowIndex, QueuedRecord, Seq, StorageError};
+
+/// What a backend found for one flow when it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// The sequence the next appended record gets.
+    pub next_seq: Seq,
+    /// Records still queued (not acknowledged).
+    pub messages: u64,
+    /// Data bytes of those records.
+    pub bytes: u64,
+}
+
+/// One record to commit.
+#[derive(Debug, Clone)]
+pub struct PendingRecord {
+    pub flow: FlowIndex,
+    pub seq: Seq,
+    pub data: Bytes,
+}
+
+/// Records returned by one read, and how many corrupt ones it quarantined.
+#[derive(Debug, Default)]
+pub struct ReadOutcome {
+    pub records: Vec<QueuedRecord>,
+    pub quarantined: u64,
+    pub quarantined_bytes: u64,
+}
+
+/// Records removed by an acknowledgement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Removed {
+    pub messages: u64,
+    pub bytes: u64,
+}
+
+/// Storage of queue records. Calls block; the store calls them from its
+/// commit thread or from `spawn_blocking`.
+pub trait Backend: Send + Sync + 'static {
+    /// Registers the flows (by name, in index order) and reports what each
+    /// has queued.
+    fn recover(&self, flows: &[String]) -> Result<Vec<Recovered>, StorageError>;
+
+    /// Stores `records` and the flows' next sequences atomically; durable
+    /// when it returns (disk backend).
+    fn commit(
+        &self,
+        records: &[PendingRecord],
+        next_seqs: &[(FlowIndex, Seq)],
+    ) -> Result<(), StorageError>;
+
+    /// Up to `max_count` records (and about `max_bytes`, at least one) of
+    /// `flow` with sequence `>= from`, in order.
+    fn read(
+        &self,
+        flow: FlowIndex,
+        from: Seq,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Result<ReadOutcome, StorageError>;
+
+    /// Removes every record of `flow` with sequence `<= upto`.
+    fn ack(&self, flow: FlowIndex, upto: Seq) -> Result<Removed, StorageError>;
+
+    /// Whether this backend survives a restart (and so flushes on commit).
+    fn is_durable(&self) -> bool;
+}

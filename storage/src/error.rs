@@ -1,0 +1,29 @@
+use std::path::PathBuf;
+
+/// Errors of the queue store.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("cannot open the queue store at {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("queue store I/O failed: {0}")]
+    Disk(#[from] sled::Error),
+    #[error("group commit failed: {0}")]
+    CommitFailed(String),
+    #[error("the queue store's commit thread has stopped")]
+    CommitterStopped,
+    #[error("flow index {0} is not part of this store")]
+    UnknownFlow(usize),
+    #[error("record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StorageError {
+    /// A copy for every publisher waiting on one failed group commit.
+    pub(crate) fn shared(&self) -> StorageError {
+        StorageError::CommitFailed(self.to_string())
+    }
+}

@@ -1,0 +1,47 @@
+//! Backhaul's per-data-flow queues.
+//!
+//! Every data flow owns one FIFO queue. Ingress appends to several queues at
+//! once (a publish may match several flows) and waits for the append to be
+//! durable before the device gets its PUBACK; each flow reads its queue in
+//! order and acknowledges what its endpoint confirmed.
+//!
+//! Contract:
+//! - [`QueueStore::append`] is atomic across flows: after a crash either every
+//!   record of one append is present or none is.
+//! - In disk mode an append resolves only after the data is flushed to disk;
+//!   appends waiting at the same moment share one flush (group commit, on a
+//!   dedicated thread, never on the async workers).
+//! - Sequence numbers are per flow, strictly increasing, never reused (also
+//!   across restarts and after the queue ran empty), so `(flow, seq)` is a
+//!   stable message id.
+//! - A restart resumes every flow at its first unacknowledged record.
+//!   Acknowledgements are not flushed eagerly: a crash may re-deliver records
+//!   acknowledged since the last background flush (at-least-once).
+//! - Every record is framed with a version and a CRC32C; a corrupt record is
+//!   moved aside (quarantined), counted, and never blocks the queue.
+//!
+//! Layout:
+//! - [`record`]: the on-disk framing of one record.
+//! - [`backend`]: where records live: [`backend::SledBackend`] (disk) and
+//!   [`backend::MemoryBackend`], behind the [`backend::Backend`] trait.
+//! - [`committer`]: the group-commit thread.
+//! - [`queue`]: [`FlowQueue`], a flow's handle: read, acknowledge, wait, stats.
+//! - [`store`]: [`QueueStore`], which opens a backend and hands out queues.
+
+pub mod backend;
+pub mod committer;
+pub mod error;
+pub mod queue;
+pub mod record;
+pub mod store;
+
+pub use error::StorageError;
+pub use queue::{FlowQueue, QueueStats, QueuedRecord};
+pub use store::{AppendEntry, CommitTicket, QueueStore, StorageMode};
+
+/// Index of a flow inside one [`QueueStore`] (its position in the list of
+/// flows the store was opened with).
+pub type FlowIndex = usize;
+
+/// Per-flow sequence number; the first record of a flow has sequence 1.
+pub type Seq = u64;

@@ -1,0 +1,164 @@
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::backend::{Backend, MemoryBackend, SledBackend};
+use crate::committer::{CommitRequest, CommitSnapshot, CommitStats, Committer};
+use crate::queue::{FlowQueue, FlowState};
+use crate::{FlowIndex, Seq, StorageError};
+
+/// Where the queues live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageMode {
+    /// On disk under this directory; appends are flushed before they resolve.
+    Disk(PathBuf),
+    /// In RAM; lost on restart.
+    Memory,
+}
+
+/// One record to append to one flow's queue.
+#[derive(Debug, Clone)]
+pub struct AppendEntry {
+    pub flow: FlowIndex,
+    pub data: Bytes,
+}
+
+/// The queues of all data flows, sharing one group-commit thread.
+pub struct QueueStore {
+    backend: Arc<dyn Backend>,
+    flows: Arc<[FlowState]>,
+    requests: Option<Sender<CommitRequest>>,
+    committer: Option<JoinHandle<()>>,
+    stats: Arc<CommitStats>,
+}
+
+impl QueueStore {
+    /// Opens the store with one queue per name in `flows`; queue `i` is the
+    /// flow `flows[i]`. Queues of flows no longer listed stay on disk
+    /// untouched.
+    pub fn open(mode: &StorageMode, flows: &[String]) -> Result<Self, StorageError> {
+        let backend: Arc<dyn Backend> = match mode {
+            StorageMode::Disk(dir) => Arc::new(SledBackend::open(dir)?),
+            StorageMode::Memory => Arc::new(MemoryBackend::new()),
+        };
+        let recovered = backend.recover(flows)?;
+        let next_seq = recovered.iter().map(|r| r.next_seq).collect();
+        let flows: Arc<[FlowState]> = flows
+            .iter()
+            .zip(recovered)
+            .map(|(name, recovered)| FlowState::new(name.clone(), recovered))
+            .collect();
+        let stats = Arc::new(CommitStats::default());
+        let (requests, receiver) = mpsc::channel();
+        let committer = Committer {
+            backend: backend.clone(),
+            flows: flows.clone(),
+            next_seq,
+            stats: stats.clone(),
+        };
+        let committer = std::thread::Builder::new()
+            .name("queue-commit".into())
+            .spawn(move || committer.run(receiver))
+            .map_err(|err| {
+                StorageError::CommitFailed(format!("cannot start the commit thread: {err}"))
+            })?;
+        Ok(Self {
+            backend,
+            flows,
+            requests: Some(requests),
+            committer: Some(committer),
+            stats,
+        })
+    }
+
+    /// Appends records to one or more queues atomically. The returned ticket
+    /// resolves to each entry's sequence once the append is committed
+    /// (flushed in disk mode). Tickets resolve in the order of the calls.
+    pub fn append(&self, entries: Vec<AppendEntry>) -> CommitTicket {
+        if let Some(bad) = entries.iter().find(|e| e.flow >= self.flows.len()) {
+            return CommitTicket::ready(Err(StorageError::UnknownFlow(bad.flow)));
+        }
+        let (reply, receiver) = oneshot::channel();
+        let request = CommitRequest { entries, reply };
+        match self.requests.as_ref().map(|tx| tx.send(request)) {
+            Some(Ok(())) => CommitTicket {
+                receiver: Some(receiver),
+                ready: None,
+            },
+            _ => CommitTicket::ready(Err(StorageError::CommitterStopped)),
+        }
+    }
+
+    /// The queue of flow `index`.
+    pub fn queue(&self, index: FlowIndex) -> Option<FlowQueue> {
+        (index < self.flows.len())
+            .then(|| FlowQueue::new(index, self.backend.clone(), self.flows.clone()))
+    }
+
+    /// Every flow's queue, in index order.
+    pub fn queues(&self) -> Vec<FlowQueue> {
+        (0..self.flows.len())
+            .filter_map(|index| self.queue(index))
+            .collect()
+    }
+
+    /// Whether appends survive a crash.
+    pub fn is_durable(&self) -> bool {
+        self.backend.is_durable()
+    }
+
+    pub fn commit_stats(&self) -> CommitSnapshot {
+        self.stats.snapshot()
+    }
+}
+
+impl Drop for QueueStore {
+    /// Finishes the commits in progress and releases the files, so the same
+    /// directory can be opened again right away.
+    fn drop(&mut self) {
+        self.requests.take();
+        if let Some(committer) = self.committer.take() {
+            let _ = committer.join();
+        }
+    }
+}
+
+/// Resolves when an append is committed; see [`QueueStore::append`].
+#[must_use = "an append is only durable once its ticket resolves"]
+pub struct CommitTicket {
+    receiver: Option<oneshot::Receiver<Result<Vec<Seq>, StorageError>>>,
+    ready: Option<Result<Vec<Seq>, StorageError>>,
+}
+
+impl CommitTicket {
+    /// A ticket that is already resolved.
+    pub fn ready(result: Result<Vec<Seq>, StorageError>) -> Self {
+        Self {
+            receiver: None,
+            ready: Some(result),
+        }
+    }
+}
+
+impl Future for CommitTicket {
+    type Output = Result<Vec<Seq>, StorageError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(result) = self.ready.take() {
+            return Poll::Ready(result);
+        }
+        match self.receiver.as_mut() {
+            Some(receiver) => Pin::new(receiver)
+                .poll(cx)
+                .map(|r| r.unwrap_or(Err(StorageError::CommitterStopped))),
+            None => Poll::Ready(Err(StorageError::CommitterStopped)),
+        }
+    }
+}
