@@ -1,1 +1,29 @@
+//! Backhaul's device-facing MQTT broker.
+//!
+//! Devices connect to Backhaul's own listeners; each connection task decodes
+//! MQTT 3.1.1 and 5 with rumqttd's codec and attaches the client to rumqttd's
+//! router through a local link, so device-to-device traffic works as in any
+//! broker. Before a QoS 1/2 PUBLISH is acknowledged it passes the
+//! [`DurableGate`], which appends it to every matching data flow's queue and
+//! holds the PUBACK until the append is durable (see `rumqttd.md`, option A:
+//! stock rumqttd acknowledges before anything reaches disk).
+//!
+//! - [`topic`]: topic filters and matching.
+//! - [`message`]: the stored form of a publish ([`StoredMessage`]).
+//! - [`gate`]: the durable gate.
+//! - [`broker`]: router, listeners and settings.
+//! - `codec` and `connection`: framing and the per-connection task.
 
+pub mod broker;
+mod codec;
+mod connection;
+mod error;
+pub mod gate;
+pub mod message;
+pub mod topic;
+
+pub use broker::{BoundListener, Broker, BrokerSettings, BrokerStats, ListenerSettings};
+pub use error::{BrokerError, ConnectionError};
+pub use gate::{DurableGate, FlowRoute};
+pub use message::StoredMessage;
+pub use topic::{FilterError, TopicFilter};

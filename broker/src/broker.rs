@@ -1,0 +1,191 @@
+//! The broker: rumqttd's router plus Backhaul's own listeners.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttd::local::{LinkBuilder, LinkError, LinkRx, LinkTx};
+use rumqttd::protocol::{LastWill, LastWillProperties};
+use rumqttd::{Notification, Router, RouterConfig};
+use tokio::net::TcpListener;
+use tracing::{info, warn, Instrument};
+
+use crate::connection;
+use crate::gate::DurableGate;
+use crate::BrokerError;
+
+/// Settings of the device-facing broker.
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    pub listeners: Vec<ListenerSettings>,
+    /// Largest packet a client may send.
+    pub max_packet_size: usize,
+    /// How long a new connection may take to send CONNECT.
+    pub connect_timeout: Duration,
+}
+
+/// One TCP listener.
+#[derive(Debug, Clone)]
+pub struct ListenerSettings {
+    pub name: String,
+    pub address: SocketAddr,
+}
+
+impl Default for BrokerSettings {
+    fn default() -> Self {
+        Self {
+            listeners: Vec::new(),
+            max_packet_size: 1024 * 1024,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Counters of the broker, for metrics.
+#[derive(Debug, Default)]
+pub struct BrokerStats {
+    pub connections_active: AtomicU64,
+    pub connections_total: AtomicU64,
+    pub publishes_received: AtomicU64,
+    /// Publishes that matched at least one data flow.
+    pub publishes_gated: AtomicU64,
+    /// Publishes whose durable append failed (no PUBACK was sent).
+    pub publishes_refused: AtomicU64,
+}
+
+/// What a connection asks of the router.
+pub(crate) struct LinkRequest {
+    pub(crate) client_id: String,
+    pub(crate) clean_session: bool,
+    pub(crate) last_will: Option<LastWill>,
+    pub(crate) last_will_properties: Option<LastWillProperties>,
+    pub(crate) topic_alias_max: u16,
+}
+
+type Connector =
+    dyn Fn(LinkRequest) -> Result<(LinkTx, LinkRx, Notification), LinkError> + Send + Sync;
+
+/// State every connection shares.
+pub(crate) struct Shared {
+    pub(crate) settings: BrokerSettings,
+    pub(crate) gate: DurableGate,
+    /// Attaches a client to the router (blocking: run off the async workers).
+    pub(crate) connector: Arc<Connector>,
+    pub(crate) stats: Arc<BrokerStats>,
+    next_client: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn assign_client_id(&self) -> String {
+        let n = self.next_client.fetch_add(1, Ordering::Relaxed);
+        format!("backhaul-auto-{n}")
+    }
+}
+
+/// The device-facing broker.
+pub struct Broker {
+    shared: Arc<Shared>,
+}
+
+impl Broker {
+    /// Starts rumqttd's router thread. Call [`Broker::bind`] next.
+    pub fn new(settings: BrokerSettings, gate: DurableGate) -> Self {
+        let router_tx = Router::new(0, router_config()).spawn();
+        let connector = move |request: LinkRequest| {
+            LinkBuilder::new(&request.client_id, router_tx.clone())
+                .clean_session(request.clean_session)
+                .last_will(request.last_will)
+                .last_will_properties(request.last_will_properties)
+                .topic_alias_max(request.topic_alias_max)
+                .build()
+        };
+        Self {
+            shared: Arc::new(Shared {
+                settings,
+                gate,
+                connector: Arc::new(connector),
+                stats: Arc::new(BrokerStats::default()),
+                next_client: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<BrokerStats> {
+        self.shared.stats.clone()
+    }
+
+    /// Binds every listener, so address errors surface before the broker
+    /// reports ready.
+    pub async fn bind(&self) -> Result<Vec<BoundListener>, BrokerError> {
+        let mut bound = Vec::new();
+        for settings in &self.shared.settings.listeners {
+            let listener = TcpListener::bind(settings.address)
+                .await
+                .map_err(|source| BrokerError::Bind {
+                    name: settings.name.clone(),
+                    address: settings.address,
+                    source,
+                })?;
+            let address = listener.local_addr().unwrap_or(settings.address);
+            info!(listener = %settings.name, %address, "MQTT listener bound");
+            bound.push(BoundListener {
+                name: settings.name.clone(),
+                address,
+                listener,
+                shared: self.shared.clone(),
+            });
+        }
+        Ok(bound)
+    }
+}
+
+/// Router limits. Device subscribers read from rumqttd's in-memory logs;
+/// data flows never do, so these only bound what ordinary subscribers can
+/// fall behind by.
+fn router_config() -> RouterConfig {
+    RouterConfig {
+        max_connections: 10_010,
+        max_outgoing_packet_count: 200,
+        max_segment_size: 16 * 1024 * 1024,
+        max_segment_count: 4,
+        custom_segment: None,
+        initialized_filters: None,
+        shared_subscriptions_strategy: Default::default(),
+    }
+}
+
+/// A bound listener, ready to accept.
+pub struct BoundListener {
+    name: String,
+    address: SocketAddr,
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl BoundListener {
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Accepts connections forever; each one runs in its own task, so a slow
+    /// client never holds up the accept loop.
+    pub async fn serve(self) {
+        let span = tracing::info_span!("listener", name = %self.name, address = %self.address);
+        async move {
+            loop {
+                match self.listener.accept().await {
+                    Ok((stream, peer)) => {
+                        tokio::spawn(connection::serve(stream, peer, self.shared.clone()));
+                    }
+                    Err(err) => {
+                        warn!(%err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}

@@ -1,0 +1,144 @@
+//! MQTT framing for one connection: picks rumqttd's v4 (3.1.1) or v5 codec
+//! from the CONNECT packet, and reads the QoS and packet id of a PUBLISH
+//! from its header, which rumqttd's `Publish` keeps private.
+
+use bytes::BytesMut;
+use rumqttd::protocol::{v4::V4, v5::V5, Error, Packet, Protocol};
+
+/// The codec of one connection.
+pub(crate) enum Codec {
+    V4(V4),
+    V5(V5),
+}
+
+/// The protocol level byte of MQTT 5 in CONNECT.
+const LEVEL_V5: u8 = 5;
+
+impl Codec {
+    /// Chooses the codec from the start of a CONNECT packet; `None` until
+    /// enough bytes are there to see the protocol level.
+    pub(crate) fn detect(buf: &[u8]) -> Result<Option<Codec>, Error> {
+        let Some(first) = buf.first() else {
+            return Ok(None);
+        };
+        if first >> 4 != 1 {
+            return Err(Error::InvalidPacketType(first >> 4));
+        }
+        let Some((_, header_len)) = remaining_length(buf)? else {
+            return Ok(None);
+        };
+        let name_len_at = header_len;
+        let Some(name_len) = read_u16(buf, name_len_at) else {
+            return Ok(None);
+        };
+        let level_at = name_len_at + 2 + name_len as usize;
+        match buf.get(level_at) {
+            None => Ok(None),
+            Some(&LEVEL_V5) => Ok(Some(Codec::V5(V5))),
+            Some(_) => Ok(Some(Codec::V4(V4))),
+        }
+    }
+
+    pub(crate) fn is_v5(&self) -> bool {
+        matches!(self, Codec::V5(_))
+    }
+
+    /// One packet from `buf`, or `Error::InsufficientBytes` when it is not
+    /// complete yet (nothing is consumed then).
+    pub(crate) fn read(&mut self, buf: &mut BytesMut, max_size: usize) -> Result<Packet, Error> {
+        match self {
+            Codec::V4(codec) => codec.read_mut(buf, max_size),
+            Codec::V5(codec) => codec.read_mut(buf, max_size),
+        }
+    }
+
+    pub(crate) fn write(&self, packet: Packet, out: &mut BytesMut) -> Result<usize, Error> {
+        match self {
+            Codec::V4(codec) => codec.write(packet, out),
+            Codec::V5(codec) => codec.write(packet, out),
+        }
+    }
+}
+
+/// QoS and packet id of a PUBLISH at the start of `buf`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PublishHeader {
+    pub(crate) qos: u8,
+    pub(crate) pkid: u16,
+}
+
+/// Reads the header of the PUBLISH at the start of `buf`, if one is there.
+pub(crate) fn peek_publish(buf: &[u8]) -> Option<PublishHeader> {
+    let first = *buf.first()?;
+    if first >> 4 != 3 {
+        return None;
+    }
+    let qos = (first >> 1) & 0b11;
+    if qos == 0 {
+        return Some(PublishHeader { qos, pkid: 0 });
+    }
+    let (_, header_len) = remaining_length(buf).ok()??;
+    let topic_len = read_u16(buf, header_len)? as usize;
+    let pkid = read_u16(buf, header_len + 2 + topic_len)?;
+    Some(PublishHeader { qos, pkid })
+}
+
+/// The remaining length and the fixed header's size, once complete.
+fn remaining_length(buf: &[u8]) -> Result<Option<(usize, usize)>, Error> {
+    let mut value = 0usize;
+    for (i, byte) in buf.iter().skip(1).take(4).enumerate() {
+        value |= ((byte & 0x7f) as usize) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(Some((value, i + 2)));
+        }
+    }
+    if buf.len() >= 5 {
+        return Err(Error::MalformedRemainingLength);
+    }
+    Ok(None)
+}
+
+fn read_u16(buf: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*buf.get(at)?, *buf.get(at + 1)?]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_v4_and_v5_connects() {
+        // CONNECT, remaining length 12, "MQTT", level 4 / 5.
+        let v4 = [0x10, 12, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60];
+        let v5 = [0x10, 12, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60];
+        assert!(matches!(Codec::detect(&v4), Ok(Some(Codec::V4(_)))));
+        assert!(matches!(Codec::detect(&v5), Ok(Some(Codec::V5(_)))));
+        assert!(matches!(Codec::detect(&v5[..8]), Ok(None)));
+        assert!(matches!(
+            Codec::detect(&[0x30, 0]),
+            Err(Error::InvalidPacketType(3))
+        ));
+    }
+
+    #[test]
+    fn peeks_qos_and_packet_id() {
+        // PUBLISH QoS 1, topic "a/b", pkid 0x1234, payload "x".
+        let qos1 = [0x32, 8, 0, 3, b'a', b'/', b'b', 0x12, 0x34, b'x'];
+        assert_eq!(
+            peek_publish(&qos1),
+            Some(PublishHeader {
+                qos: 1,
+                pkid: 0x1234
+            })
+        );
+        let qos0 = [0x30, 6, 0, 3, b'a', b'/', b'b', b'x'];
+        assert_eq!(peek_publish(&qos0), Some(PublishHeader { qos: 0, pkid: 0 }));
+        assert_eq!(peek_publish(&[0xc0, 0]), None, "PINGREQ is no PUBLISH");
+        assert_eq!(peek_publish(&qos1[..7]), None, "incomplete header");
+    }
+
+    #[test]
+    fn rejects_overlong_remaining_length() {
+        assert!(remaining_length(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x01]).is_err());
+    }
+}

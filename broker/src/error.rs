@@ -1,0 +1,44 @@
+use std::net::SocketAddr;
+
+use backhaul_storage::StorageError;
+use rumqttd::local::LinkError;
+use rumqttd::protocol::Error as CodecError;
+
+/// Errors starting the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("listener '{name}' cannot bind {address}: {source}")]
+    Bind {
+        name: String,
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why a device connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed MQTT: {0}")]
+    Codec(#[from] CodecError),
+    #[error("no CONNECT within the connect timeout")]
+    ConnectTimeout,
+    #[error("closed before CONNECT")]
+    ClosedBeforeConnect,
+    #[error("the first packet was not CONNECT")]
+    NotConnect,
+    #[error("a second CONNECT on the same connection")]
+    SecondConnect,
+    #[error("no message within 1.5 times the keep-alive")]
+    KeepAliveTimeout,
+    #[error("topic alias {0} was never set on this connection")]
+    UnknownTopicAlias(u16),
+    #[error("router link: {0}")]
+    Link(#[from] LinkError),
+    #[error("the router has stopped")]
+    RouterGone,
+    #[error("durable append failed, publish refused: {0}")]
+    Storage(#[from] StorageError),
+}

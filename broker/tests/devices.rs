@@ -1,0 +1,120 @@
+//! Devices against the broker: ordinary pub/sub still works through the
+//! durable gate, for MQTT 3.1.1 and 5 clients, with keep-alive 0.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backhaul_broker::{
+    Broker, BrokerSettings, DurableGate, FlowRoute, ListenerSettings, StoredMessage, TopicFilter,
+};
+use backhaul_storage::{QueueStore, StorageMode};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+async fn start_broker(store: Arc<QueueStore>) -> std::net::SocketAddr {
+    let gate = DurableGate::new(
+        store,
+        vec![FlowRoute {
+            flow: 0,
+            filters: vec![TopicFilter::parse("factory/#").unwrap()],
+        }],
+    );
+    let settings = BrokerSettings {
+        listeners: vec![ListenerSettings {
+            name: "test".into(),
+            address: "127.0.0.1:0".parse().unwrap(),
+        }],
+        ..BrokerSettings::default()
+    };
+    let broker = Broker::new(settings, gate);
+    let mut listeners = broker.bind().await.unwrap();
+    let listener = listeners.remove(0);
+    let address = listener.address();
+    tokio::spawn(listener.serve());
+    address
+}
+
+fn options(id: &str, address: std::net::SocketAddr) -> MqttOptions {
+    let mut options = MqttOptions::new(id, address.ip().to_string(), address.port());
+    options.set_keep_alive(Duration::from_secs(0));
+    options
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_receives_what_devices_publish_and_the_flow_queues_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        QueueStore::open(&StorageMode::Disk(dir.path().into()), &["f".to_string()]).unwrap(),
+    );
+    let address = start_broker(store.clone()).await;
+
+    let (subscriber, mut sub_loop) = AsyncClient::new(options("sub", address), 100);
+    subscriber
+        .subscribe("factory/+/temp", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    loop {
+        if let Event::Incoming(Packet::SubAck(_)) = sub_loop.poll().await.unwrap() {
+            break;
+        }
+    }
+
+    let (publisher, mut pub_loop) = AsyncClient::new(options("pub", address), 1000);
+    let publishing = tokio::spawn(async move {
+        let mut acked = 0;
+        while acked < 200 {
+            if let Event::Incoming(Packet::PubAck(_)) = pub_loop.poll().await.unwrap() {
+                acked += 1;
+            }
+        }
+        acked
+    });
+    for i in 0..200 {
+        let topic = if i % 2 == 0 {
+            "factory/l1/temp"
+        } else {
+            "office/x"
+        };
+        publisher
+            .publish(topic, QoS::AtLeastOnce, false, format!("{i}"))
+            .await
+            .unwrap();
+    }
+
+    let mut received = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while received.len() < 100 {
+            if let Event::Incoming(Packet::Publish(p)) = sub_loop.poll().await.unwrap() {
+                received.push(String::from_utf8(p.payload.to_vec()).unwrap());
+            }
+        }
+    })
+    .await
+    .expect("subscriber got every matching publish");
+    let expected: Vec<String> = (0..200).step_by(2).map(|i| i.to_string()).collect();
+    assert_eq!(received, expected, "in publish order, nothing else");
+    assert_eq!(
+        publishing.await.unwrap(),
+        200,
+        "every QoS 1 publish was acknowledged"
+    );
+
+    let queue = store.queue(0).unwrap();
+    assert_eq!(
+        queue.stats().messages,
+        100,
+        "only factory/# publishes are queued"
+    );
+    let queued: Vec<String> = queue
+        .read(1, 1000, usize::MAX)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            let message = StoredMessage::decode(r.data).unwrap();
+            assert_eq!(message.topic, "factory/l1/temp");
+            assert_eq!(message.qos, 1);
+            String::from_utf8(message.payload.to_vec()).unwrap()
+        })
+        .collect();
+    assert_eq!(queued, expected);
+}
