@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttd::local::{LinkBuilder, LinkError, LinkRx, LinkTx};
+use rumqttd::local::{LinkBuilder, LinkRx, LinkTx};
 use rumqttd::protocol::{LastWill, LastWillProperties};
 use rumqttd::{Notification, Router, RouterConfig};
 use tokio::net::TcpListener;
@@ -13,7 +13,7 @@ use tracing::{info, warn, Instrument};
 
 use crate::connection;
 use crate::gate::DurableGate;
-use crate::BrokerError;
+use crate::{BrokerError, ConnectionError};
 
 /// Settings of the device-facing broker.
 #[derive(Debug, Clone)]
@@ -64,7 +64,7 @@ pub(crate) struct LinkRequest {
 }
 
 type Connector =
-    dyn Fn(LinkRequest) -> Result<(LinkTx, LinkRx, Notification), LinkError> + Send + Sync;
+    dyn Fn(LinkRequest) -> Result<(LinkTx, LinkRx, Notification), ConnectionError> + Send + Sync;
 
 /// State every connection shares.
 pub(crate) struct Shared {
@@ -99,6 +99,7 @@ impl Broker {
                 .last_will_properties(request.last_will_properties)
                 .topic_alias_max(request.topic_alias_max)
                 .build()
+                .map_err(ConnectionError::from)
         };
         Self {
             shared: Arc::new(Shared {

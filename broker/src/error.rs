@@ -36,9 +36,16 @@ pub enum ConnectionError {
     #[error("topic alias {0} was never set on this connection")]
     UnknownTopicAlias(u16),
     #[error("router link: {0}")]
-    Link(#[from] LinkError),
+    Link(String),
     #[error("the router has stopped")]
     RouterGone,
     #[error("durable append failed, publish refused: {0}")]
     Storage(#[from] StorageError),
+}
+
+/// rumqttd's `LinkError` carries a whole router event; keep only its text.
+impl From<LinkError> for ConnectionError {
+    fn from(err: LinkError) -> Self {
+        ConnectionError::Link(err.to_string())
+    }
 }
