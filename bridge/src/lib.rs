@@ -1,1 +1,19 @@
+//! Backhaul: a store-and-forward bridge for the plant floor.
+//!
+//! Devices publish MQTT to the embedded broker (`backhaul-broker`); each
+//! data flow's messages wait in its queue (`backhaul-storage`) until the
+//! flow's endpoint confirms them. This crate holds what sits around them:
+//!
+//! - [`config`]: the configuration directory (Azure IoT Operations resources
+//!   plus Backhaul's `Appliance`), validated up front.
+//! - [`flow`]: a data flow's task: read, prepare, send, acknowledge.
+//! - [`endpoint`]: destinations behind the [`endpoint::Sink`] trait.
+//! - [`metrics`] and [`http`]: Prometheus text, health and readiness.
+//! - [`app`]: everything wired together; `main.rs` is the CLI around it.
 
+pub mod app;
+pub mod config;
+pub mod endpoint;
+pub mod flow;
+pub mod http;
+pub mod metrics;

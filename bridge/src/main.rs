@@ -1,1 +1,126 @@
-fn main() {}
+//! The `backhaul` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use backhaul_bridge::app;
+use backhaul_bridge::config::Config;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "backhaul",
+    version,
+    about = "Store-and-forward MQTT bridge for the plant floor",
+    long_about = "Backhaul runs an MQTT broker for your devices and forwards what they publish \
+                  through data flows to remote endpoints. Each flow's messages wait in a queue \
+                  on disk (or in memory) until the endpoint confirms them, so link loss and \
+                  restarts lose nothing.\n\nConfiguration is a directory of YAML documents: \
+                  Azure IoT Operations Dataflow, DataflowEndpoint and DataflowProfile resources, \
+                  plus Backhaul's own Appliance document. Without --config, a built-in example \
+                  configuration runs: a broker on 127.0.0.1:1883 and a flow that writes \
+                  factory/# to JSON Lines files under the data directory."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the appliance until interrupted (Ctrl-C or SIGTERM).
+    Run {
+        /// Configuration directory (*.yaml / *.yml). Default: the built-in example.
+        #[arg(long, short, value_name = "DIR", env = "BACKHAUL_CONFIG")]
+        config: Option<PathBuf>,
+        /// Data directory for queues and local-storage output. Overrides the
+        /// configuration's storage.path. Default: ./backhaul-data
+        #[arg(long, value_name = "DIR", env = "BACKHAUL_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Check a configuration directory; print every problem and exit non-zero if any.
+    Validate {
+        /// Configuration directory (*.yaml / *.yml). Default: the built-in example.
+        #[arg(long, short, value_name = "DIR")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn load(config: Option<&PathBuf>) -> Result<Config, String> {
+    let loaded = match config {
+        Some(dir) => Config::load_dir(dir),
+        None => Config::embedded(),
+    };
+    loaded.map_err(|errors| errors.to_string())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Validate { config } => match load(config.as_ref()) {
+            Ok(config) => {
+                println!(
+                    "configuration is valid: {} data flow(s), {} enabled, {} endpoint(s)",
+                    config.flows.len(),
+                    config.enabled_flows().count(),
+                    config.endpoints.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { config, data_dir } => {
+            let config = match load(config.as_ref()) {
+                Ok(config) => config,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return ExitCode::from(2);
+                }
+            };
+            let data_dir = app::data_dir(&config, data_dir.as_deref());
+            match run(config, data_dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("backhaul: {err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn run(config: Config, data_dir: PathBuf) -> Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(app::run(config, data_dir, shutdown_signal()))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

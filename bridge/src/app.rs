@@ -1,0 +1,131 @@
+//! The running appliance: queue store, broker, data flows and the HTTP side,
+//! wired together from a validated [`Config`].
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use backhaul_broker::{Broker, BrokerSettings, DurableGate, FlowRoute};
+use backhaul_storage::{QueueStore, StorageMode};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::info;
+
+use crate::config::{Config, StorageModeSpec, DEFAULT_DATA_DIR};
+use crate::endpoint::{self, SinkContext};
+use crate::flow::{FlowRunner, RunnerSettings};
+use crate::http::{self, HttpState};
+use crate::metrics::Metrics;
+
+/// The data directory: `--data-dir`, else the configuration's
+/// `storage.path`, else `./backhaul-data`.
+pub fn data_dir(config: &Config, cli: Option<&Path>) -> PathBuf {
+    cli.map(Path::to_path_buf)
+        .or_else(|| config.appliance.data_dir.clone())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+}
+
+/// Runs the appliance until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    data_dir: PathBuf,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let flows: Vec<_> = config.enabled_flows().cloned().collect();
+    let names: Vec<String> = flows.iter().map(|f| f.name.clone()).collect();
+    let mode = match config.appliance.storage_mode {
+        StorageModeSpec::Disk => StorageMode::Disk(data_dir.join("queues")),
+        StorageModeSpec::Memory => StorageMode::Memory,
+    };
+    let store = tokio::task::spawn_blocking(move || QueueStore::open(&mode, &names))
+        .await?
+        .with_context(|| format!("cannot open the queues under {}", data_dir.display()))?;
+    let store = Arc::new(store);
+    for queue in store.queues() {
+        let stats = queue.stats();
+        info!(
+            flow = queue.name(),
+            queued = stats.messages,
+            bytes = stats.bytes,
+            "queue opened"
+        );
+    }
+
+    let routes = flows
+        .iter()
+        .enumerate()
+        .map(|(flow, f)| FlowRoute {
+            flow,
+            filters: f.sources.clone(),
+        })
+        .collect();
+    let broker_settings = BrokerSettings {
+        listeners: config.appliance.listeners.clone(),
+        ..BrokerSettings::default()
+    };
+    let broker = Broker::new(broker_settings, DurableGate::new(store.clone(), routes));
+    let listeners = broker.bind().await?;
+
+    let metrics = Metrics::new(store.queues(), store.clone(), broker.stats());
+    let metrics_address = config.appliance.metrics_address;
+    let http_listener = TcpListener::bind(metrics_address)
+        .await
+        .with_context(|| format!("cannot bind the metrics address {metrics_address}"))?;
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let context = SinkContext {
+        appliance_id: config.appliance.id.clone(),
+        data_dir: data_dir.clone(),
+    };
+    for (queue, flow) in store.queues().into_iter().zip(&flows) {
+        let endpoint = config
+            .endpoints
+            .get(&flow.endpoint)
+            .context("validated flows name existing endpoints")?;
+        let sink = endpoint::build(endpoint, flow, &context)
+            .context("validated flows have a destination endpoint")?;
+        let runner = FlowRunner {
+            name: flow.name.clone(),
+            appliance_id: config.appliance.id.clone(),
+            queue,
+            destination: flow.destination.clone(),
+            sink,
+            metrics: metrics.flow(&flow.name, &flow.endpoint),
+            settings: RunnerSettings::default(),
+        };
+        tasks.spawn(runner.run(stopped.clone()));
+    }
+    let state = Arc::new(HttpState {
+        metrics,
+        ready: AtomicBool::new(false),
+    });
+    let http_task = tokio::spawn(http::serve(http_listener, state.clone()));
+    let mut listener_tasks = JoinSet::new();
+    let mut addresses = Vec::new();
+    for listener in listeners {
+        addresses.push(listener.address().to_string());
+        listener_tasks.spawn(listener.serve());
+    }
+    state.ready.store(true, Ordering::Relaxed);
+    info!(
+        mqtt = %addresses.join(", "),
+        metrics = %format!("http://{metrics_address}/metrics"),
+        data_dir = %data_dir.display(),
+        flows = flows.len(),
+        durable = store.is_durable(),
+        "Backhaul is ready"
+    );
+
+    shutdown.await;
+    info!("shutting down");
+    state.ready.store(false, Ordering::Relaxed);
+    listener_tasks.abort_all();
+    let _ = stop.send(true);
+    while tasks.join_next().await.is_some() {}
+    http_task.abort();
+    Ok(())
+}

@@ -1,0 +1,44 @@
+//! Backhaul's own resource: `kind: Appliance`, `apiVersion: backhaul.dev/v1alpha1`.
+
+use serde::Deserialize;
+
+use super::enums::ci_enum;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApplianceSpec {
+    /// Stable id of this appliance, part of every message id. Defaults to
+    /// `metadata.name`.
+    pub appliance_id: Option<String>,
+    pub listeners: Option<Vec<ListenerSpec>>,
+    pub storage: Option<StorageSpec>,
+    pub metrics: Option<MetricsSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListenerSpec {
+    pub name: Option<String>,
+    /// `IP:port` to listen on.
+    pub address: String,
+}
+
+ci_enum!(
+    /// Where data flow queues live.
+    StorageModeSpec { Disk, Memory }
+);
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StorageSpec {
+    pub mode: Option<StorageModeSpec>,
+    /// The data directory (queues, local-storage output).
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricsSpec {
+    /// `IP:port` of the metrics and health endpoint.
+    pub address: Option<String>,
+}

@@ -1,0 +1,98 @@
+//! Endpoints: where a data flow delivers. Each type implements [`Sink`]:
+//! deliver a batch in order and succeed only once the destination has
+//! confirmed all of it. Errors are classified so the flow knows whether to
+//! retry soon, later, or park.
+//!
+//! - [`mqtt`]: a remote MQTT broker (MQTT 5, rumqttc).
+//! - [`local_storage`]: JSON Lines files on this machine.
+
+pub mod local_storage;
+pub mod mqtt;
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use backhaul_broker::StoredMessage;
+
+use crate::config::{Endpoint, Flow};
+
+/// One message on its way to a destination.
+#[derive(Debug, Clone)]
+pub struct OutboundMessage {
+    /// Stable id: `<appliance id>/<flow>/<queue sequence>`.
+    pub id: String,
+    /// The rendered `dataDestination` (topic, or folder).
+    pub destination: String,
+    pub message: StoredMessage,
+}
+
+/// How a failed send should be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Network or peer trouble: back off and retry the same batch.
+    Transient,
+    /// The peer asks us to slow down: back off longer.
+    Throttled,
+    /// Configuration or authorization: retry only rarely; the data stays.
+    Fatal,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Transient => "transient",
+            ErrorKind::Throttled => "throttled",
+            ErrorKind::Fatal => "fatal",
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct SendError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl SendError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Transient,
+            message: message.into(),
+        }
+    }
+}
+
+/// A destination of one data flow.
+#[async_trait]
+pub trait Sink: Send {
+    /// Delivers `batch` in order. `Ok` only when the destination confirmed
+    /// every message; after an error the caller sends the same batch again.
+    async fn send(&mut self, batch: &[OutboundMessage]) -> Result<(), SendError>;
+
+    /// Releases connections and files.
+    async fn close(&mut self);
+}
+
+/// What sinks need besides their endpoint's settings.
+#[derive(Debug, Clone)]
+pub struct SinkContext {
+    pub appliance_id: String,
+    pub data_dir: PathBuf,
+}
+
+/// The sink for `flow`'s destination endpoint.
+pub fn build(endpoint: &Endpoint, flow: &Flow, context: &SinkContext) -> Option<Box<dyn Sink>> {
+    match endpoint {
+        Endpoint::LocalBroker => None,
+        Endpoint::Mqtt(settings) => Some(Box::new(mqtt::MqttSink::new(
+            settings.clone(),
+            mqtt::client_id(settings, &context.appliance_id, &flow.name),
+        ))),
+        Endpoint::LocalStorage(settings) => Some(Box::new(local_storage::LocalStorageSink::new(
+            settings.folder(&context.data_dir),
+            flow.name.clone(),
+            settings.max_file_bytes,
+        ))),
+    }
+}

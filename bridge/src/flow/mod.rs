@@ -1,0 +1,9 @@
+//! Data flows: each enabled flow runs one [`FlowRunner`] task that reads its
+//! queue in order, prepares each message for its destination, sends the
+//! batch and acknowledges it in the queue only after the endpoint confirmed.
+
+mod runner;
+mod topic_template;
+
+pub use runner::{FlowRunner, RunnerSettings};
+pub use topic_template::{TemplateError, TopicTemplate};

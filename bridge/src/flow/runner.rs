@@ -1,0 +1,224 @@
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use backhaul_broker::StoredMessage;
+use backhaul_storage::{FlowQueue, QueuedRecord, Seq};
+use backoff::backoff::Backoff;
+use backoff::ExponentialBackoff;
+use tokio::sync::watch;
+use tracing::{info, warn, Instrument};
+
+use super::TopicTemplate;
+use crate::endpoint::{ErrorKind, OutboundMessage, Sink};
+use crate::metrics::FlowMetrics;
+
+/// Batch sizes and retry timing of a flow.
+#[derive(Debug, Clone)]
+pub struct RunnerSettings {
+    pub max_batch_messages: usize,
+    pub max_batch_bytes: usize,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Retry interval of a flow parked by a fatal endpoint error.
+    pub parked_retry: Duration,
+}
+
+impl Default for RunnerSettings {
+    fn default() -> Self {
+        Self {
+            max_batch_messages: 500,
+            max_batch_bytes: 4 * 1024 * 1024,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(30),
+            parked_retry: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why a queued message was not delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drop {
+    /// The stored bytes do not decode (a bug or a format change).
+    Undecodable,
+    /// `dataDestination` names a topic level the source topic lacks.
+    UnresolvedDestination,
+    /// Its MQTT message expiry passed while it was queued.
+    Expired,
+}
+
+impl Drop {
+    fn reason(self) -> &'static str {
+        match self {
+            Drop::Undecodable => "undecodable",
+            Drop::UnresolvedDestination => "unresolved_destination",
+            Drop::Expired => "expired",
+        }
+    }
+}
+
+/// The task of one data flow.
+pub struct FlowRunner {
+    pub name: String,
+    pub appliance_id: String,
+    pub queue: FlowQueue,
+    pub destination: TopicTemplate,
+    pub sink: Box<dyn Sink>,
+    pub metrics: FlowMetrics,
+    pub settings: RunnerSettings,
+}
+
+impl FlowRunner {
+    /// Runs until `shutdown` turns true.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let span = tracing::info_span!("flow", name = %self.name);
+        async move {
+            let mut next: Seq = 1;
+            while !*shutdown.borrow() {
+                let records = match self
+                    .queue
+                    .read(
+                        next,
+                        self.settings.max_batch_messages,
+                        self.settings.max_batch_bytes,
+                    )
+                    .await
+                {
+                    Ok(records) => records,
+                    Err(err) => {
+                        warn!(%err, "reading the queue failed; retrying");
+                        sleep_or_shutdown(Duration::from_secs(1), &mut shutdown).await;
+                        continue;
+                    }
+                };
+                let Some(last) = records.last().map(|r| r.seq) else {
+                    tokio::select! {
+                        _ = self.queue.appended() => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    continue;
+                };
+                let batch = self.prepare(records);
+                if !batch.is_empty() && !self.deliver(&batch, &mut shutdown).await {
+                    break;
+                }
+                acknowledge(&self.queue, last, &mut shutdown).await;
+                self.metrics.delivered.inc_by(batch.len() as u64);
+                next = last + 1;
+            }
+            self.sink.close().await;
+            info!("flow stopped");
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Decodes records and renders their destinations; drops (and counts)
+    /// what cannot be delivered.
+    fn prepare(&self, records: Vec<QueuedRecord>) -> Vec<OutboundMessage> {
+        let now_ms = now_ms();
+        let mut batch = Vec::with_capacity(records.len());
+        for record in records {
+            match self.outbound(record, now_ms) {
+                Ok(outbound) => batch.push(outbound),
+                Err((seq, drop)) => {
+                    warn!(seq, reason = drop.reason(), "message dropped");
+                    self.metrics.dropped(drop.reason()).inc();
+                }
+            }
+        }
+        batch
+    }
+
+    fn outbound(&self, record: QueuedRecord, now_ms: u64) -> Result<OutboundMessage, (Seq, Drop)> {
+        let seq = record.seq;
+        let mut message =
+            StoredMessage::decode(record.data).map_err(|_| (seq, Drop::Undecodable))?;
+        if let Some(expiry) = message.message_expiry_interval {
+            let queued_secs = now_ms.saturating_sub(message.received_at_ms) / 1000;
+            let remaining = u64::from(expiry)
+                .checked_sub(queued_secs)
+                .filter(|r| *r > 0);
+            let remaining = remaining.ok_or((seq, Drop::Expired))?;
+            message.message_expiry_interval = Some(remaining as u32);
+        }
+        let destination = self
+            .destination
+            .render(&message.topic)
+            .ok_or((seq, Drop::UnresolvedDestination))?;
+        Ok(OutboundMessage {
+            id: format!("{}/{}/{}", self.appliance_id, self.name, seq),
+            destination,
+            message,
+        })
+    }
+
+    /// Sends until the endpoint confirms; `false` if shut down first.
+    async fn deliver(
+        &mut self,
+        batch: &[OutboundMessage],
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let mut backoff = ExponentialBackoff {
+            initial_interval: self.settings.initial_backoff,
+            max_interval: self.settings.max_backoff,
+            multiplier: 2.0,
+            randomization_factor: 0.5,
+            max_elapsed_time: None,
+            ..ExponentialBackoff::default()
+        };
+        loop {
+            let result = tokio::select! {
+                result = self.sink.send(batch) => result,
+                _ = shutdown.changed() => return false,
+            };
+            match result {
+                Ok(()) => {
+                    self.metrics.endpoint_up.set(1);
+                    return true;
+                }
+                Err(err) => {
+                    self.metrics.endpoint_up.set(0);
+                    self.metrics.send_error(err.kind.as_str()).inc();
+                    let delay = match err.kind {
+                        ErrorKind::Fatal => self.settings.parked_retry,
+                        ErrorKind::Throttled => backoff
+                            .next_backoff()
+                            .unwrap_or(self.settings.max_backoff)
+                            .max(self.settings.max_backoff / 4),
+                        ErrorKind::Transient => {
+                            backoff.next_backoff().unwrap_or(self.settings.max_backoff)
+                        }
+                    };
+                    warn!(%err, kind = err.kind.as_str(), retry_in = ?delay, messages = batch.len(), "send failed; the batch stays queued");
+                    if !sleep_or_shutdown(delay, shutdown).await {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Acknowledges up to `last`, retrying until it is recorded.
+async fn acknowledge(queue: &FlowQueue, last: Seq, shutdown: &mut watch::Receiver<bool>) {
+    while let Err(err) = queue.ack(last).await {
+        warn!(%err, "acknowledging in the queue failed; retrying");
+        if !sleep_or_shutdown(Duration::from_secs(1), shutdown).await {
+            return;
+        }
+    }
+}
+
+/// Sleeps; `false` if shutdown was requested meanwhile.
+async fn sleep_or_shutdown(delay: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => !*shutdown.borrow(),
+        _ = shutdown.changed() => false,
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
