@@ -1,1 +1,23 @@
+//! Backhaul's test kit: start the built `backhaul` binary and real peers
+//! (Mosquitto from Debian) on loopback, publish numbered QoS 1 streams with
+//! real MQTT clients, count what arrives. The fault suites in `tests/` use
+//! it; nothing here is a mock.
+//!
+//! - [`process`]: the `backhaul` and `mosquitto` processes.
+//! - [`config`]: configuration directories for a test.
+//! - [`mqtt`]: a numbered publisher that records PUBACKs and a subscriber
+//!   that records every message with its Backhaul id.
 
+pub mod config;
+pub mod mqtt;
+pub mod process;
+
+use std::net::TcpListener;
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("loopback has free ports")
+}

@@ -1,0 +1,301 @@
+//! Configuration loading: valid documents as Azure IoT Operations users write
+//! them, and every kind of error with its exact message.
+
+use backhaul_bridge::config::{Config, Endpoint, RetainPolicy, StorageModeSpec};
+
+const APPLIANCE: &str = r#"
+apiVersion: backhaul.dev/v1alpha1
+kind: Appliance
+metadata: {name: edge-01}
+spec:
+  listeners:
+    - {name: plant, address: 0.0.0.0:1883}
+  storage: {mode: memory, path: /var/lib/backhaul}
+  metrics: {address: 127.0.0.1:9700}
+"#;
+
+const REMOTE: &str = r#"
+apiVersion: connectivity.iotoperations.azure.com/v1
+kind: DataflowEndpoint
+metadata: {name: cloud-broker, namespace: azure-iot-operations}
+spec:
+  endpointType: Mqtt
+  hostType: CustomMqtt
+  mqttSettings:
+    host: mybroker.example.com:1883
+    protocol: Mqtt
+    clientIdPrefix: dataflow-
+    qos: 1
+    retain: Never
+    sessionExpirySeconds: 600
+    keepAliveSeconds: 30
+    maxInflightMessages: 50
+    tls: {mode: Disabled}
+    authentication:
+      method: Anonymous
+      anonymousSettings: {}
+"#;
+
+const FLOW: &str = r#"
+apiVersion: connectivity.iotoperations.azure.com/v1beta1
+kind: Dataflow
+metadata: {name: oven-to-cloud, namespace: azure-iot-operations}
+spec:
+  profileRef: default
+  mode: Enabled
+  requestDiskPersistence: Enabled
+  operations:
+    - operationType: source
+      name: source1
+      sourceSettings:
+        endpointRef: default
+        assetRef: my-adr-namespace/oven
+        serializationFormat: Json
+        dataSources:
+          - azure-iot-operations/data/oven
+          - thermostats/+/sensor/temperature/#
+    - operationType: Destination
+      name: destination1
+      destinationSettings:
+        endpointRef: cloud-broker
+        dataDestination: processed/${inputTopic.2}
+"#;
+
+const PROFILE: &str = r#"
+apiVersion: connectivity.iotoperations.azure.com/v1
+kind: DataflowProfile
+metadata: {name: default}
+spec:
+  instanceCount: 1
+  diagnostics:
+    logs: {level: info}
+    metrics: {prometheusPort: 9600}
+"#;
+
+fn load(files: &[(&str, &str)]) -> Result<Config, Vec<String>> {
+    Config::from_texts(files).map_err(|e| e.0.iter().map(|e| e.to_string()).collect())
+}
+
+fn errors(files: &[(&str, &str)]) -> Vec<String> {
+    load(files).expect_err("configuration must be refused")
+}
+
+#[test]
+fn loads_aio_resources_written_as_in_azure_iot_operations() {
+    let flows_and_profile = format!("{FLOW}\n---\n{PROFILE}");
+    let config = load(&[
+        ("appliance.yaml", APPLIANCE),
+        ("endpoints.yaml", REMOTE),
+        ("flows.yaml", &flows_and_profile),
+    ])
+    .unwrap();
+    let appliance = &config.appliance;
+    assert_eq!(appliance.id, "edge-01", "defaults to metadata.name");
+    assert_eq!(appliance.listeners[0].address.to_string(), "0.0.0.0:1883");
+    assert_eq!(appliance.storage_mode, StorageModeSpec::Memory);
+    assert_eq!(appliance.metrics_address.to_string(), "127.0.0.1:9700");
+
+    let Endpoint::Mqtt(mqtt) = &config.endpoints["cloud-broker"] else {
+        panic!("cloud-broker is an MQTT endpoint");
+    };
+    assert_eq!(
+        (mqtt.host.as_str(), mqtt.port),
+        ("mybroker.example.com", 1883)
+    );
+    assert_eq!(mqtt.retain, RetainPolicy::Never);
+    assert_eq!(mqtt.max_inflight_messages, 50);
+    assert!(matches!(config.endpoints["default"], Endpoint::LocalBroker));
+
+    let flow = &config.flows[0];
+    assert_eq!(flow.name, "oven-to-cloud");
+    assert!(flow.enabled);
+    assert_eq!(flow.sources.len(), 2);
+    assert!(flow.sources[1].matches("thermostats/t1/sensor/temperature/c"));
+    assert_eq!(
+        flow.destination.render("factory/7/x").as_deref(),
+        Some("processed/7")
+    );
+}
+
+#[test]
+fn the_embedded_default_configuration_is_valid() {
+    let config = Config::embedded().unwrap();
+    assert_eq!(
+        config.appliance.listeners[0].address.to_string(),
+        "127.0.0.1:1883"
+    );
+    assert_eq!(
+        config.appliance.metrics_address.to_string(),
+        "127.0.0.1:9600"
+    );
+    assert_eq!(config.appliance.storage_mode, StorageModeSpec::Disk);
+    let flow = &config.flows[0];
+    assert!(flow.sources[0].matches("factory/line1/temp"));
+    assert!(matches!(
+        config.endpoints[&flow.endpoint],
+        Endpoint::LocalStorage(_)
+    ));
+}
+
+#[test]
+fn disabled_flows_are_loaded_but_not_enabled() {
+    let flow = FLOW.replace("mode: Enabled", "mode: Disabled");
+    let config = load(&[("e.yaml", REMOTE), ("f.yaml", &flow)]).unwrap();
+    assert_eq!(config.flows.len(), 1);
+    assert_eq!(config.enabled_flows().count(), 0);
+}
+
+#[test]
+fn builtin_transformation_is_refused_until_supported() {
+    let flow = FLOW.replace(
+        "    - operationType: Destination",
+        "    - operationType: BuiltInTransformation\n      builtInTransformationSettings:\n        map: [{inputs: ['*'], output: '*'}]\n    - operationType: Destination",
+    );
+    assert_eq!(
+        errors(&[("e.yaml", REMOTE), ("flows.yaml", &flow)]),
+        [
+            "flows.yaml: document 1 (Dataflow 'oven-to-cloud'): spec.operations[1]: operationType \
+          BuiltInTransformation is not supported yet: Backhaul does not run the mapping language \
+          (datasets, filter, map) yet; remove this operation to forward messages unchanged"
+        ]
+    );
+}
+
+#[test]
+fn field_errors_name_file_document_and_field() {
+    let typo = REMOTE.replace("    host:", "    hots:");
+    assert_eq!(
+        errors(&[("e.yaml", &typo)]),
+        ["e.yaml: document 1 (DataflowEndpoint 'cloud-broker'): spec.mqttSettings.hots: unknown \
+          field `hots`, expected one of `host`, `protocol`, `clientIdPrefix`, `qos`, `retain`, \
+          `sessionExpirySeconds`, `keepAliveSeconds`, `maxInflightMessages`, \
+          `cloudEventAttributes`, `tls`, `authentication`"]
+    );
+    let bad_enum = REMOTE.replace("retain: Never", "retain: Sometimes");
+    assert_eq!(
+        errors(&[("e.yaml", &bad_enum)]),
+        ["e.yaml: document 1 (DataflowEndpoint 'cloud-broker'): spec.mqttSettings.retain: unknown \
+          value 'Sometimes', expected one of: Keep, Never"]
+    );
+    let missing = FLOW.replace("        dataDestination: processed/${inputTopic.2}\n", "");
+    assert_eq!(
+        errors(&[("e.yaml", REMOTE), ("f.yaml", &missing)]),
+        ["f.yaml: document 1 (Dataflow 'oven-to-cloud'): spec.operations[1].destinationSettings: \
+          missing field `dataDestination`"]
+    );
+}
+
+#[test]
+fn reference_and_value_errors_are_all_reported() {
+    let flow = FLOW
+        .replace("endpointRef: cloud-broker", "endpointRef: nowhere")
+        .replace("thermostats/+/sensor/temperature/#", "thermostats/#/x")
+        .replace("profileRef: default", "profileRef: fast");
+    let got = errors(&[("f.yaml", &flow)]);
+    let prefix = "f.yaml: document 1 (Dataflow 'oven-to-cloud'): ";
+    assert_eq!(
+        got,
+        [
+            format!("{prefix}spec.profileRef: no DataflowProfile named 'fast' (the profile 'default' always exists)"),
+            format!("{prefix}spec.operations[0].sourceSettings.dataSources[1]: '#' must be the last level and stand alone (as in 'a/#') in 'thermostats/#/x'"),
+            format!("{prefix}spec.operations[1].destinationSettings.endpointRef: no DataflowEndpoint named 'nowhere'"),
+        ]
+    );
+}
+
+#[test]
+fn unsupported_endpoint_features_say_so() {
+    let tls = REMOTE.replace("    tls: {mode: Disabled}\n", "");
+    assert_eq!(
+        errors(&[("e.yaml", &tls)]),
+        ["e.yaml: document 1 (DataflowEndpoint 'cloud-broker'): spec.mqttSettings.tls.mode: TLS \
+          towards MQTT endpoints is not supported yet (Azure IoT Operations enables TLS unless told \
+          otherwise); set tls: {mode: Disabled} for a plain MQTT broker"]
+    );
+    let kafka = r#"
+apiVersion: connectivity.iotoperations.azure.com/v1
+kind: DataflowEndpoint
+metadata: {name: eventhub}
+spec:
+  endpointType: Kafka
+  kafkaSettings: {host: "ns.servicebus.windows.net:9093"}
+"#;
+    assert_eq!(
+        errors(&[("k.yaml", kafka)]),
+        [
+            "k.yaml: document 1 (DataflowEndpoint 'eventhub'): spec.endpointType: Kafka is not \
+          supported yet (supported: Mqtt, LocalStorage)"
+        ]
+    );
+    let x509 = REMOTE.replace("method: Anonymous", "method: X509Certificate");
+    assert!(errors(&[("e.yaml", &x509)])[0].ends_with(
+        "spec.mqttSettings.authentication.method: X509Certificate is not supported yet (supported: Anonymous)"
+    ));
+}
+
+#[test]
+fn envelope_errors() {
+    let got = errors(&[(
+        "x.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n---\n\
+         apiVersion: connectivity.iotoperations.azure.com/v2\nkind: Dataflow\nmetadata: {name: y}\n---\n\
+         apiVersion: backhaul.dev/v1alpha1\nkind: Appliance\nmetadata: {name: Bad_Name}\n",
+    )]);
+    assert_eq!(
+        got,
+        [
+            "x.yaml: document 1: kind: unknown kind 'ConfigMap'; expected one of: Appliance, Dataflow, DataflowEndpoint, DataflowProfile",
+            "x.yaml: document 2 (Dataflow 'y'): apiVersion: 'connectivity.iotoperations.azure.com/v2' is not valid for kind Dataflow; expected connectivity.iotoperations.azure.com/v1 or connectivity.iotoperations.azure.com/v1beta1",
+            "x.yaml: document 3 (Appliance 'Bad_Name'): metadata.name: 'Bad_Name' is not a valid name: use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit",
+        ]
+    );
+    let syntax = errors(&[("y.yaml", "kind: [unclosed\n")]);
+    assert!(
+        syntax[0].starts_with("y.yaml: document 1: invalid YAML:"),
+        "{syntax:?}"
+    );
+}
+
+#[test]
+fn duplicates_and_appliance_values() {
+    let twice = format!("{REMOTE}\n---\n{REMOTE}");
+    assert_eq!(
+        errors(&[("e.yaml", &twice)]),
+        [
+            "e.yaml: document 2 (DataflowEndpoint 'cloud-broker'): metadata.name: duplicate name; \
+          the first is document 1 of e.yaml"
+        ]
+    );
+    let bad = APPLIANCE.replace("0.0.0.0:1883", "localhost");
+    assert_eq!(
+        errors(&[("a.yaml", &bad)]),
+        ["a.yaml: document 1 (Appliance 'edge-01'): spec.listeners[0].address: 'localhost' is not \
+          an IP:port address (such as 127.0.0.1:1883)"]
+    );
+}
+
+#[test]
+fn load_dir_reads_yaml_files_and_names_them() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("b-flows.yaml"), FLOW).unwrap();
+    std::fs::write(dir.path().join("a-endpoints.yml"), REMOTE).unwrap();
+    std::fs::write(dir.path().join("README.txt"), "not configuration").unwrap();
+    std::fs::create_dir(dir.path().join("secrets")).unwrap();
+    let config = Config::load_dir(dir.path()).unwrap();
+    assert_eq!(config.flows[0].name, "oven-to-cloud");
+
+    std::fs::write(dir.path().join("c.yaml"), "kind: Nope\n").unwrap();
+    let err = Config::load_dir(dir.path()).unwrap_err().to_string();
+    let file = dir.path().join("c.yaml").display().to_string();
+    assert!(
+        err.starts_with(&format!("{file}: document 1: kind: unknown kind 'Nope'")),
+        "{err}"
+    );
+
+    let empty = tempfile::tempdir().unwrap();
+    let err = Config::load_dir(empty.path()).unwrap_err().to_string();
+    assert!(
+        err.ends_with("no .yaml or .yml files in the configuration directory"),
+        "{err}"
+    );
+}

@@ -1,0 +1,167 @@
+//! Real MQTT clients for the suites: a numbered QoS 1 publisher that records
+//! which messages were PUBACKed, and a persistent MQTT 5 subscriber that
+//! records every message with Backhaul's id property.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::v5::Packet as Packet5;
+use rumqttc::v5::{AsyncClient as Client5, Event as Event5, MqttOptions as Options5};
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+
+/// The user property Backhaul puts its message id in.
+pub const MESSAGE_ID_PROPERTY: &str = "backhaul-message-id";
+
+/// Publishes the numbers `0..count` as payloads to `topic` (QoS 1, up to 100
+/// in flight) on Backhaul's listener at `port`, pushing each number to
+/// `acked` when its PUBACK arrives. Returns when all are acknowledged or the
+/// connection breaks (then with the error).
+pub async fn publish_numbered(
+    port: u16,
+    client_id: &str,
+    topic: &str,
+    count: u64,
+    acked: Arc<Mutex<Vec<u64>>>,
+) -> Result<(), String> {
+    let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_inflight(100);
+    let (client, mut eventloop) = AsyncClient::new(options, 1000);
+    let topic = topic.to_string();
+    let feeder = tokio::spawn(async move {
+        for n in 0..count {
+            if client
+                .publish(topic.as_str(), QoS::AtLeastOnce, false, n.to_string())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        client
+    });
+    let mut written = 0u64;
+    let mut in_flight: HashMap<u16, u64> = HashMap::new();
+    let mut done = 0u64;
+    let result = loop {
+        if done == count {
+            break Ok(());
+        }
+        match eventloop.poll().await {
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                in_flight.insert(pkid, written);
+                written += 1;
+            }
+            Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                if let Some(n) = in_flight.remove(&ack.pkid) {
+                    acked.lock().expect("acked list").push(n);
+                    done += 1;
+                }
+            }
+            Ok(_) => {}
+            Err(err) => break Err(err.to_string()),
+        }
+    };
+    feeder.abort();
+    result
+}
+
+/// One message as the subscriber saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub topic: String,
+    pub payload: String,
+    /// Backhaul's id property, if present.
+    pub id: Option<String>,
+}
+
+impl Received {
+    /// The payload as the publisher's number.
+    pub fn number(&self) -> Option<u64> {
+        self.payload.parse().ok()
+    }
+
+    /// The queue sequence at the end of Backhaul's id.
+    pub fn sequence(&self) -> Option<u64> {
+        self.id.as_deref()?.rsplit('/').next()?.parse().ok()
+    }
+}
+
+fn subscriber_options(port: u16, client_id: &str) -> Options5 {
+    let mut options = Options5::new(client_id, "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_clean_start(false);
+    options.set_session_expiry_interval(Some(3600));
+    options
+}
+
+/// Creates a persistent session subscribed to `filter` (QoS 1) on the broker
+/// at `port`, then disconnects: the broker queues matching messages for it.
+pub async fn create_persistent_subscription(
+    port: u16,
+    client_id: &str,
+    filter: &str,
+) -> Result<(), String> {
+    let (client, mut eventloop) = Client5::new(subscriber_options(port, client_id), 10);
+    client
+        .subscribe(filter, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+        .await
+        .map_err(|e| e.to_string())?;
+    loop {
+        match eventloop.poll().await.map_err(|e| e.to_string())? {
+            Event5::Incoming(Packet5::SubAck(_)) => break,
+            _ => continue,
+        }
+    }
+    client.disconnect().await.map_err(|e| e.to_string())?;
+    let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
+    Ok(())
+}
+
+/// Resumes the persistent session `client_id` and collects messages until
+/// `expected` arrived and then `quiet` passed without another, or until
+/// `timeout`.
+pub async fn collect(
+    port: u16,
+    client_id: &str,
+    expected: usize,
+    quiet: Duration,
+    timeout: Duration,
+) -> Result<Vec<Received>, String> {
+    let (_client, mut eventloop) = Client5::new(subscriber_options(port, client_id), 10);
+    let mut received = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let wait = if received.len() >= expected {
+            quiet
+        } else {
+            deadline.saturating_duration_since(tokio::time::Instant::now())
+        };
+        let event = match tokio::time::timeout(wait, eventloop.poll()).await {
+            Err(_) => return Ok(received),
+            Ok(Err(err)) => {
+                // The broker may still be starting: retry until the deadline.
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(format!("subscriber: {err}"));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            Ok(Ok(event)) => event,
+        };
+        if let Event5::Incoming(Packet5::Publish(publish)) = event {
+            let id = publish.properties.as_ref().and_then(|p| {
+                p.user_properties
+                    .iter()
+                    .find(|(k, _)| k == MESSAGE_ID_PROPERTY)
+                    .map(|(_, v)| v.clone())
+            });
+            received.push(Received {
+                topic: String::from_utf8_lossy(&publish.topic).into_owned(),
+                payload: String::from_utf8_lossy(&publish.payload).into_owned(),
+                id,
+            });
+        }
+    }
+}

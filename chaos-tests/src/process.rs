@@ -1,0 +1,210 @@
+//! The processes under test. Each is killed when its handle drops.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// The `backhaul` binary: `$BACKHAUL_BIN`, else the one built beside this
+/// test executable (`target/<profile>/backhaul`), else built now.
+pub fn backhaul_bin() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("BACKHAUL_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test executable is in target/<profile>/deps")?;
+    let bin = profile_dir.join("backhaul");
+    if !bin.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "backhaul-bridge", "--bin", "backhaul"])
+            .status()?;
+        if !status.success() {
+            bail!("cargo build of the backhaul binary failed");
+        }
+    }
+    Ok(bin)
+}
+
+fn wait_for_port(port: u16, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("nothing listens on 127.0.0.1:{port} after {timeout:?}")
+}
+
+/// A minimal HTTP GET on loopback: status code and body.
+pub fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("HTTP status line")?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A running `backhaul run`.
+pub struct Backhaul {
+    child: Child,
+    pub metrics_port: u16,
+    pub log: PathBuf,
+}
+
+impl Backhaul {
+    /// Starts `backhaul run --config <config> --data-dir <data>` and waits
+    /// until `/readyz` answers 200.
+    pub fn start(config: &Path, data: &Path, metrics_port: u16) -> Result<Self> {
+        let log = data.with_extension("log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let child = Command::new(backhaul_bin()?)
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .arg("--data-dir")
+            .arg(data)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .context("starting backhaul")?;
+        let mut backhaul = Self {
+            child,
+            metrics_port,
+            log,
+        };
+        backhaul.wait_ready(Duration::from_secs(30))?;
+        Ok(backhaul)
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("backhaul exited with {status}; log:\n{}", self.log_text());
+            }
+            if matches!(http_get(self.metrics_port, "/readyz"), Ok((200, _))) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        bail!(
+            "backhaul not ready after {timeout:?}; log:\n{}",
+            self.log_text()
+        )
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `/metrics` as text.
+    pub fn metrics(&self) -> Result<String> {
+        Ok(http_get(self.metrics_port, "/metrics")?.1)
+    }
+
+    /// The value of one sample (`name{labels}` exactly as exposed).
+    pub fn metric(&self, sample: &str) -> Result<f64> {
+        let text = self.metrics()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+            .with_context(|| format!("no sample {sample} in:\n{text}"))
+    }
+
+    /// SIGKILL, as a power cut would.
+    pub fn kill9(mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for Backhaul {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Mosquitto broker from Debian on loopback, with persistence so an
+/// offline persistent subscriber keeps its queue across a broker restart.
+pub struct Mosquitto {
+    child: Child,
+}
+
+impl Mosquitto {
+    pub fn start(port: u16, dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                 persistence_location {}/\nmax_queued_messages 1000000\nmax_inflight_messages 1000\n{}",
+                dir.display(),
+                if is_root() { "user root\n" } else { "" }
+            ),
+        )?;
+        let log = std::fs::File::create(dir.join("mosquitto.log"))?;
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting mosquitto (apt-get install mosquitto)")?;
+        wait_for_port(port, Duration::from_secs(10))?;
+        Ok(Self { child })
+    }
+
+    /// SIGTERM and wait, so the persistence file is written.
+    pub fn stop(mut self) -> Result<()> {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()?;
+        if !status.success() {
+            bail!("kill -TERM mosquitto failed");
+        }
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
