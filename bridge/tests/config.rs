@@ -299,3 +299,19 @@ fn load_dir_reads_yaml_files_and_names_them() {
         "{err}"
     );
 }
+
+#[test]
+fn the_readme_example_directory_is_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mqtt-bridge");
+    let config = Config::load_dir(&dir).unwrap();
+    assert_eq!(config.appliance.id, "line-7-edge");
+    let names: Vec<&str> = config.flows.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["telemetry-to-site", "alarms-to-archive"]);
+    assert_eq!(
+        config.flows[0]
+            .destination
+            .render("factory/a/telemetry/t")
+            .as_deref(),
+        Some("line-7/factory/a/telemetry/t")
+    );
+}

@@ -169,7 +169,7 @@ impl Mosquitto {
             ),
         )?;
         let log = std::fs::File::create(dir.join("mosquitto.log"))?;
-        let child = Command::new("mosquitto")
+        let child = Command::new(mosquitto_bin())
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
@@ -191,6 +191,16 @@ impl Mosquitto {
         }
         self.child.wait()?;
         Ok(())
+    }
+}
+
+/// Debian installs the broker in /usr/sbin, which a user's PATH may lack.
+fn mosquitto_bin() -> PathBuf {
+    let sbin = PathBuf::from("/usr/sbin/mosquitto");
+    if sbin.exists() {
+        sbin
+    } else {
+        PathBuf::from("mosquitto")
     }
 }
 
