@@ -54,3 +54,25 @@ spec:
     std::fs::write(dir.join("appliance.yaml"), appliance_yaml).expect("write config");
     std::fs::write(dir.join("flows.yaml"), flows_yaml).expect("write config");
 }
+
+/// Writes an Appliance document and the built-in example flow with free
+/// ports: `factory/#` → JSON Lines files under `<data>/local-storage/files/factory`.
+pub fn write_local_files(dir: &Path, appliance: &TestAppliance) {
+    std::fs::create_dir_all(dir).expect("config dir");
+    let appliance_yaml = format!(
+        r#"apiVersion: backhaul.dev/v1alpha1
+kind: Appliance
+metadata: {{name: test-edge}}
+spec:
+  listeners: [{{name: devices, address: "127.0.0.1:{mqtt}"}}]
+  storage: {{mode: {storage}}}
+  metrics: {{address: "127.0.0.1:{metrics}"}}
+"#,
+        mqtt = appliance.mqtt_port,
+        metrics = appliance.metrics_port,
+        storage = appliance.storage,
+    );
+    let flows = include_str!("../../bridge/default-config/dataflows.yaml");
+    std::fs::write(dir.join("appliance.yaml"), appliance_yaml).expect("write config");
+    std::fs::write(dir.join("dataflows.yaml"), flows).expect("write config");
+}

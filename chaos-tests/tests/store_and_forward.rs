@@ -68,10 +68,19 @@ fn numbers(received: &[Received]) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backlog_published_while_the_remote_is_down_arrives_in_order() {
+    outage_then_replay("Disk", 10_000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_mode_keeps_the_backlog_across_link_loss() {
+    outage_then_replay("Memory", 3_000).await;
+}
+
+async fn outage_then_replay(storage: &'static str, count: u64) {
     let tmp = tempfile::tempdir().unwrap();
     let remote_dir = tmp.path().join("remote");
     let remote_port = remote_with_offline_subscriber(&remote_dir).await;
-    let edge = appliance("Disk");
+    let edge = appliance(storage);
     write_mqtt_bridge(&tmp.path().join("config"), &edge, remote_port);
     let backhaul = Backhaul::start(
         &tmp.path().join("config"),
@@ -85,19 +94,19 @@ async fn backlog_published_while_the_remote_is_down_arrives_in_order() {
         edge.mqtt_port,
         "device-1",
         "factory/line1/temp",
-        10_000,
+        count,
         acked.clone(),
     )
     .await
     .unwrap();
     assert_eq!(
-        acked.lock().unwrap().len(),
-        10_000,
+        acked.lock().unwrap().len() as u64,
+        count,
         "every publish was PUBACKed"
     );
     assert_eq!(
         backhaul.metric(&sample("backhaul_queue_messages")).unwrap(),
-        10_000.0,
+        count as f64,
         "with the remote down, everything waits in the queue"
     );
     assert_eq!(
@@ -111,7 +120,7 @@ async fn backlog_published_while_the_remote_is_down_arrives_in_order() {
     let received = collect(
         remote_port,
         SUBSCRIBER,
-        10_000,
+        count as usize,
         Duration::from_secs(2),
         Duration::from_secs(180),
     )
@@ -119,7 +128,7 @@ async fn backlog_published_while_the_remote_is_down_arrives_in_order() {
     .unwrap();
     assert_eq!(
         numbers(&received),
-        (0..10_000).collect::<Vec<u64>>(),
+        (0..count).collect::<Vec<u64>>(),
         "all, once, in order"
     );
     for (i, message) in received.iter().enumerate() {
@@ -131,7 +140,7 @@ async fn backlog_published_while_the_remote_is_down_arrives_in_order() {
         );
     }
     let (received_total, delivered) = drained(&backhaul).await;
-    assert_eq!((received_total, delivered), (10_000.0, 10_000.0));
+    assert_eq!((received_total, delivered), (count as f64, count as f64));
     assert_eq!(
         backhaul.metric(&sample("backhaul_queue_messages")).unwrap(),
         0.0
