@@ -9,6 +9,30 @@ pub enum StorageError {
         #[source]
         source: sled::Error,
     },
+    #[error("cannot open the queue store at {path}: {source}")]
+    OpenDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("queue store I/O failed while {context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The filesystem is full: the append is refused, nothing stored is
+    /// damaged, and appends succeed again once space is freed.
+    #[error(
+        "the disk is full while {context}; appends are refused until space is freed: {source}"
+    )]
+    DiskFull {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("a record of {len} bytes exceeds the maximum of {max}")]
+    TooLarge { len: usize, max: usize },
     #[error("queue store I/O failed: {0}")]
     Disk(#[from] sled::Error),
     #[error("group commit failed: {0}")]

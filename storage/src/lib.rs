@@ -6,8 +6,12 @@
 //! order and acknowledges what its endpoint confirmed.
 //!
 //! Contract:
-//! - [`QueueStore::append`] is atomic across flows: after a crash either every
-//!   record of one append is present or none is.
+//! - [`QueueStore::append`] is all-or-nothing while the process runs: a
+//!   failed group commit (disk full, I/O error) leaves no record of it in any
+//!   flow. Across a crash, an append whose ticket had not resolved may
+//!   survive in some of its flows and not in others (each flow has its own
+//!   log); its publisher got no PUBACK and sends it again, so this is the
+//!   at-least-once window of a message in flight, never a loss.
 //! - In disk mode an append resolves only after the data is flushed to disk;
 //!   appends waiting at the same moment share one flush (group commit, on a
 //!   dedicated thread, never on the async workers).
@@ -15,14 +19,16 @@
 //!   across restarts and after the queue ran empty), so `(flow, seq)` is a
 //!   stable message id.
 //! - A restart resumes every flow at its first unacknowledged record.
-//!   Acknowledgements are not flushed eagerly: a crash may re-deliver records
-//!   acknowledged since the last background flush (at-least-once).
+//!   Acknowledgements are checkpointed without a flush per acknowledgement: a
+//!   power cut may re-deliver records acknowledged in the last second
+//!   (at-least-once); a killed process re-delivers nothing acknowledged.
 //! - Every record is framed with a version and a CRC32C; a corrupt record is
 //!   moved aside (quarantined), counted, and never blocks the queue.
 //!
 //! Layout:
 //! - [`record`]: the on-disk framing of one record.
-//! - [`backend`]: where records live: [`backend::SledBackend`] (disk) and
+//! - [`backend`]: where records live: [`backend::SegmentBackend`] (disk: a
+//!   segment log per flow, [`backend::segment`]) and
 //!   [`backend::MemoryBackend`], behind the [`backend::Backend`] trait.
 //! - [`committer`]: the group-commit thread.
 //! - [`queue`]: [`FlowQueue`], a flow's handle: read, acknowledge, wait, stats.

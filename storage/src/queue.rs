@@ -52,6 +52,7 @@ impl FlowState {
             messages: AtomicU64::new(recovered.messages),
             bytes: AtomicU64::new(recovered.bytes),
             recovered: recovered.messages,
+            quarantined_total: AtomicU64::new(recovered.quarantined),
             ..Self::default()
         }
     }
@@ -63,9 +64,19 @@ impl FlowState {
         self.notify.notify_one();
     }
 
+    /// Saturating: after damage, byte counts are estimates and must not
+    /// wrap around.
     fn removed(&self, messages: u64, bytes: u64) {
-        self.messages.fetch_sub(messages, Ordering::Relaxed);
-        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        let sub = |counter: &AtomicU64, n: u64| {
+            let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(n))
+            });
+        };
+        sub(&self.messages, messages);
+        sub(&self.bytes, bytes);
+        if self.messages.load(Ordering::Relaxed) == 0 {
+            self.bytes.store(0, Ordering::Relaxed);
+        }
     }
 
     fn stats(&self) -> QueueStats {
@@ -141,8 +152,9 @@ impl FlowQueue {
         Ok(outcome.records)
     }
 
-    /// Removes every record with sequence `<= upto`. Not flushed: a crash
-    /// may bring back what was acknowledged since the last background flush.
+    /// Removes every record with sequence `<= upto`. Not flushed: a power
+    /// cut may bring back what was acknowledged since the last checkpoint
+    /// sync (about a second in disk mode); a killed process loses nothing.
     pub async fn ack(&self, upto: Seq) -> Result<u64, StorageError> {
         let backend = self.backend.clone();
         let index = self.index;
@@ -150,10 +162,16 @@ impl FlowQueue {
             .await
             .map_err(|_| StorageError::CommitterStopped)??;
         let state = self.state();
-        state.removed(removed.messages, removed.bytes);
+        state.removed(
+            removed.messages + removed.quarantined,
+            removed.bytes + removed.quarantined_bytes,
+        );
         state
             .acked_total
             .fetch_add(removed.messages, Ordering::Relaxed);
+        state
+            .quarantined_total
+            .fetch_add(removed.quarantined, Ordering::Relaxed);
         Ok(removed.messages)
     }
 

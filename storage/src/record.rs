@@ -1,7 +1,19 @@
-//! Framing of one queue record: `[version u8][crc32c u32 BE][data]`.
+//! Framing of queue records.
 //!
-//! The CRC covers the data only; the version says how to read the rest and
-//! lets later versions change the framing without a migration step.
+//! - Version 1, `[version u8][crc32c u32 BE][data]`: a value stored under a
+//!   key (the sled backend), where the key carries the sequence and the store
+//!   the length. The CRC covers the data.
+//! - Version 2, the segment frame, `[len u32 LE][version u8][seq delta u32
+//!   LE][crc32c u32 LE][data]`: records laid end to end in a segment file, so
+//!   the frame carries its own length and its sequence (relative to the
+//!   segment's first sequence, which the segment header holds: 4 bytes
+//!   rather than 8 keep the overhead of a 200-byte record at 6.5 %). The CRC
+//!   covers the 9 header bytes before it and the data, so a corrupt length
+//!   or sequence is caught like corrupt data; the sequence lets a reader
+//!   re-synchronise after a corrupt frame and tell a gap from a torn tail.
+//!
+//! The version byte says how to read the rest and lets later versions change
+//! the framing without a migration step.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -45,9 +57,110 @@ pub fn decode(framed: &[u8]) -> Result<Bytes, StorageError> {
     Ok(Bytes::copy_from_slice(data))
 }
 
+/// The segment framing version.
+pub const FRAME_VERSION: u8 = 2;
+/// Bytes a segment frame adds to its data.
+pub const FRAME_OVERHEAD: usize = 13;
+const FRAME_CRC_AT: usize = 9;
+
+/// Appends the segment frame of the record `seq` places after its segment's
+/// first sequence to `out`.
+pub fn encode_frame(seq: u32, data: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    // Lengths above u32::MAX are refused by the store before they get here.
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.push(FRAME_VERSION);
+    out.extend_from_slice(&seq.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&out[start..]), data);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(data);
+}
+
+/// What [`decode_frame`] found at the start of a buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A whole, valid frame of `len` bytes.
+    Record {
+        seq: u32,
+        data: &'a [u8],
+        len: usize,
+    },
+    /// The buffer ends inside the frame: `need` bytes would be needed (the
+    /// header's claim, not yet verified).
+    Incomplete { need: usize },
+    /// Not a valid frame.
+    Corrupt(&'static str),
+}
+
+/// Parses the frame at the start of `buf`; `max_data` bounds the data length
+/// a valid frame may claim (so a corrupt length is not trusted to read
+/// gigabytes).
+pub fn decode_frame(buf: &[u8], max_data: usize) -> Frame<'_> {
+    if buf.len() < FRAME_OVERHEAD {
+        return Frame::Incomplete {
+            need: FRAME_OVERHEAD,
+        };
+    }
+    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if buf[4] != FRAME_VERSION {
+        return Frame::Corrupt("unknown frame version");
+    }
+    if len > max_data {
+        return Frame::Corrupt("frame length out of range");
+    }
+    let total = FRAME_OVERHEAD + len;
+    if buf.len() < total {
+        return Frame::Incomplete { need: total };
+    }
+    let seq = u32::from_le_bytes([buf[5], buf[6], buf[7], buf[8]]);
+    let stored = u32::from_le_bytes([buf[9], buf[10], buf[11], buf[12]]);
+    let data = &buf[FRAME_OVERHEAD..total];
+    let actual = crc32c::crc32c_append(crc32c::crc32c(&buf[..FRAME_CRC_AT]), data);
+    if stored != actual {
+        return Frame::Corrupt("frame checksum mismatch");
+    }
+    Frame::Record {
+        seq,
+        data,
+        len: total,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frame_round_trip_and_damage() {
+        let mut buf = Vec::new();
+        encode_frame(7, b"hello", &mut buf);
+        encode_frame(8, b"", &mut buf);
+        assert_eq!(buf.len(), 2 * FRAME_OVERHEAD + 5);
+        let Frame::Record { seq, data, len } = decode_frame(&buf, 1 << 20) else {
+            panic!("valid frame");
+        };
+        assert_eq!((seq, data, len), (7, &b"hello"[..], 18));
+        assert!(matches!(
+            decode_frame(&buf[18..], 10),
+            Frame::Record { seq: 8, .. }
+        ));
+        assert_eq!(
+            decode_frame(&buf[..16], 1 << 20),
+            Frame::Incomplete { need: 18 }
+        );
+        assert_eq!(
+            decode_frame(&buf, 4),
+            Frame::Corrupt("frame length out of range")
+        );
+        for at in [0, 5, 10, 14] {
+            let mut bad = buf.clone();
+            bad[at] ^= 0x10;
+            assert!(
+                !matches!(decode_frame(&bad, 1 << 20), Frame::Record { seq: 7, .. }),
+                "flip at {at} detected"
+            );
+        }
+    }
 
     #[test]
     fn round_trip() {

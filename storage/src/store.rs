@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::backend::{Backend, MemoryBackend, SledBackend};
+use crate::backend::{Backend, MemoryBackend, SegmentBackend};
 use crate::committer::{CommitRequest, CommitSnapshot, CommitStats, Committer};
 use crate::queue::{FlowQueue, FlowState};
 use crate::{FlowIndex, Seq, StorageError};
@@ -17,7 +17,8 @@ use crate::{FlowIndex, Seq, StorageError};
 /// Where the queues live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageMode {
-    /// On disk under this directory; appends are flushed before they resolve.
+    /// On disk under this directory (one segment log per flow); appends are
+    /// flushed before they resolve.
     Disk(PathBuf),
     /// In RAM; lost on restart.
     Memory,
@@ -45,9 +46,15 @@ impl QueueStore {
     /// untouched.
     pub fn open(mode: &StorageMode, flows: &[String]) -> Result<Self, StorageError> {
         let backend: Arc<dyn Backend> = match mode {
-            StorageMode::Disk(dir) => Arc::new(SledBackend::open(dir)?),
+            StorageMode::Disk(dir) => Arc::new(SegmentBackend::open(dir)?),
             StorageMode::Memory => Arc::new(MemoryBackend::new()),
         };
+        Self::open_backend(backend, flows)
+    }
+
+    /// Opens the store on a given backend (tests and benchmarks use this to
+    /// run the segment log on a model filesystem or with small segments).
+    pub fn open_backend(backend: Arc<dyn Backend>, flows: &[String]) -> Result<Self, StorageError> {
         let recovered = backend.recover(flows)?;
         let next_seq = recovered.iter().map(|r| r.next_seq).collect();
         let flows: Arc<[FlowState]> = flows
@@ -116,6 +123,11 @@ impl QueueStore {
 
     pub fn commit_stats(&self) -> CommitSnapshot {
         self.stats.snapshot()
+    }
+
+    /// Bytes the queues take on disk (disk mode), for space accounting.
+    pub fn disk_bytes(&self) -> Option<u64> {
+        self.backend.disk_bytes()
     }
 }
 

@@ -1,7 +1,10 @@
-//! Where queue records live. Two backends implement one trait so the rest of
-//! the store (group commit, cursors, stats) is shared:
+//! Where queue records live. The backends implement one trait so the rest of
+//! the store (group commit, stats, wake-ups) is shared:
 //!
-//! - [`SledBackend`]: on disk. One sled tree holds every flow's records under
+//! - [`SegmentBackend`]: on disk, the production engine: one append-only
+//!   segment log per flow (see [`segment`]).
+//! - [`SledBackend`]: on disk, the first skeleton's engine, kept for
+//!   comparison in the benchmark; no longer used by [`crate::QueueStore`]. One sled tree holds every flow's records under
 //!   `[0x01][flow id u32][seq u64]` and each flow's next sequence under
 //!   `[0x02][flow id u32]`, so one `apply_batch` is atomic across flows.
 //!   Flow names map to ids in a second tree so ids survive renames of the
@@ -9,9 +12,11 @@
 //! - [`MemoryBackend`]: a `VecDeque` per flow; nothing survives a restart.
 
 mod memory;
+pub mod segment;
 mod sled;
 
 pub use self::memory::MemoryBackend;
+pub use self::segment::{SegmentBackend, SegmentConfig};
 pub use self::sled::SledBackend;
 
 use bytes::Bytes;
@@ -27,6 +32,9 @@ pub struct Recovered {
     pub messages: u64,
     /// Data bytes of those records.
     pub bytes: u64,
+    /// Records found damaged or missing while opening (counted as
+    /// quarantined, not in `messages`).
+    pub quarantined: u64,
 }
 
 /// One record to commit.
@@ -50,6 +58,9 @@ pub struct ReadOutcome {
 pub struct Removed {
     pub messages: u64,
     pub bytes: u64,
+    /// Damaged records the acknowledgement skipped (counted as quarantined).
+    pub quarantined: u64,
+    pub quarantined_bytes: u64,
 }
 
 /// Storage of queue records. Calls block; the store calls them from its
@@ -82,4 +93,9 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Whether this backend survives a restart (and so flushes on commit).
     fn is_durable(&self) -> bool;
+
+    /// Bytes the queues take on disk, if the backend knows.
+    fn disk_bytes(&self) -> Option<u64> {
+        None
+    }
 }

@@ -1,0 +1,714 @@
+//! One flow's log: its segments, its writer, its read and acknowledge
+//! cursors, and how it is recovered at start-up.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tracing::{error, warn};
+
+use super::io::{Fs, FsFile};
+use super::ledger::Ledger;
+use super::reader::{SegInfo, SegmentView, Step, Walk};
+use super::writer::Writer;
+use super::{
+    decode_header, encode_header, io_error, parse_segment_name, segment_path, SegmentConfig,
+    HEADER_LEN,
+};
+use crate::backend::{ReadOutcome, Recovered, Removed};
+use crate::record::FRAME_OVERHEAD;
+use crate::{QueuedRecord, Seq, StorageError};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What the store knows about one segment without reading it.
+#[derive(Debug, Clone)]
+pub(crate) struct SegMeta {
+    pub(crate) base: Seq,
+    pub(crate) path: PathBuf,
+    /// Readable (committed) bytes.
+    pub(crate) end: u64,
+    /// The last sequence in it: for the newest segment the last committed
+    /// one (`base - 1` when empty); for older ones the bound the next
+    /// segment (or a recorded gap) gives.
+    pub(crate) last: Seq,
+    /// Data bytes of its records (exact unless the segment is damaged).
+    pub(crate) data_bytes: u64,
+}
+
+impl SegMeta {
+    fn records(&self) -> u64 {
+        (self.last + 1).saturating_sub(self.base)
+    }
+}
+
+/// State shared by the writer, the reader and the acknowledger.
+pub(crate) struct Shared {
+    pub(crate) segments: VecDeque<SegMeta>,
+    /// The sequence the next committed record gets.
+    pub(crate) next_seq: Seq,
+    /// Every sequence `<= acked` is acknowledged.
+    pub(crate) acked: Seq,
+    /// Ranges already counted as quarantined (start -> end), so the reader,
+    /// the acknowledger and recovery count each lost record once.
+    counted: BTreeMap<Seq, Seq>,
+    /// During recovery the newest segment's end and last sequence are not
+    /// known yet: walks read it to the end of the file.
+    recovering: bool,
+}
+
+impl Shared {
+    /// Notes `from..=to` as quarantined; how many of them were not counted
+    /// before (acknowledged ones do not count).
+    fn note_lost(&mut self, from: Seq, to: Seq) -> u64 {
+        let mut from = from.max(self.acked + 1);
+        if let Some((_, end)) = self.counted.range(..=from).next_back() {
+            if *end >= from {
+                from = end + 1;
+            }
+        }
+        if from > to {
+            return 0;
+        }
+        self.counted.insert(from, to);
+        to - from + 1
+    }
+
+    fn index_of(&self, base: Seq) -> Option<usize> {
+        self.segments.binary_search_by_key(&base, |m| m.base).ok()
+    }
+
+    fn info_at(&self, index: usize) -> Option<SegInfo> {
+        let meta = self.segments.get(index)?;
+        let newest = index + 1 == self.segments.len();
+        let recovering = newest && self.recovering;
+        Some(SegInfo {
+            base: meta.base,
+            path: meta.path.clone(),
+            end: meta.end,
+            last: if recovering { Seq::MAX } else { meta.last },
+            newest,
+            avg_record: meta.data_bytes / meta.records().max(1),
+        })
+    }
+
+    /// The segment holding `seq` (or the first one, if `seq` lies before).
+    fn locate(&self, seq: Seq) -> Option<SegInfo> {
+        let index = self
+            .segments
+            .partition_point(|m| m.base <= seq)
+            .saturating_sub(1);
+        self.info_at(index)
+    }
+}
+
+/// A flow's acknowledgement side.
+struct Acker {
+    walk: Option<Walk>,
+    ledger: Ledger,
+}
+
+/// One flow's log.
+pub(crate) struct FlowLog {
+    pub(crate) name: String,
+    pub(crate) dir: PathBuf,
+    dir_name: String,
+    quarantine_dir: PathBuf,
+    fs: Arc<dyn Fs>,
+    config: SegmentConfig,
+    pub(crate) shared: Mutex<Shared>,
+    pub(crate) writer: Mutex<Writer>,
+    reader: Mutex<Option<Walk>>,
+    acker: Mutex<Acker>,
+}
+
+impl SegmentView for FlowLog {
+    fn info(&self, base: Seq) -> Option<SegInfo> {
+        let shared = lock(&self.shared);
+        shared.index_of(base).and_then(|i| shared.info_at(i))
+    }
+
+    fn after(&self, base: Seq) -> Option<SegInfo> {
+        let shared = lock(&self.shared);
+        let index = shared.segments.partition_point(|m| m.base <= base);
+        shared.info_at(index)
+    }
+
+    fn open(&self, info: &SegInfo) -> io::Result<Box<dyn FsFile>> {
+        self.fs.open(&info.path)
+    }
+
+    fn max_record(&self) -> usize {
+        self.config.max_record_bytes
+    }
+}
+
+/// A segment file found at start-up.
+struct Found {
+    base: Seq,
+    path: PathBuf,
+    len: u64,
+    /// The previous segment's base, from a valid header.
+    prev: Option<Seq>,
+}
+
+impl FlowLog {
+    /// Opens (or creates) the flow's directory and recovers its log: reads
+    /// every segment's header, scans only the newest segment (cutting a torn
+    /// tail) and the acknowledged part of the oldest one, moves damaged
+    /// segments aside, and counts what was lost.
+    pub(crate) fn open(
+        fs: Arc<dyn Fs>,
+        dir: PathBuf,
+        dir_name: String,
+        quarantine_dir: PathBuf,
+        name: &str,
+        config: SegmentConfig,
+    ) -> Result<(Self, Recovered), StorageError> {
+        let ledger = Ledger::open(&*fs, &dir.join("ledger"))
+            .map_err(|e| io_error(e, format!("opening the ledger of flow {name}")))?;
+        let found = list_segments(&*fs, &dir)
+            .map_err(|e| io_error(e, format!("listing the segments of flow {name}")))?;
+
+        let log = Self {
+            name: name.to_string(),
+            dir: dir.clone(),
+            dir_name,
+            quarantine_dir,
+            fs,
+            config,
+            shared: Mutex::new(Shared {
+                segments: VecDeque::new(),
+                next_seq: 1,
+                acked: ledger.acked(),
+                counted: BTreeMap::new(),
+                recovering: true,
+            }),
+            writer: Mutex::new(Writer::new(dir, None)),
+            reader: Mutex::new(None),
+            acker: Mutex::new(Acker { walk: None, ledger }),
+        };
+        let recovered = log
+            .recover(found)
+            .map_err(|e| io_error(e, format!("recovering flow {name}")))?;
+        Ok((log, recovered))
+    }
+
+    fn recover(&self, mut found: Vec<Found>) -> io::Result<Recovered> {
+        let mut recovered = Recovered::default();
+        let mut acked = lock(&self.shared).acked;
+        let mut lost: Vec<(Seq, Seq)> = Vec::new();
+
+        // The newest segment: a header that never became durable (crash
+        // while rolling) is rewritten; a damaged one with data after it is
+        // moved aside.
+        if let Some(newest) = found.last_mut() {
+            if newest.prev.is_none() {
+                if newest.len <= HEADER_LEN as u64 {
+                    let prev = newest.base.saturating_sub(1);
+                    let file = self.fs.open(&newest.path)?;
+                    file.set_len(0)?;
+                    file.write_all_at(&encode_header(newest.base, prev), 0)?;
+                    file.sync_data()?;
+                    newest.len = HEADER_LEN as u64;
+                    newest.prev = Some(prev);
+                    warn!(flow = %self.name, base = newest.base, "rewrote the torn header of the newest segment");
+                } else {
+                    error!(flow = %self.name, base = newest.base, "newest segment has a damaged header; moving it aside");
+                    let gone = found.pop();
+                    if let Some(gone) = gone {
+                        self.quarantine_file(&gone.path);
+                        let mut shared = lock(&self.shared);
+                        shared.next_seq = shared.next_seq.max(gone.base);
+                    }
+                }
+            }
+        }
+        // Older segments with a damaged header are moved aside whole; their
+        // range is lost.
+        let mut kept: Vec<Found> = Vec::with_capacity(found.len());
+        let count = found.len();
+        for (i, segment) in found.into_iter().enumerate() {
+            if segment.prev.is_none() && i + 1 < count {
+                error!(flow = %self.name, base = segment.base, len = segment.len, "segment has a damaged header; moving it aside");
+                self.quarantine_file(&segment.path);
+                continue;
+            }
+            kept.push(segment);
+        }
+        let found = kept;
+
+        // Segments wholly acknowledged (a deletion the crash interrupted).
+        let mut start = 0;
+        while start + 1 < found.len() && found[start + 1].base - 1 <= acked {
+            let _ = self.fs.remove_file(&found[start].path);
+            start += 1;
+        }
+        let found = &found[start..];
+        if let Some(first) = found.first() {
+            // Segments are deleted only after the checkpoint that covers
+            // them is synced, so records between the checkpoint and the
+            // oldest segment left were lost (a segment missing or moved
+            // aside), not acknowledged.
+            let before = first.base.saturating_sub(1);
+            if before > acked {
+                lost.push((acked + 1, before));
+            }
+        }
+
+        let mut segments = VecDeque::with_capacity(found.len());
+        for (i, segment) in found.iter().enumerate() {
+            let newest = i + 1 == found.len();
+            let mut last = segment.base.saturating_sub(1);
+            if let Some(next) = found.get(i + 1) {
+                last = next.base - 1;
+                // The next segment names its predecessor: if that is not
+                // this one, segments in between are missing.
+                if let Some(prev) = next.prev.filter(|p| *p > segment.base && *p < next.base) {
+                    last = prev - 1;
+                    lost.push((prev, next.base - 1));
+                }
+            }
+            let records = if newest {
+                0
+            } else {
+                (last + 1).saturating_sub(segment.base)
+            };
+            let data_bytes = segment
+                .len
+                .saturating_sub(HEADER_LEN as u64)
+                .saturating_sub(records * FRAME_OVERHEAD as u64);
+            segments.push_back(SegMeta {
+                base: segment.base,
+                path: segment.path.clone(),
+                end: segment.len,
+                last,
+                data_bytes,
+            });
+        }
+        // Gaps left by segments moved aside above (their predecessors end
+        // where they began).
+        for i in 1..segments.len() {
+            let (prev_last, base) = (segments[i - 1].last, segments[i].base);
+            if prev_last + 1 < base && !lost.iter().any(|(_, to)| *to == base - 1) {
+                lost.push((prev_last + 1, base - 1));
+            }
+        }
+        {
+            let mut shared = lock(&self.shared);
+            shared.acked = acked;
+            shared.segments = segments;
+            for (from, to) in &lost {
+                recovered.quarantined += shared.note_lost(*from, *to);
+            }
+            if let Some(first) = shared.segments.front() {
+                // The lost head range counts as gone from here on.
+                acked = acked.max(first.base.saturating_sub(1));
+                shared.acked = acked;
+            }
+        }
+        if !lost.is_empty() {
+            error!(flow = %self.name, ranges = ?lost, "records are missing from the log; counted as quarantined");
+            lock(&self.acker).ledger.record(acked)?;
+        }
+
+        // Count the sealed segments from their sizes; the newest is scanned.
+        {
+            let shared = lock(&self.shared);
+            let sealed = shared.segments.len().saturating_sub(1);
+            for meta in shared.segments.iter().take(sealed) {
+                let live_from = meta.base.max(acked + 1);
+                if live_from > meta.last {
+                    continue;
+                }
+                let live = meta.last + 1 - live_from;
+                recovered.messages += live;
+                // The oldest segment may be partly acknowledged: its bytes
+                // are prorated (the gauge is exact again once it is gone).
+                recovered.bytes += if live == meta.records() {
+                    meta.data_bytes
+                } else {
+                    meta.data_bytes * live / meta.records().max(1)
+                };
+            }
+        }
+        let scanned = self.scan_newest(acked)?;
+        recovered.messages += scanned.messages;
+        recovered.bytes += scanned.bytes;
+        recovered.quarantined += scanned.quarantined;
+        let tail_next = scanned.tail + 1;
+
+        let mut shared = lock(&self.shared);
+        shared.recovering = false;
+        let newest_base = shared.segments.back().map(|m| m.base);
+        let next_seq = shared.next_seq.max(tail_next).max(acked + 1).max(1);
+        shared.next_seq = next_seq;
+        let mut writer = lock(&self.writer);
+        if let Some(meta) = shared.segments.back_mut() {
+            meta.end = scanned.end;
+            meta.last = scanned.tail;
+            meta.data_bytes = scanned.data_bytes;
+            if next_seq == tail_next && Some(meta.base) == newest_base {
+                writer.active = Some(Writer::resume(&*self.fs, &meta.path, meta.base, meta.end)?);
+            }
+        }
+        recovered.next_seq = next_seq;
+        Ok(recovered)
+    }
+
+    /// Reads the newest segment to its end: counts its live records, moves
+    /// damaged regions aside, and cuts a torn tail off.
+    fn scan_newest(&self, acked: Seq) -> io::Result<Scanned> {
+        let Some(info) = ({
+            let shared = lock(&self.shared);
+            shared
+                .segments
+                .len()
+                .checked_sub(1)
+                .and_then(|i| shared.info_at(i))
+        }) else {
+            return Ok(Scanned::default());
+        };
+        let mut scanned = Scanned {
+            tail: info.base.saturating_sub(1),
+            end: HEADER_LEN as u64,
+            ..Scanned::default()
+        };
+        let mut walk = Walk::start(self, info.clone())?;
+        loop {
+            match walk.step(self)? {
+                Step::Record { seq, len } => {
+                    walk.consume(seq, len);
+                    let data = (len - FRAME_OVERHEAD) as u64;
+                    scanned.data_bytes += data;
+                    if seq > acked {
+                        scanned.messages += 1;
+                        scanned.bytes += data;
+                    }
+                    scanned.tail = seq;
+                }
+                Step::Lost {
+                    from,
+                    to,
+                    region,
+                    to_end: true,
+                    ..
+                } => {
+                    let offset = region.as_ref().map_or(walk.offset(), |(_, o, _)| *o);
+                    let cut = region.as_ref().map_or(0, |(_, _, r)| r.len());
+                    warn!(flow = %self.name, segment = info.base, offset, bytes = cut, "cutting off a torn record at the tail");
+                    let _ = (from, to);
+                    let file = self.fs.open(&info.path)?;
+                    file.set_len(offset)?;
+                    file.sync_data()?;
+                    scanned.end = offset;
+                    return Ok(scanned);
+                }
+                Step::Lost {
+                    from, to, region, ..
+                } => {
+                    let counted = lock(&self.shared).note_lost(from, to);
+                    scanned.quarantined += counted;
+                    if let Some(region) = region {
+                        self.quarantine_region(region);
+                    }
+                    warn!(flow = %self.name, from, to, "records in the newest segment are damaged; quarantined");
+                    scanned.tail = scanned.tail.max(to);
+                }
+                Step::End | Step::Stale => {
+                    scanned.end = walk.offset();
+                    return Ok(scanned);
+                }
+            }
+        }
+    }
+
+    /// Moves a whole damaged segment into the quarantine folder.
+    fn quarantine_file(&self, path: &Path) {
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let target = self
+            .quarantine_dir
+            .join(format!("{}-{}", self.dir_name, file_name));
+        if let Err(err) = self.fs.rename(path, &target) {
+            error!(flow = %self.name, %err, path = %path.display(), "cannot move a damaged segment aside; deleting it");
+            let _ = self.fs.remove_file(path);
+        }
+        let _ = self.fs.sync_dir(&self.dir);
+    }
+
+    /// Copies a damaged region into the quarantine folder (the segment
+    /// itself is append-only and goes away once acknowledged).
+    fn quarantine_region(&self, (base, offset, bytes): (Seq, u64, Vec<u8>)) {
+        let path = self
+            .quarantine_dir
+            .join(format!("{}-{base:020}-{offset}.bad", self.dir_name));
+        if self.fs.exists(&path) {
+            return;
+        }
+        let written = self.fs.create(&path).and_then(|file| {
+            file.write_all_at(&bytes, 0)?;
+            file.sync_data()
+        });
+        if let Err(err) = written {
+            warn!(flow = %self.name, %err, "cannot save a quarantined region");
+        }
+    }
+
+    /// A walk positioned at the segment holding `from`.
+    fn walk_from(&self, from: Seq) -> io::Result<Option<Walk>> {
+        let info = lock(&self.shared).locate(from);
+        match info {
+            Some(info) => Ok(Some(Walk::start(self, info)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// See [`crate::backend::Backend::read`].
+    pub(crate) fn read(
+        &self,
+        from: Seq,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> io::Result<ReadOutcome> {
+        let mut outcome = ReadOutcome::default();
+        let mut reader = lock(&self.reader);
+        let acked = lock(&self.shared).acked;
+        let from = from.max(acked + 1);
+        if reader.as_ref().map_or(true, |walk| walk.next != from) {
+            *reader = self.walk_from(from)?;
+        }
+        let Some(walk) = reader.as_mut() else {
+            return Ok(outcome);
+        };
+        let mut bytes = 0usize;
+        let mut restarts = 0;
+        while outcome.records.len() < max_count {
+            match walk.step(self)? {
+                Step::Record { seq, len } => {
+                    let data_len = len - FRAME_OVERHEAD;
+                    if seq >= from {
+                        if !outcome.records.is_empty() && bytes + data_len > max_bytes {
+                            break;
+                        }
+                        bytes += data_len;
+                        outcome.records.push(QueuedRecord {
+                            seq,
+                            data: Bytes::copy_from_slice(walk.data(len)),
+                        });
+                    }
+                    walk.consume(seq, len);
+                }
+                Step::Lost {
+                    from: lost_from,
+                    to,
+                    bytes: lost_bytes,
+                    region,
+                    ..
+                } => {
+                    let counted = lock(&self.shared).note_lost(lost_from.max(from), to);
+                    if counted > 0 {
+                        let total = (to + 1).saturating_sub(lost_from).max(1);
+                        outcome.quarantined += counted;
+                        outcome.quarantined_bytes += lost_bytes * counted / total;
+                        warn!(flow = %self.name, from = lost_from, to, "quarantined unreadable records");
+                    }
+                    if let Some(region) = region {
+                        self.quarantine_region(region);
+                    }
+                }
+                Step::End => break,
+                Step::Stale => {
+                    // Acknowledged and deleted under the walk: start again
+                    // after the acknowledged part.
+                    restarts += 1;
+                    let resume = walk.next.max(lock(&self.shared).acked + 1);
+                    match self.walk_from(resume)? {
+                        Some(fresh) if restarts < 3 => *walk = fresh,
+                        _ => break,
+                    }
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// See [`crate::backend::Backend::ack`].
+    pub(crate) fn ack(&self, upto: Seq) -> io::Result<Removed> {
+        let mut removed = Removed::default();
+        let mut acker = lock(&self.acker);
+        let (acked, last) = {
+            let shared = lock(&self.shared);
+            (shared.acked, shared.next_seq - 1)
+        };
+        let upto = upto.min(last);
+        if upto <= acked {
+            return Ok(removed);
+        }
+        if acker
+            .walk
+            .as_ref()
+            .map_or(true, |walk| walk.next != acked + 1)
+        {
+            acker.walk = self.walk_from(acked + 1)?;
+        }
+        let mut new_acked = upto;
+        if let Some(walk) = acker.walk.as_mut() {
+            loop {
+                if walk.next > upto {
+                    break;
+                }
+                match walk.step(self)? {
+                    Step::Record { seq, len } if seq <= upto => {
+                        walk.consume(seq, len);
+                        if seq > acked {
+                            removed.messages += 1;
+                            removed.bytes += (len - FRAME_OVERHEAD) as u64;
+                        }
+                    }
+                    Step::Record { .. } | Step::End | Step::Stale => break,
+                    Step::Lost {
+                        from,
+                        to,
+                        bytes,
+                        region,
+                        ..
+                    } => {
+                        let counted = lock(&self.shared).note_lost(from, to);
+                        if counted > 0 {
+                            let total = (to + 1).saturating_sub(from).max(1);
+                            removed.quarantined += counted;
+                            removed.quarantined_bytes += bytes * counted / total;
+                        }
+                        if let Some(region) = region {
+                            self.quarantine_region(region);
+                        }
+                    }
+                }
+            }
+            // Records the walk skipped as lost are gone either way.
+            new_acked = upto.max(walk.next.saturating_sub(1)).min(last);
+        }
+        acker.ledger.record(new_acked)?;
+
+        // Delete segments now wholly acknowledged (never the newest). The
+        // checkpoint is synced first so that a power cut cannot bring back
+        // an older checkpoint than the deleted segments imply.
+        let doomed: Vec<PathBuf> = {
+            let mut shared = lock(&self.shared);
+            shared.acked = new_acked;
+            let mut doomed = Vec::new();
+            while shared.segments.len() > 1
+                && shared.segments.front().is_some_and(|m| m.last <= new_acked)
+            {
+                if let Some(meta) = shared.segments.pop_front() {
+                    doomed.push(meta.path);
+                }
+            }
+            let floor = shared.segments.front().map_or(0, |m| m.base);
+            shared.counted = shared.counted.split_off(&floor);
+            doomed
+        };
+        if !doomed.is_empty() {
+            acker.ledger.sync()?;
+            for path in doomed {
+                if let Err(err) = self.fs.remove_file(&path) {
+                    warn!(flow = %self.name, %err, path = %path.display(), "cannot delete an acknowledged segment");
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Syncs the checkpoint and the active segment (on close).
+    pub(crate) fn close(&self) {
+        if let Err(err) = lock(&self.acker).ledger.sync() {
+            warn!(flow = %self.name, %err, "cannot sync the ledger on close");
+        }
+        if let Err(err) = lock(&self.writer).close() {
+            warn!(flow = %self.name, %err, "cannot sync the active segment on close");
+        }
+    }
+
+    /// The base of the newest segment.
+    pub(crate) fn newest_base(&self) -> Option<Seq> {
+        lock(&self.shared).segments.back().map(|m| m.base)
+    }
+
+    /// The writer started segment `base` (empty so far).
+    pub(crate) fn rolled(&self, base: Seq) {
+        let mut shared = lock(&self.shared);
+        let meta = SegMeta {
+            base,
+            path: segment_path(&self.dir, base),
+            end: HEADER_LEN as u64,
+            last: base.saturating_sub(1),
+            data_bytes: 0,
+        };
+        match shared.segments.back_mut() {
+            Some(newest) if newest.base == base => *newest = meta,
+            _ => shared.segments.push_back(meta),
+        }
+    }
+
+    /// A group up to `last` is durable; the newest segment now ends at `end`.
+    pub(crate) fn committed(&self, end: u64, last: Seq, data_bytes: u64) {
+        let mut shared = lock(&self.shared);
+        if let Some(newest) = shared.segments.back_mut() {
+            newest.end = end;
+            newest.last = last;
+            newest.data_bytes += data_bytes;
+        }
+        shared.next_seq = last + 1;
+    }
+
+    /// Disk bytes of the flow's segments, as the store knows them.
+    pub(crate) fn segment_bytes(&self) -> u64 {
+        lock(&self.shared).segments.iter().map(|m| m.end).sum()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Scanned {
+    messages: u64,
+    bytes: u64,
+    data_bytes: u64,
+    quarantined: u64,
+    /// The last sequence found.
+    tail: Seq,
+    /// The end of the valid data.
+    end: u64,
+}
+
+/// The segment files of a flow directory, oldest first, with their headers
+/// checked (`prev` is `None` when the header is damaged).
+fn list_segments(fs: &dyn Fs, dir: &Path) -> io::Result<Vec<Found>> {
+    let mut found = Vec::new();
+    for name in fs.list_dir(dir)? {
+        let Some(base) = parse_segment_name(&name) else {
+            continue;
+        };
+        let path = dir.join(&name);
+        let file = fs.open(&path)?;
+        let len = file.len()?;
+        let mut header = [0u8; HEADER_LEN];
+        let n = file.read_full_at(&mut header, 0)?;
+        let prev = decode_header(&header[..n])
+            .filter(|(b, _)| *b == base)
+            .map(|(_, prev)| prev);
+        found.push(Found {
+            base,
+            path,
+            len,
+            prev,
+        });
+    }
+    found.sort_by_key(|f| f.base);
+    Ok(found)
+}

@@ -1,0 +1,405 @@
+//! The disk queue engine: one append-only segment log per flow.
+//!
+//! A store-and-forward queue is append, read in order, drop from the head;
+//! a log of bounded segment files does each with sequential I/O, reaches the
+//! disk's limit with one `fdatasync` per group commit, and gives space back
+//! by deleting whole files (measured against sled: `shared/reference/
+//! baseline.md`).
+//!
+//! # Invariants
+//!
+//! 1. Within a flow, sequences are contiguous and strictly increasing:
+//!    segment `S` holds `S.base ..= next.base - 1`, frame by frame, each frame
+//!    naming its sequence. Only the group-commit thread appends.
+//! 2. A record is visible to readers (and its append reported durable) only
+//!    after its group was written and `fdatasync`ed. A failed group is cut
+//!    off again (`set_len` to the committed length) before anything else is
+//!    written, so no failed bytes ever sit between committed ones.
+//! 3. The newest segment of a flow is never deleted, so its name and its
+//!    last frame keep the next sequence across restarts, also when the
+//!    queue ran empty. Older segments are deleted once every record in them
+//!    is acknowledged, and only after the checkpoint covering them is synced.
+//! 4. A checkpoint (the ledger) may lag behind acknowledgements (it is
+//!    synced at most once a second), never run ahead of them: a crash can
+//!    re-deliver, never lose.
+//!
+//! # On-disk layout
+//!
+//! ```text
+//! <dir>/LOCK                         flock: one process per store
+//! <dir>/quarantine/                  damaged segments and regions, moved aside
+//! <dir>/flow-<name>/NAME             the flow's exact name
+//! <dir>/flow-<name>/ledger           acknowledgement checkpoint (ledger.rs)
+//! <dir>/flow-<name>/<base:020>.seg   segments, named by their first sequence
+//! ```
+//!
+//! A segment is a 32-byte header, `[magic "BHQSEG01"][base u64 LE][prev
+//! base u64 LE][reserved u32][crc32c u32 LE]`, then frames (`record.rs`,
+//! version 2: length, version, sequence, CRC32C, data). `prev` names the
+//! segment before it, so a missing segment is noticed at start-up. A segment
+//! is rolled when a group would start in one that has reached
+//! [`SegmentConfig::max_segment_bytes`], so it exceeds that by at most one
+//! group.
+//!
+//! # Recovery rules
+//!
+//! Start-up reads every segment's header and file size, not its records,
+//! except for two: the newest (scanned to its end) and nothing else unless
+//! damaged. Then:
+//!
+//! - A torn record at the tail of the newest segment (a crash during a
+//!   write) is cut off: no valid frame follows it, so it was never
+//!   committed (a committed group is synced before the next one starts).
+//! - A newest segment whose header never became durable (a crash while
+//!   rolling) gets its header rewritten.
+//! - A damaged record in the middle of a segment is quarantined: its bytes
+//!   are copied into `quarantine/`, the records up to the next valid frame
+//!   are counted as quarantined, and reading continues there. This happens
+//!   when a reader reaches the damage, so it never blocks start-up.
+//! - A segment with a damaged header, a zero-length file among older
+//!   segments, a missing segment, or a truncated segment: moved aside (when
+//!   present), its records counted as quarantined, the rest served.
+//! - Everything is per flow: one flow's damage never stops another.
+
+mod flow;
+pub mod io;
+mod ledger;
+mod reader;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use self::flow::FlowLog;
+use self::io::{is_disk_full, Fs, RealFs};
+use super::{Backend, PendingRecord, ReadOutcome, Recovered, Removed};
+use crate::{FlowIndex, Seq, StorageError};
+
+/// Bytes of a segment header.
+pub(crate) const HEADER_LEN: usize = 32;
+const MAGIC: &[u8; 8] = b"BHQSEG01";
+const SEGMENT_SUFFIX: &str = ".seg";
+
+/// Tuning of the segment log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentConfig {
+    /// A segment is rolled once it holds this many bytes. Smaller segments
+    /// give space back sooner (space amplification is at most one segment of
+    /// acknowledged records per flow); larger ones mean fewer files and
+    /// directory syncs.
+    pub max_segment_bytes: u64,
+    /// The largest record accepted; a frame claiming more is treated as
+    /// corrupt rather than trusted.
+    pub max_record_bytes: usize,
+}
+
+impl Default for SegmentConfig {
+    fn default() -> Self {
+        Self {
+            max_segment_bytes: 8 * 1024 * 1024,
+            max_record_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+pub(crate) fn encode_header(base: Seq, prev: Seq) -> [u8; HEADER_LEN] {
+    let mut header = [0u8; HEADER_LEN];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..16].copy_from_slice(&base.to_le_bytes());
+    header[16..24].copy_from_slice(&prev.to_le_bytes());
+    let crc = crc32c::crc32c(&header[..28]);
+    header[28..32].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+/// `(base, prev)` of a valid header.
+pub(crate) fn decode_header(header: &[u8]) -> Option<(Seq, Seq)> {
+    if header.len() < HEADER_LEN || &header[..8] != MAGIC {
+        return None;
+    }
+    let crc = u32::from_le_bytes(header[28..32].try_into().ok()?);
+    if crc != crc32c::crc32c(&header[..28]) {
+        return None;
+    }
+    let base = u64::from_le_bytes(header[8..16].try_into().ok()?);
+    let prev = u64::from_le_bytes(header[16..24].try_into().ok()?);
+    Some((base, prev))
+}
+
+pub(crate) fn segment_path(dir: &Path, base: Seq) -> PathBuf {
+    dir.join(format!("{base:020}{SEGMENT_SUFFIX}"))
+}
+
+pub(crate) fn parse_segment_name(name: &str) -> Option<Seq> {
+    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// A storage error from an I/O error; a full disk gets its own variant so
+/// callers can tell "refuse and retry later" from a fault.
+pub(crate) fn io_error(source: std::io::Error, context: String) -> StorageError {
+    if is_disk_full(&source) {
+        StorageError::DiskFull { context, source }
+    } else {
+        StorageError::Io { context, source }
+    }
+}
+
+/// The directory name of a flow: readable when the name is plain, otherwise
+/// hex, otherwise (very long names) a hash; `NAME` inside holds the real name.
+fn flow_dir_name(name: &str) -> String {
+    let plain = !name.is_empty()
+        && name.len() <= 100
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if plain {
+        return format!("flow-{name}");
+    }
+    let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
+    if hex.len() <= 200 {
+        return format!("flow-x{hex}");
+    }
+    let crc = crc32c::crc32c(name.as_bytes());
+    let crc2 = crc32c::crc32c_append(crc, name.as_bytes());
+    format!("flow-h{crc:08x}{crc2:08x}{:x}", name.len())
+}
+
+/// The segment-log backend (see the module docs).
+pub struct SegmentBackend {
+    dir: PathBuf,
+    fs: Arc<dyn Fs>,
+    config: SegmentConfig,
+    flows: std::sync::RwLock<Vec<Arc<FlowLog>>>,
+    _lock: Box<dyn Send + Sync>,
+}
+
+impl SegmentBackend {
+    /// Opens (or creates) the store in `dir` on the real filesystem.
+    pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        Self::open_with(dir, Arc::new(RealFs), SegmentConfig::default())
+    }
+
+    /// Opens the store on any filesystem (tests pass a
+    /// [`io::ModelFs`]).
+    pub fn open_with(
+        dir: &Path,
+        fs: Arc<dyn Fs>,
+        config: SegmentConfig,
+    ) -> Result<Self, StorageError> {
+        let open_error = |source| StorageError::OpenDir {
+            path: dir.to_path_buf(),
+            source,
+        };
+        fs.create_dir_all(&dir.join("quarantine"))
+            .map_err(open_error)?;
+        let lock = fs.lock_dir(dir).map_err(open_error)?;
+        if fs.exists(&dir.join("conf")) && fs.exists(&dir.join("db")) {
+            warn!(dir = %dir.display(), "this directory holds a sled queue store from an earlier version; its records are not migrated");
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            fs,
+            config,
+            flows: std::sync::RwLock::new(Vec::new()),
+            _lock: lock,
+        })
+    }
+
+    fn flow(&self, index: FlowIndex) -> Result<Arc<FlowLog>, StorageError> {
+        let flows = self.flows.read().unwrap_or_else(|p| p.into_inner());
+        flows
+            .get(index)
+            .cloned()
+            .ok_or(StorageError::UnknownFlow(index))
+    }
+
+    /// Finds or creates the directory of flow `name`.
+    fn flow_dir(&self, name: &str) -> Result<(PathBuf, String), StorageError> {
+        let io = |e, what: &str| io_error(e, format!("{what} the directory of flow {name}"));
+        let dir_name = flow_dir_name(name);
+        let dir = self.dir.join(&dir_name);
+        let name_file = dir.join("NAME");
+        if self.fs.exists(&name_file) {
+            let file = self.fs.open(&name_file).map_err(|e| io(e, "opening"))?;
+            let len = file.len().map_err(|e| io(e, "reading"))?;
+            let mut stored = vec![0u8; len.min(64 * 1024) as usize];
+            let n = file
+                .read_full_at(&mut stored, 0)
+                .map_err(|e| io(e, "reading"))?;
+            if &stored[..n] != name.as_bytes() {
+                return Err(StorageError::Corrupt(format!(
+                    "{} belongs to another flow name ({:?}) than {name:?}",
+                    dir.display(),
+                    String::from_utf8_lossy(&stored[..n])
+                )));
+            }
+            return Ok((dir, dir_name));
+        }
+        self.fs
+            .create_dir_all(&dir)
+            .map_err(|e| io(e, "creating"))?;
+        let file = self.fs.create(&name_file).map_err(|e| io(e, "creating"))?;
+        file.write_all_at(name.as_bytes(), 0)
+            .and_then(|_| file.sync_data())
+            .and_then(|_| self.fs.sync_dir(&dir))
+            .and_then(|_| self.fs.sync_dir(&self.dir))
+            .map_err(|e| io(e, "creating"))?;
+        info!(flow = name, dir = %dir.display(), "created the queue of a new flow");
+        Ok((dir, dir_name))
+    }
+
+    /// Bytes of segment files of all open flows (for space accounting).
+    pub fn disk_bytes(&self) -> u64 {
+        let flows = self.flows.read().unwrap_or_else(|p| p.into_inner());
+        flows.iter().map(|f| f.segment_bytes()).sum()
+    }
+}
+
+impl Drop for SegmentBackend {
+    fn drop(&mut self) {
+        let flows = self.flows.read().unwrap_or_else(|p| p.into_inner());
+        for flow in flows.iter() {
+            flow.close();
+        }
+    }
+}
+
+impl Backend for SegmentBackend {
+    fn recover(&self, names: &[String]) -> Result<Vec<Recovered>, StorageError> {
+        let mut logs = Vec::with_capacity(names.len());
+        let mut recovered = Vec::with_capacity(names.len());
+        for name in names {
+            let (dir, dir_name) = self.flow_dir(name)?;
+            let (log, found) = FlowLog::open(
+                self.fs.clone(),
+                dir,
+                dir_name,
+                self.dir.join("quarantine"),
+                name,
+                self.config,
+            )?;
+            logs.push(Arc::new(log));
+            recovered.push(found);
+        }
+        *self.flows.write().unwrap_or_else(|p| p.into_inner()) = logs;
+        Ok(recovered)
+    }
+
+    fn commit(
+        &self,
+        records: &[PendingRecord],
+        _next_seqs: &[(FlowIndex, Seq)],
+    ) -> Result<(), StorageError> {
+        let flows = self.flows.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(big) = records
+            .iter()
+            .find(|r| r.data.len() > self.config.max_record_bytes)
+        {
+            return Err(StorageError::TooLarge {
+                len: big.data.len(),
+                max: self.config.max_record_bytes,
+            });
+        }
+        // Group by flow, keeping order.
+        let mut per_flow: Vec<Vec<&PendingRecord>> = vec![Vec::new(); flows.len()];
+        for record in records {
+            per_flow
+                .get_mut(record.flow)
+                .ok_or(StorageError::UnknownFlow(record.flow))?
+                .push(record);
+        }
+        let touched: Vec<(usize, &Vec<&PendingRecord>)> = per_flow
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.is_empty())
+            .collect();
+        let mut writers = Vec::with_capacity(touched.len());
+        for (index, _) in &touched {
+            writers.push(
+                flows[*index]
+                    .writer
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()),
+            );
+        }
+        let fail = |writers: &mut Vec<std::sync::MutexGuard<'_, writer::Writer>>,
+                    err: std::io::Error,
+                    what: &str,
+                    flow: &FlowLog| {
+            for writer in writers.iter_mut() {
+                writer.rollback();
+            }
+            io_error(err, format!("{what} a group for flow {}", flow.name))
+        };
+
+        // Write every touched flow's part, then sync each file once.
+        for (i, (index, group)) in touched.iter().enumerate() {
+            let flow = &flows[*index];
+            let (first, last) = match (group.first(), group.last()) {
+                (Some(first), Some(last)) => (first.seq, last.seq),
+                _ => continue,
+            };
+            if writers[i].needs_roll(self.config.max_segment_bytes, first, last) {
+                let prev = flow.newest_base().unwrap_or(first.saturating_sub(1));
+                if let Err(err) = writers[i].roll(&*self.fs, first, prev) {
+                    return Err(fail(&mut writers, err, "starting a segment for", flow));
+                }
+                flow.rolled(first);
+            }
+            for record in group.iter() {
+                writers[i].stage(record.seq, &record.data);
+            }
+            if let Err(err) = writers[i].write() {
+                return Err(fail(&mut writers, err, "writing", flow));
+            }
+        }
+        for (i, (index, _)) in touched.iter().enumerate() {
+            if let Err(err) = writers[i].sync() {
+                return Err(fail(&mut writers, err, "syncing", &flows[*index]));
+            }
+        }
+        for (i, (index, group)) in touched.iter().enumerate() {
+            let data_bytes = writers[i].staged_bytes;
+            let end = writers[i].finish();
+            if let Some(last) = group.last() {
+                flows[*index].committed(end, last.seq, data_bytes);
+            }
+        }
+        Ok(())
+    }
+
+    fn read(
+        &self,
+        flow: FlowIndex,
+        from: Seq,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Result<ReadOutcome, StorageError> {
+        let log = self.flow(flow)?;
+        log.read(from, max_count, max_bytes)
+            .map_err(|e| io_error(e, format!("reading flow {}", log.name)))
+    }
+
+    fn ack(&self, flow: FlowIndex, upto: Seq) -> Result<Removed, StorageError> {
+        let log = self.flow(flow)?;
+        log.ack(upto)
+            .map_err(|e| io_error(e, format!("acknowledging in flow {}", log.name)))
+    }
+
+    fn is_durable(&self) -> bool {
+        true
+    }
+
+    fn disk_bytes(&self) -> Option<u64> {
+        Some(SegmentBackend::disk_bytes(self))
+    }
+}
+
+#[cfg(test)]
+mod tests;

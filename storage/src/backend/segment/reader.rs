@@ -1,0 +1,335 @@
+//! Reading a flow's log: a buffered cursor over one segment file, and a
+//! [`Walk`] that steps record by record across segments, turning every kind
+//! of damage into a counted gap instead of an error.
+//!
+//! The same walk serves the reader (records to deliver), the acknowledger
+//! (bytes to release) and recovery (the tail of the newest segment), so a
+//! corrupt region is judged the same way by all three.
+
+use std::io;
+use std::ops::Range;
+use std::path::PathBuf;
+
+use super::io::FsFile;
+use super::HEADER_LEN;
+use crate::record::{decode_frame, Frame, FRAME_OVERHEAD};
+use crate::Seq;
+
+/// Bytes read from a segment at a time: large enough that a replay costs
+/// few system calls, small enough that memory does not follow the backlog.
+const CHUNK: usize = 256 * 1024;
+
+/// What the cursor found at its position.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Peek {
+    /// A valid frame of `len` bytes.
+    Record { seq: Seq, len: usize },
+    /// The position is at `end`.
+    End,
+    /// No valid frame here: corrupt, or cut short before `end`.
+    Broken,
+}
+
+/// A buffered, positional reader of one segment file.
+pub(crate) struct SegmentCursor {
+    file: Box<dyn FsFile>,
+    /// The segment's first sequence; frames carry theirs relative to it.
+    base: Seq,
+    buf: Vec<u8>,
+    buf_off: u64,
+    pos: usize,
+}
+
+impl SegmentCursor {
+    pub(crate) fn new(file: Box<dyn FsFile>, base: Seq, offset: u64) -> Self {
+        Self {
+            file,
+            base,
+            buf: Vec::new(),
+            buf_off: offset,
+            pos: 0,
+        }
+    }
+
+    /// File offset of the cursor.
+    pub(crate) fn offset(&self) -> u64 {
+        self.buf_off + self.pos as u64
+    }
+
+    pub(crate) fn seek(&mut self, offset: u64) {
+        self.buf.clear();
+        self.buf_off = offset;
+        self.pos = 0;
+    }
+
+    /// Makes at least `need` bytes available at the cursor, unless `end`
+    /// (or the file) comes first.
+    fn fill(&mut self, need: usize, end: u64) -> io::Result<()> {
+        if self.buf.len() - self.pos >= need {
+            return Ok(());
+        }
+        self.buf.drain(..self.pos);
+        self.buf_off += self.pos as u64;
+        self.pos = 0;
+        let have_end = self.buf_off + self.buf.len() as u64;
+        let want_end = (self.buf_off + need.max(CHUNK) as u64).min(end);
+        if want_end <= have_end {
+            return Ok(());
+        }
+        let old = self.buf.len();
+        self.buf.resize(old + (want_end - have_end) as usize, 0);
+        let n = self.file.read_full_at(&mut self.buf[old..], have_end)?;
+        self.buf.truncate(old + n);
+        Ok(())
+    }
+
+    /// The frame at the cursor, not consumed. Reads never go past `end`.
+    pub(crate) fn peek(&mut self, end: u64, max_data: usize) -> io::Result<Peek> {
+        if self.offset() >= end {
+            return Ok(Peek::End);
+        }
+        self.fill(FRAME_OVERHEAD, end)?;
+        let need = match decode_frame(&self.buf[self.pos..], max_data) {
+            Frame::Record { seq, len, .. } => {
+                return Ok(Peek::Record {
+                    seq: self.base + u64::from(seq),
+                    len,
+                })
+            }
+            Frame::Corrupt(_) => return Ok(Peek::Broken),
+            Frame::Incomplete { need } => need,
+        };
+        self.fill(need, end)?;
+        Ok(match decode_frame(&self.buf[self.pos..], max_data) {
+            Frame::Record { seq, len, .. } => Peek::Record {
+                seq: self.base + u64::from(seq),
+                len,
+            },
+            Frame::Corrupt(_) | Frame::Incomplete { .. } => Peek::Broken,
+        })
+    }
+
+    /// The data of the frame of `len` bytes at the cursor (after a
+    /// [`Peek::Record`]).
+    pub(crate) fn data(&self, len: usize) -> &[u8] {
+        &self.buf[self.pos + FRAME_OVERHEAD..self.pos + len]
+    }
+
+    pub(crate) fn advance(&mut self, len: usize) {
+        self.pos += len;
+    }
+
+    /// After a broken frame: the offset and sequence of the first valid frame
+    /// in `(offset, end)` whose sequence lies in `seqs`, if any. Reads the rest
+    /// of the segment at once; this only runs on damage.
+    fn resync(
+        &mut self,
+        end: u64,
+        seqs: Range<Seq>,
+        max_data: usize,
+    ) -> io::Result<Option<(u64, Seq)>> {
+        let start = self.offset() + 1;
+        if start >= end {
+            return Ok(None);
+        }
+        let mut rest = vec![0u8; (end - start) as usize];
+        let n = self.file.read_full_at(&mut rest, start)?;
+        rest.truncate(n);
+        for i in 0..rest.len() {
+            if let Frame::Record { seq, .. } = decode_frame(&rest[i..], max_data) {
+                let seq = self.base + u64::from(seq);
+                if seqs.contains(&seq) {
+                    return Ok(Some((start + i as u64, seq)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The raw bytes of `[from, to)`, to move aside into quarantine.
+    fn region(&self, from: u64, to: u64) -> io::Result<Vec<u8>> {
+        let mut bytes = vec![0u8; to.saturating_sub(from) as usize];
+        let n = self.file.read_full_at(&mut bytes, from)?;
+        bytes.truncate(n);
+        Ok(bytes)
+    }
+}
+
+/// One segment as a walk sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct SegInfo {
+    pub(crate) base: Seq,
+    pub(crate) path: PathBuf,
+    /// Readable bytes: committed data only.
+    pub(crate) end: u64,
+    /// The last sequence that belongs to this segment (for the newest
+    /// segment: the last committed one; during recovery: unknown, `MAX`).
+    pub(crate) last: Seq,
+    /// Whether it is the newest segment, the one being appended to.
+    pub(crate) newest: bool,
+    /// Average data bytes per record, to estimate the size of lost ranges.
+    pub(crate) avg_record: u64,
+}
+
+/// Where a walk gets segment metadata and files from.
+pub(crate) trait SegmentView {
+    /// The current state of segment `base`, if it still exists.
+    fn info(&self, base: Seq) -> Option<SegInfo>;
+    /// The segment after `base`.
+    fn after(&self, base: Seq) -> Option<SegInfo>;
+    fn open(&self, info: &SegInfo) -> io::Result<Box<dyn FsFile>>;
+    fn max_record(&self) -> usize;
+}
+
+/// One step of a walk.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// The next record, `len` bytes of frame at the cursor; not consumed:
+    /// call [`Walk::consume`] to take it.
+    Record { seq: Seq, len: usize },
+    /// Records `from..=to` are not readable (corrupt, cut short or missing);
+    /// `region` is the damaged bytes (segment base, offset, bytes) if any.
+    /// The walk has moved past them.
+    Lost {
+        from: Seq,
+        to: Seq,
+        bytes: u64,
+        region: Option<(Seq, u64, Vec<u8>)>,
+        /// No valid frame follows in this segment: for the newest segment
+        /// at recovery, a torn tail rather than damage in the middle.
+        to_end: bool,
+    },
+    /// Nothing more is readable now.
+    End,
+    /// The segment under the walk was deleted (acknowledged meanwhile).
+    Stale,
+}
+
+/// A position in a flow's log, stepping record by record.
+pub(crate) struct Walk {
+    info: SegInfo,
+    cursor: SegmentCursor,
+    /// The sequence the next frame should carry.
+    pub(crate) next: Seq,
+}
+
+impl Walk {
+    /// A walk at the start of segment `info`.
+    pub(crate) fn start(view: &dyn SegmentView, info: SegInfo) -> io::Result<Self> {
+        let file = view.open(&info)?;
+        Ok(Self {
+            next: info.base,
+            cursor: SegmentCursor::new(file, info.base, HEADER_LEN as u64),
+            info,
+        })
+    }
+
+    /// The file offset of the walk.
+    pub(crate) fn offset(&self) -> u64 {
+        self.cursor.offset()
+    }
+
+    /// The data of the record a [`Step::Record`] announced.
+    pub(crate) fn data(&self, len: usize) -> &[u8] {
+        self.cursor.data(len)
+    }
+
+    /// Takes the record a [`Step::Record`] announced.
+    pub(crate) fn consume(&mut self, seq: Seq, len: usize) {
+        self.cursor.advance(len);
+        self.next = seq + 1;
+    }
+
+    fn lost(&self, from: Seq, to: Seq) -> Step {
+        let count = (to + 1).saturating_sub(from);
+        Step::Lost {
+            from,
+            to,
+            bytes: count.saturating_mul(self.info.avg_record),
+            region: None,
+            to_end: false,
+        }
+    }
+
+    pub(crate) fn step(&mut self, view: &dyn SegmentView) -> io::Result<Step> {
+        loop {
+            let max = view.max_record();
+            match self.cursor.peek(self.info.end, max)? {
+                Peek::Record { seq, len } if seq == self.next => {
+                    return Ok(Step::Record { seq, len });
+                }
+                Peek::Record { seq, .. } if seq > self.next && seq <= self.info.last => {
+                    // Frames are contiguous within a segment; a jump means
+                    // frames in between vanished without a trace.
+                    let step = self.lost(self.next, seq - 1);
+                    self.next = seq;
+                    return Ok(step);
+                }
+                Peek::Record { .. } | Peek::Broken => return self.broken(max),
+                Peek::End => {
+                    // The newest segment may have grown since the last look.
+                    let Some(info) = view.info(self.info.base) else {
+                        return Ok(Step::Stale);
+                    };
+                    let grew = info.end > self.cursor.offset();
+                    self.info = info;
+                    if grew {
+                        continue;
+                    }
+                    if self.info.newest {
+                        return Ok(Step::End);
+                    }
+                    if self.next <= self.info.last {
+                        // A sealed segment ended early: truncated.
+                        let step = self.lost(self.next, self.info.last);
+                        self.next = self.info.last + 1;
+                        return Ok(step);
+                    }
+                    let Some(following) = view.after(self.info.base) else {
+                        return Ok(Step::End);
+                    };
+                    let file = view.open(&following)?;
+                    self.cursor = SegmentCursor::new(file, following.base, HEADER_LEN as u64);
+                    self.info = following;
+                    if self.next < self.info.base {
+                        // A whole segment is missing.
+                        let step = self.lost(self.next, self.info.base - 1);
+                        self.next = self.info.base;
+                        return Ok(step);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A broken frame at the cursor: skip to the next valid frame of this
+    /// segment, or to its end, and report what lies between as lost.
+    fn broken(&mut self, max: usize) -> io::Result<Step> {
+        let from = self.cursor.offset();
+        let last = self.info.last;
+        let found = self
+            .cursor
+            .resync(self.info.end, self.next..last.saturating_add(1), max)?;
+        let (to_offset, to_seq) = match found {
+            Some((offset, seq)) => (offset, seq),
+            None => (self.info.end, last.saturating_add(1)),
+        };
+        let region = self.cursor.region(from, to_offset)?;
+        let count = to_seq.saturating_sub(self.next);
+        let bytes = if count == 0 {
+            0
+        } else {
+            (region.len() as u64).saturating_sub(count.saturating_mul(FRAME_OVERHEAD as u64))
+        };
+        let step = Step::Lost {
+            from: self.next,
+            to: to_seq.saturating_sub(1),
+            bytes,
+            region: Some((self.info.base, from, region)),
+            to_end: found.is_none(),
+        };
+        self.cursor.seek(to_offset);
+        self.next = to_seq;
+        Ok(step)
+    }
+}
