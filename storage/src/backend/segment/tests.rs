@@ -1,1 +1,429 @@
+//! Unit tests of the segment log on the model filesystem and on real files.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::io::{Fs, ModelFs, RealFs};
+use super::*;
+use crate::backend::{Backend, PendingRecord};
+
+/// A backend plus the next sequence of each flow, as the committer keeps it.
+struct Harness {
+    backend: SegmentBackend,
+    next: Vec<Seq>,
+    recovered: Vec<Recovered>,
+}
+
+fn small() -> SegmentConfig {
+    SegmentConfig {
+        max_segment_bytes: 256,
+        max_record_bytes: 1 << 20,
+    }
+}
+
+fn open(fs: Arc<dyn Fs>, dir: &Path, flows: &[&str]) -> Harness {
+    let backend = SegmentBackend::open_with(dir, fs, small()).expect("open");
+    let names: Vec<String> = flows.iter().map(|s| s.to_string()).collect();
+    let recovered = backend.recover(&names).expect("recover");
+    Harness {
+        next: recovered.iter().map(|r| r.next_seq).collect(),
+        backend,
+        recovered,
+    }
+}
+
+impl Harness {
+    fn append(&mut self, flow: usize, texts: &[String]) -> Result<Vec<Seq>, StorageError> {
+        let mut seq = self.next[flow];
+        let records: Vec<PendingRecord> = texts
+            .iter()
+            .map(|t| {
+                seq += 1;
+                PendingRecord {
+                    flow,
+                    seq: seq - 1,
+                    data: Bytes::copy_from_slice(t.as_bytes()),
+                }
+            })
+            .collect();
+        self.backend.commit(&records, &[])?;
+        self.next[flow] = seq;
+        Ok(records.iter().map(|r| r.seq).collect())
+    }
+
+    fn append_n(&mut self, flow: usize, n: usize, tag: &str) -> Vec<Seq> {
+        let texts: Vec<String> = (0..n).map(|i| format!("{tag}-{i:04}-payload")).collect();
+        self.append(flow, &texts).expect("append")
+    }
+
+    fn read_all(&self, flow: usize) -> (Vec<(Seq, String)>, u64) {
+        let out = self
+            .backend
+            .read(flow, 1, usize::MAX, usize::MAX)
+            .expect("read");
+        let records = out
+            .records
+            .iter()
+            .map(|r| (r.seq, String::from_utf8_lossy(&r.data).into_owned()))
+            .collect();
+        (records, out.quarantined)
+    }
+}
+
+fn segments(fs: &dyn Fs, dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs
+        .list_dir(dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    names.sort();
+    names
+}
+
+fn root() -> PathBuf {
+    PathBuf::from("/store")
+}
+
+#[test]
+fn rolls_segments_and_deletes_acknowledged_ones() {
+    let fs = ModelFs::new();
+    let mut h = open(Arc::new(fs.clone()), &root(), &["a"]);
+    let flow_dir = root().join("flow-a");
+    let seqs = h.append_n(0, 10, "x");
+    assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
+    for _ in 0..5 {
+        h.append_n(0, 4, "y");
+    }
+    let files = segments(&fs, &flow_dir);
+    assert!(files.len() >= 3, "small segments roll: {files:?}");
+    let (records, _) = h.read_all(0);
+    assert_eq!(records.len(), 30);
+    assert_eq!(records.last().map(|r| r.0), Some(30));
+
+    let removed = h.backend.ack(0, 22).unwrap();
+    assert_eq!(removed.messages, 22);
+    assert_eq!(removed.bytes, 10 * 14 + 12 * 14);
+    let left = segments(&fs, &flow_dir);
+    assert!(left.len() < files.len(), "acknowledged segments deleted");
+    assert_eq!(h.read_all(0).0.first().map(|r| r.0), Some(23));
+
+    // Everything acknowledged: the newest segment stays and keeps the
+    // sequence across a restart.
+    h.backend.ack(0, 30).unwrap();
+    assert_eq!(segments(&fs, &flow_dir).len(), 1);
+    drop(h);
+    let mut h = open(Arc::new(fs.clone()), &root(), &["a"]);
+    assert_eq!(h.recovered[0].next_seq, 31);
+    assert_eq!(h.recovered[0].messages, 0);
+    assert_eq!(h.append_n(0, 1, "z"), vec![31]);
+}
+
+#[test]
+fn recovery_counts_messages_and_bytes_without_reading_old_segments() {
+    let fs = ModelFs::new();
+    let mut h = open(Arc::new(fs.clone()), &root(), &["a", "b"]);
+    for _ in 0..8 {
+        h.append_n(0, 5, "a");
+    }
+    h.append_n(1, 3, "b");
+    h.backend.ack(0, 7).unwrap();
+    drop(h);
+    let h = open(Arc::new(fs.clone()), &root(), &["b", "a"]);
+    assert_eq!(h.recovered[1].messages, 33);
+    assert_eq!(h.recovered[1].bytes, 33 * 14);
+    assert_eq!(h.recovered[1].next_seq, 41);
+    assert_eq!(h.recovered[0].messages, 3);
+    assert_eq!(h.read_all(1).0.first().map(|r| r.0), Some(8));
+}
+
+#[test]
+fn disk_full_refuses_appends_cleanly_and_recovers_by_itself() {
+    let fs = ModelFs::new();
+    let mut h = open(Arc::new(fs.clone()), &root(), &["a", "b"]);
+    h.append_n(0, 5, "ok");
+    h.append_n(1, 5, "ok");
+    fs.set_capacity(Some(fs.used() + 40));
+    let mut refused = 0;
+    for i in 0..20 {
+        match h.append(0, &[format!("fill-{i:04}-payload")]) {
+            Ok(_) => {}
+            Err(StorageError::DiskFull { .. }) => refused += 1,
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+    assert!(refused > 0, "the disk filled up");
+    // A group spanning two flows fails in both, leaving neither changed.
+    let before_b = h.read_all(1).0.len();
+    let records = vec![
+        PendingRecord {
+            flow: 1,
+            seq: h.next[1],
+            data: Bytes::from_static(b"both"),
+        },
+        PendingRecord {
+            flow: 0,
+            seq: h.next[0],
+            data: Bytes::from(vec![7u8; 400]),
+        },
+    ];
+    assert!(h.backend.commit(&records, &[]).is_err());
+    assert_eq!(h.read_all(1).0.len(), before_b, "no partial group");
+
+    // Nothing corrupt: the crash image reads back cleanly.
+    let image = fs.crash(|n| n);
+    let check = open(Arc::new(image), &root(), &["a", "b"]);
+    let (records, quarantined) = check.read_all(0);
+    assert_eq!(quarantined, 0);
+    assert_eq!(records.len() as u64, h.next[0] - 1);
+    drop(check);
+
+    // Space comes back (acknowledging frees segments, or the operator
+    // frees the disk): appends resume without intervention.
+    fs.set_capacity(None);
+    let seqs = h.append_n(0, 3, "after");
+    assert_eq!(seqs[0], h.next[0] - 3);
+    let (records, quarantined) = h.read_all(0);
+    assert_eq!(quarantined, 0);
+    let expect: Vec<Seq> = (1..h.next[0]).collect();
+    assert_eq!(records.iter().map(|r| r.0).collect::<Vec<_>>(), expect);
+}
+
+#[test]
+fn a_failed_sync_fails_the_group_and_the_next_one_succeeds() {
+    let fs = ModelFs::new();
+    let mut h = open(Arc::new(fs.clone()), &root(), &["a"]);
+    h.append_n(0, 3, "a");
+    fs.fail_next_syncs(1);
+    let err = h.append(0, &["lost".to_string()]).unwrap_err();
+    assert!(matches!(err, StorageError::Io { .. }), "{err}");
+    assert_eq!(
+        h.append_n(0, 1, "b"),
+        vec![4],
+        "the failed group's sequence is reused"
+    );
+    let (records, _) = h.read_all(0);
+    assert_eq!(records.len(), 4);
+    assert_eq!(records[3].1, "b-0000-payload");
+}
+
+#[test]
+fn a_torn_tail_is_cut_and_durable_records_survive() {
+    for keep in [1usize, 7, 13, 20] {
+        let fs = ModelFs::new();
+        let mut h = open(Arc::new(fs.clone()), &root(), &["a"]);
+        h.append_n(0, 4, "durable");
+        // Written but never synced: a crash mid-commit.
+        let flow_dir = root().join("flow-a");
+        let newest = segments(&fs, &flow_dir).pop().unwrap();
+        let path = flow_dir.join(&newest);
+        let mut frame = Vec::new();
+        crate::record::encode_frame(99, b"torn-record-payload", &mut frame);
+        let handle = fs.open(&path).unwrap();
+        let len = handle.len().unwrap();
+        handle.write_all_at(&frame, len).unwrap();
+        let image = fs.crash(|unsynced| keep.min(unsynced));
+        drop(h);
+        let mut h = open(Arc::new(image.clone()), &root(), &["a"]);
+        assert_eq!(h.recovered[0].messages, 4, "keep {keep}");
+        assert_eq!(h.recovered[0].quarantined, 0);
+        assert_eq!(h.append_n(0, 1, "next"), vec![5]);
+        let (records, q) = h.read_all(0);
+        assert_eq!((records.len(), q), (5, 0));
+    }
+}
+
+#[test]
+fn crash_image_keeps_every_committed_group() {
+    let fs = ModelFs::new();
+    let mut h = open(Arc::new(fs.clone()), &root(), &["a", "b"]);
+    for i in 0..30 {
+        h.append_n(i % 2, 1 + i % 3, "g");
+    }
+    h.backend.ack(0, 5).unwrap();
+    let expect_a = h.read_all(0).0;
+    let expect_b = h.read_all(1).0;
+    let image = fs.crash(|n| n / 2);
+    let h2 = open(Arc::new(image), &root(), &["a", "b"]);
+    // The checkpoint was not synced yet: acknowledged records may come
+    // back (at-least-once), unacknowledged ones all do.
+    let after = h2.read_all(0).0;
+    let redelivered = after.iter().filter(|r| r.0 <= 5).count();
+    assert!(redelivered <= 5);
+    assert_eq!(after[redelivered..], expect_a[..]);
+    assert_eq!(h2.read_all(1).0, expect_b);
+}
+
+/// Real files: damage segments the way a disk or an operator can.
+mod corruption {
+    use super::*;
+
+    struct Setup {
+        _tmp: tempfile::TempDir,
+        dir: PathBuf,
+        flow_dir: PathBuf,
+    }
+
+    /// Flow `a` with 60 records in several segments, flow `b` with 5.
+    fn setup() -> Setup {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("q");
+        let mut h = open(Arc::new(RealFs), &dir, &["a", "b"]);
+        for _ in 0..12 {
+            h.append_n(0, 5, "a");
+        }
+        h.append_n(1, 5, "b");
+        drop(h);
+        Setup {
+            flow_dir: dir.join("flow-a"),
+            dir,
+            _tmp: tmp,
+        }
+    }
+
+    fn seg(s: &Setup, index: usize) -> PathBuf {
+        s.flow_dir.join(&segments(&RealFs, &s.flow_dir)[index])
+    }
+
+    fn quarantine_files(s: &Setup) -> usize {
+        std::fs::read_dir(s.dir.join("quarantine")).unwrap().count()
+    }
+
+    /// Opens, reads everything, and checks flow `b` is untouched.
+    fn reopen(s: &Setup) -> (Harness, Vec<Seq>, u64) {
+        let h = open(Arc::new(RealFs), &s.dir, &["a", "b"]);
+        let (records, quarantined) = h.read_all(0);
+        assert_eq!(h.read_all(1).0.len(), 5, "the other flow keeps serving");
+        let seqs = records.iter().map(|r| r.0).collect();
+        (h, seqs, quarantined)
+    }
+
+    #[test]
+    fn a_flipped_byte_quarantines_one_record() {
+        let s = setup();
+        let path = seg(&s, 1);
+        let mut bytes = std::fs::read(&path).unwrap();
+        // Second frame's data of the second segment.
+        let at = HEADER_LEN + 27 + 20;
+        bytes[at] ^= 0x55;
+        std::fs::write(&path, &bytes).unwrap();
+        let (mut h, seqs, quarantined) = reopen(&s);
+        assert_eq!(quarantined, 1);
+        assert_eq!(seqs.len(), 59);
+        let missing: Vec<Seq> = (1..=60).filter(|s| !seqs.contains(s)).collect();
+        assert_eq!(missing.len(), 1);
+        assert_eq!(quarantine_files(&s), 1);
+        // Counted once, also when acknowledged past.
+        let removed = h.backend.ack(0, 60).unwrap();
+        assert_eq!((removed.messages, removed.quarantined), (59, 0));
+        assert_eq!(h.append_n(0, 1, "new"), vec![61]);
+    }
+
+    #[test]
+    fn a_corrupt_length_skips_to_the_next_valid_frame() {
+        let s = setup();
+        let path = seg(&s, 1);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[HEADER_LEN] = 0xff; // length of the first frame: 255 + ...
+        bytes[HEADER_LEN + 1] = 0x7f;
+        std::fs::write(&path, &bytes).unwrap();
+        let (_h, seqs, quarantined) = reopen(&s);
+        assert_eq!(quarantined, 1);
+        assert_eq!(seqs.len(), 59);
+    }
+
+    #[test]
+    fn a_truncated_segment_loses_only_its_tail() {
+        let s = setup();
+        let path = seg(&s, 1);
+        let len = std::fs::metadata(&path).unwrap().len();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(len - 30).unwrap();
+        drop(file);
+        let (h, seqs, quarantined) = reopen(&s);
+        assert!(quarantined >= 2, "{quarantined}");
+        assert_eq!(seqs.len() as u64 + quarantined, 60);
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(h.recovered[0].next_seq, 61);
+    }
+
+    #[test]
+    fn a_missing_segment_is_counted_and_skipped() {
+        let s = setup();
+        let gone = seg(&s, 2);
+        std::fs::remove_file(&gone).unwrap();
+        let (h, seqs, quarantined) = reopen(&s);
+        let lost = h.recovered[0].quarantined;
+        assert!(lost > 0, "counted at start-up");
+        assert_eq!(quarantined, 0, "and not again when read");
+        assert_eq!(seqs.len() as u64 + lost, 60);
+        assert_eq!(h.recovered[0].messages, 60 - lost);
+    }
+
+    #[test]
+    fn a_missing_first_segment_is_counted_not_taken_as_acknowledged() {
+        let s = setup();
+        std::fs::remove_file(seg(&s, 0)).unwrap();
+        let (h, seqs, _) = reopen(&s);
+        let lost = h.recovered[0].quarantined;
+        assert!(lost > 0);
+        assert_eq!(seqs.len() as u64 + lost, 60);
+    }
+
+    #[test]
+    fn a_zero_length_segment_is_moved_aside() {
+        let s = setup();
+        let path = seg(&s, 1);
+        std::fs::write(&path, b"").unwrap();
+        let (h, seqs, _) = reopen(&s);
+        let lost = h.recovered[0].quarantined;
+        assert!(lost > 0);
+        assert_eq!(seqs.len() as u64 + lost, 60);
+        assert!(!path.exists());
+        assert_eq!(quarantine_files(&s), 1);
+    }
+
+    #[test]
+    fn a_zero_length_newest_segment_is_a_torn_roll() {
+        let s = setup();
+        let newest = segments(&RealFs, &s.flow_dir).len() - 1;
+        let path = seg(&s, newest);
+        let base: Seq = parse_segment_name(&path.file_name().unwrap().to_string_lossy()).unwrap();
+        std::fs::write(&path, b"").unwrap();
+        let (mut h, seqs, _) = reopen(&s);
+        assert_eq!(seqs.len() as u64, base - 1);
+        assert_eq!(h.append_n(0, 1, "z"), vec![base]);
+    }
+
+    #[test]
+    fn a_damaged_header_moves_the_segment_aside() {
+        let s = setup();
+        let path = seg(&s, 1);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[3] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let (h, seqs, _) = reopen(&s);
+        let lost = h.recovered[0].quarantined;
+        assert!(lost > 0);
+        assert_eq!(seqs.len() as u64 + lost, 60);
+        assert_eq!(quarantine_files(&s), 1);
+    }
+
+    #[test]
+    fn garbage_files_are_ignored() {
+        let s = setup();
+        std::fs::write(s.flow_dir.join("notes.txt"), b"hello").unwrap();
+        std::fs::write(s.flow_dir.join("123.seg"), b"x").unwrap();
+        let (_h, seqs, q) = reopen(&s);
+        assert_eq!((seqs.len(), q), (60, 0));
+    }
+
+    #[test]
+    fn a_second_process_cannot_open_the_same_store() {
+        let s = setup();
+        let _first = SegmentBackend::open(&s.dir).unwrap();
+        assert!(SegmentBackend::open(&s.dir).is_err());
+    }
+}
