@@ -11,9 +11,13 @@ use backhaul_storage::{QueueStore, StorageMode};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::info;
+use tracing::{info, warn};
 
-use crate::config::{Config, StorageModeSpec, DEFAULT_DATA_DIR};
+/// How often dataset files are checked for changes.
+const DATASET_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+use crate::config::{Config, Endpoint, Flow, StorageModeSpec, DEFAULT_DATA_DIR};
+use crate::datasets::DatasetStore;
 use crate::endpoint::{self, SinkContext};
 use crate::flow::{FlowRunner, RunnerSettings};
 use crate::http::{self, HttpState};
@@ -75,8 +79,14 @@ pub async fn run(
     let http_listener = TcpListener::bind(metrics_address)
         .await
         .with_context(|| format!("cannot bind the metrics address {metrics_address}"))?;
-    let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
+    let (stop, stopped) = watch::channel(false);
+    let datasets = Arc::new(DatasetStore::open(config.dir.as_deref()));
+    tasks.spawn({
+        let datasets = datasets.clone();
+        let stopped = stopped.clone();
+        async move { datasets.watch(DATASET_POLL, stopped).await }
+    });
     let context = SinkContext {
         appliance_id: config.appliance.id.clone(),
         data_dir: data_dir.clone(),
@@ -96,12 +106,17 @@ pub async fn run(
             sink,
             metrics: metrics.flow(&flow.name, &flow.endpoint),
             settings: RunnerSettings::default(),
+            transform: flow.transform.clone(),
+            datasets: datasets.clone(),
+            topic_sets_destination: matches!(endpoint, Endpoint::Mqtt(_)),
         };
+        warn_missing_datasets(flow, &datasets);
         tasks.spawn(runner.run(stopped.clone()));
     }
     let state = Arc::new(HttpState {
         metrics,
         ready: AtomicBool::new(false),
+        datasets,
     });
     let http_task = tokio::spawn(http::serve(http_listener, state.clone()));
     let mut listener_tasks = JoinSet::new();
@@ -128,4 +143,18 @@ pub async fn run(
     while tasks.join_next().await.is_some() {}
     http_task.abort();
     Ok(())
+}
+
+/// A flow whose datasets have no data yet enriches nothing until a file
+/// appears or the API provides them: say so at start.
+fn warn_missing_datasets(flow: &Flow, datasets: &DatasetStore) {
+    let Some(transform) = &flow.transform else {
+        return;
+    };
+    let loaded = datasets.read();
+    for key in transform.dataset_keys() {
+        if loaded.get(key).is_none() {
+            warn!(flow = %flow.name, dataset = key, "dataset has no data yet: add datasets/{key}.jsonl to the configuration directory or PUT /api/v1/datasets/{key}");
+        }
+    }
 }

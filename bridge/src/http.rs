@@ -4,18 +4,21 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use axum::extract::Path;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::Router;
 use tokio::net::TcpListener;
 
+use crate::datasets::{valid_key, DatasetStore};
 use crate::metrics::Metrics;
 
 pub struct HttpState {
     pub metrics: Metrics,
     pub ready: AtomicBool,
+    pub datasets: Arc<DatasetStore>,
 }
 
 pub fn router(state: Arc<HttpState>) -> Router {
@@ -23,6 +26,8 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
+        .route("/api/v1/datasets", get(list_datasets))
+        .route("/api/v1/datasets/{key}", put(put_dataset))
         .with_state(state)
 }
 
@@ -38,6 +43,40 @@ async fn ready(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    }
+}
+
+/// `{"datasets":[{"key":"assets","records":2}]}`
+async fn list_datasets(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
+    let list: Vec<_> = state
+        .datasets
+        .summary()
+        .into_iter()
+        .map(|(key, records)| serde_json::json!({"key": key, "records": records}))
+        .collect();
+    axum::Json(serde_json::json!({ "datasets": list }))
+}
+
+/// Replaces a dataset with the JSON Lines in the body.
+async fn put_dataset(
+    State(state): State<Arc<HttpState>>,
+    Path(key): Path<String>,
+    body: String,
+) -> impl IntoResponse {
+    if !valid_key(&key) {
+        let message =
+            format!("'{key}' is not a valid dataset key (letters, digits, '-', '_', '.')\n");
+        return (StatusCode::BAD_REQUEST, message);
+    }
+    match state.datasets.replace(&key, &body) {
+        Ok(records) => (
+            StatusCode::OK,
+            format!("dataset '{key}' replaced: {records} records\n"),
+        ),
+        Err(err) => (
+            StatusCode::BAD_REQUEST,
+            format!("dataset '{key}' not replaced: {err}\n"),
+        ),
     }
 }
 

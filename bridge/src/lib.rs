@@ -13,7 +13,9 @@
 
 pub mod app;
 pub mod config;
+pub mod datasets;
 pub mod endpoint;
 pub mod flow;
 pub mod http;
+pub mod mapping;
 pub mod metrics;

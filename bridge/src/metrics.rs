@@ -3,8 +3,8 @@
 //! they are never stale and the hot path does no metric work for them.
 //!
 //! Accounting per flow, which the tests check:
-//! `received + recovered = delivered + queue_messages + dropped (all reasons)
-//! + quarantined`, where `queue_messages` includes the batch in flight.
+//! `received + recovered = delivered + filtered + queue_messages + dropped
+//! (all reasons) + quarantined`, where `queue_messages` includes the batch in flight.
 
 use std::sync::Arc;
 
@@ -18,12 +18,18 @@ use prometheus::{
 use std::sync::atomic::Ordering;
 
 /// Reasons a flow drops a message, created up front so they read as 0.
-pub const DROP_REASONS: &[&str] = &["undecodable", "unresolved_destination", "expired"];
+pub const DROP_REASONS: &[&str] = &[
+    "undecodable",
+    "unresolved_destination",
+    "expired",
+    "transform_error",
+];
 
 /// The registry of one appliance.
 pub struct Metrics {
     registry: Registry,
     delivered: IntCounterVec,
+    filtered: IntCounterVec,
     dropped: IntCounterVec,
     send_errors: IntCounterVec,
     endpoint_up: IntGaugeVec,
@@ -45,6 +51,11 @@ impl Metrics {
             "Messages the destination confirmed.",
             &["flow"],
         );
+        let filtered = counter_vec(
+            "backhaul_flow_filtered_total",
+            "Messages a filter rule of the flow's transformation dropped.",
+            &["flow"],
+        );
         let dropped = counter_vec(
             "backhaul_flow_dropped_total",
             "Messages removed from the queue without delivery, by reason.",
@@ -63,6 +74,7 @@ impl Metrics {
         let state = StateCollector::new(queues, store, broker);
         for collector in [
             Box::new(delivered.clone()) as Box<dyn Collector>,
+            Box::new(filtered.clone()),
             Box::new(dropped.clone()),
             Box::new(send_errors.clone()),
             Box::new(endpoint_up.clone()),
@@ -75,6 +87,7 @@ impl Metrics {
         Self {
             registry,
             delivered,
+            filtered,
             dropped,
             send_errors,
             endpoint_up,
@@ -91,6 +104,7 @@ impl Metrics {
         FlowMetrics {
             flow: flow.to_string(),
             delivered: self.delivered.with_label_values(&[flow]),
+            filtered: self.filtered.with_label_values(&[flow]),
             endpoint_up,
             dropped: self.dropped.clone(),
             send_errors: self.send_errors.clone(),
@@ -113,6 +127,7 @@ impl Metrics {
 pub struct FlowMetrics {
     flow: String,
     pub delivered: IntCounter,
+    pub filtered: IntCounter,
     pub endpoint_up: IntGauge,
     dropped: IntCounterVec,
     send_errors: IntCounterVec,

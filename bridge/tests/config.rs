@@ -145,20 +145,71 @@ fn disabled_flows_are_loaded_but_not_enabled() {
     assert_eq!(config.enabled_flows().count(), 0);
 }
 
-#[test]
-fn builtin_transformation_is_refused_until_supported() {
-    let flow = FLOW.replace(
+fn with_transform(settings: &str) -> String {
+    FLOW.replace(
         "    - operationType: Destination",
-        "    - operationType: BuiltInTransformation\n      builtInTransformationSettings:\n        map: [{inputs: ['*'], output: '*'}]\n    - operationType: Destination",
+        &format!(
+            "    - operationType: BuiltInTransformation\n      builtInTransformationSettings:\n{settings}    - operationType: Destination"
+        ),
+    )
+}
+
+#[test]
+fn builtin_transformations_are_compiled_at_load_time() {
+    let flow = with_transform(
+        "        map:\n          - {inputs: ['*'], output: '*'}\n          - {inputs: [temperature.Value], output: TemperatureF, expression: 'cToF($1)'}\n",
+    );
+    let config = load(&[("e.yaml", REMOTE), ("flows.yaml", &flow)]).unwrap();
+    assert!(config.flows[0].transform.is_some());
+
+    let typo = with_transform(
+        "        map:\n          - {inputs: [temperature.Value], output: TemperatureF, expression: 'ctoF($1)'}\n",
     );
     assert_eq!(
-        errors(&[("e.yaml", REMOTE), ("flows.yaml", &flow)]),
+        errors(&[("e.yaml", REMOTE), ("flows.yaml", &typo)]),
         [
-            "flows.yaml: document 1 (Dataflow 'oven-to-cloud'): spec.operations[1]: operationType \
-          BuiltInTransformation is not supported yet: Backhaul does not run the mapping language \
-          (datasets, filter, map) yet; remove this operation to forward messages unchanged"
+            "flows.yaml: document 1 (Dataflow 'oven-to-cloud'): spec.operations[1]\
+          .builtInTransformationSettings.map[0].expression: unknown function 'ctoF' at column 1; \
+          did you mean 'cToF'?"
         ]
     );
+    let unknown_field = with_transform("        map:\n          - {inputs: [a], outptu: b}\n");
+    let got = errors(&[("e.yaml", REMOTE), ("flows.yaml", &unknown_field)]);
+    assert!(
+        got[0].starts_with(
+            "flows.yaml: document 1 (Dataflow 'oven-to-cloud'): spec.operations[1]\
+             .builtInTransformationSettings.map[0].outptu: unknown field `outptu`"
+        ),
+        "{got:?}"
+    );
+    let parquet = with_transform("        serializationFormat: Parquet\n");
+    assert_eq!(
+        errors(&[("e.yaml", REMOTE), ("flows.yaml", &parquet)]),
+        [
+            "flows.yaml: document 1 (Dataflow 'oven-to-cloud'): spec.operations[1]\
+          .builtInTransformationSettings.serializationFormat: Parquet is not supported yet \
+          (supported: Json)"
+        ]
+    );
+}
+
+#[test]
+fn dataset_files_are_checked_with_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("e.yaml"), REMOTE).unwrap();
+    std::fs::create_dir(dir.path().join("datasets")).unwrap();
+    std::fs::write(
+        dir.path().join("datasets/assets.jsonl"),
+        "{\"id\": 1}\n{oops}\n",
+    )
+    .unwrap();
+    let err = Config::load_dir(dir.path()).unwrap_err().to_string();
+    let file = dir
+        .path()
+        .join("datasets/assets.jsonl")
+        .display()
+        .to_string();
+    assert!(err.starts_with(&format!("{file}: line 2: ")), "{err}");
 }
 
 #[test]

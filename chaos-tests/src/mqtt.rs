@@ -74,6 +74,8 @@ pub struct Received {
     pub payload: String,
     /// Backhaul's id property, if present.
     pub id: Option<String>,
+    /// Every MQTT 5 user property, in order.
+    pub user_properties: Vec<(String, String)>,
 }
 
 impl Received {
@@ -161,6 +163,10 @@ pub async fn collect(
                 topic: String::from_utf8_lossy(&publish.topic).into_owned(),
                 payload: String::from_utf8_lossy(&publish.payload).into_owned(),
                 id,
+                user_properties: publish
+                    .properties
+                    .map(|p| p.user_properties)
+                    .unwrap_or_default(),
             });
         }
     }

@@ -44,11 +44,18 @@ fn wait_for_port(port: u16, timeout: Duration) -> Result<()> {
 
 /// A minimal HTTP GET on loopback: status code and body.
 pub fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+    http_request(port, "GET", path, "")
+}
+
+/// A minimal HTTP/1.1 request on loopback: status code and body.
+pub fn http_request(port: u16, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;

@@ -31,6 +31,7 @@ pub use self::appliance::StorageModeSpec;
 pub use self::endpoint::RetainPolicy;
 pub use self::error::{ConfigError, ConfigErrors, Origin};
 use crate::flow::TopicTemplate;
+use crate::mapping::Transform;
 
 /// The configuration compiled into the binary: what `backhaul run` uses
 /// without `--config` (the same files are in `bridge/default-config/`).
@@ -56,6 +57,9 @@ pub struct Config {
     pub endpoints: BTreeMap<String, Endpoint>,
     /// Every data flow, enabled or not, in file order.
     pub flows: Vec<Flow>,
+    /// The configuration directory (none for the built-in configuration);
+    /// datasets are read from its `datasets/` folder.
+    pub dir: Option<PathBuf>,
 }
 
 /// Appliance-wide settings.
@@ -119,6 +123,8 @@ pub struct Flow {
     pub endpoint: String,
     /// `dataDestination`: a topic template (MQTT) or folder (local storage).
     pub destination: TopicTemplate,
+    /// The compiled `BuiltInTransformation`, if the flow has one.
+    pub transform: Option<Transform>,
     pub origin: Origin,
 }
 
@@ -163,7 +169,19 @@ impl Config {
             .iter()
             .map(|(f, t)| (f.as_str(), t.as_str()))
             .collect();
-        Self::from_texts(&borrowed)
+        let config = Self::from_texts(&borrowed);
+        let datasets = crate::datasets::check_dir(dir);
+        match (config, datasets) {
+            (Ok(config), Ok(_)) => Ok(Self {
+                dir: Some(dir.to_path_buf()),
+                ..config
+            }),
+            (Ok(_), Err(errors)) | (Err(errors), Ok(_)) => Err(errors),
+            (Err(mut errors), Err(more)) => {
+                errors.0.extend(more.0);
+                Err(errors)
+            }
+        }
     }
 
     /// The configuration compiled into the binary.

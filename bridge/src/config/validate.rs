@@ -22,6 +22,7 @@ use super::{
     DEFAULT_METRICS,
 };
 use crate::flow::TopicTemplate;
+use crate::mapping::{SerializationFormat, Transform, TransformSettings};
 
 /// The endpoint name Azure IoT Operations gives its local broker; it need
 /// not be declared.
@@ -75,6 +76,7 @@ pub(super) fn validate(resources: &[RawResource], errors: &mut Vec<ConfigError>)
         appliance: appliance?,
         endpoints,
         flows,
+        dir: None,
     })
 }
 
@@ -427,6 +429,7 @@ fn dataflow(
     }
     let mut source = None;
     let mut destination = None;
+    let mut transform = None;
     for (i, operation) in spec.operations.iter().enumerate() {
         let field = format!("spec.operations[{i}]");
         match operation.operation_type {
@@ -437,16 +440,16 @@ fn dataflow(
             OperationType::Destination if destination.is_some() => errors
                 .push(origin.error(field, "a data flow has exactly one Destination operation")),
             OperationType::Destination => destination = Some((i, operation)),
-            OperationType::BuiltInTransformation => errors.push(origin.error(
-                field,
-                format!(
-                    "{}: Backhaul does not run the mapping language (datasets, filter, map) \
-                     yet; remove this operation to forward messages unchanged",
-                    not_supported("operationType BuiltInTransformation")
-                ),
-            )),
+            OperationType::BuiltInTransformation if transform.is_some() => {
+                errors.push(origin.error(
+                    field,
+                    "a data flow has at most one BuiltInTransformation operation",
+                ))
+            }
+            OperationType::BuiltInTransformation => transform = Some((i, operation)),
         }
     }
+    let transform = transform.and_then(|(i, op)| compile_transform(origin, i, op, errors));
     let sources = match source {
         Some((i, op)) => sources(origin, i, op, endpoints, errors),
         None => {
@@ -469,8 +472,59 @@ fn dataflow(
         sources: sources?,
         endpoint,
         destination: template,
+        transform,
         origin: origin.clone(),
     })
+}
+
+/// Parses and compiles `builtInTransformationSettings`, so every rule error
+/// surfaces at load time with its place in the file.
+fn compile_transform(
+    origin: &Origin,
+    index: usize,
+    operation: &OperationSpec,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Transform> {
+    let field = format!("spec.operations[{index}].builtInTransformationSettings");
+    let Some(value) = &operation.built_in_transformation_settings else {
+        return missing(origin, &field, errors);
+    };
+    let settings: TransformSettings = match serde_path_to_error::deserialize(value.clone()) {
+        Ok(settings) => settings,
+        Err(err) => {
+            let path = err.path().to_string();
+            let at = if path == "." {
+                field
+            } else {
+                format!("{field}.{path}")
+            };
+            let message = err.into_inner().to_string();
+            let message = message.split(" at line ").next().unwrap_or_default();
+            errors.push(origin.error(at, message));
+            return None;
+        }
+    };
+    if settings.serialization_format != SerializationFormat::Json {
+        errors.push(origin.error(
+            format!("{field}.serializationFormat"),
+            format!(
+                "{} (supported: Json)",
+                not_supported(format!("{:?}", settings.serialization_format))
+            ),
+        ));
+        return None;
+    }
+    match Transform::compile(&settings) {
+        Ok(transform) => Some(transform),
+        Err(err) => {
+            errors.push(origin.error(format!("{field}.{}", err.location), {
+                let mut text = err.to_string();
+                text.drain(..err.location.len() + 2);
+                text
+            }));
+            None
+        }
+    }
 }
 
 fn sources(

@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use backhaul_broker::StoredMessage;
@@ -8,7 +9,9 @@ use tokio::sync::watch;
 use tracing::{info, warn, Instrument};
 
 use super::TopicTemplate;
+use crate::datasets::DatasetStore;
 use crate::endpoint::{ErrorKind, OutboundMessage, Sink};
+use crate::mapping::{Datasets, Message, Outcome, Transform};
 use crate::metrics::FlowMetrics;
 
 /// Batch sizes and retry timing of a flow.
@@ -43,6 +46,11 @@ enum Drop {
     UnresolvedDestination,
     /// Its MQTT message expiry passed while it was queued.
     Expired,
+    /// The transformation failed on it (a rule's error, or a payload that
+    /// is not JSON).
+    TransformError,
+    /// A filter rule matched it: dropped on purpose, counted apart.
+    Filtered,
 }
 
 impl Drop {
@@ -51,6 +59,8 @@ impl Drop {
             Drop::Undecodable => "undecodable",
             Drop::UnresolvedDestination => "unresolved_destination",
             Drop::Expired => "expired",
+            Drop::TransformError => "transform_error",
+            Drop::Filtered => "filtered",
         }
     }
 }
@@ -64,6 +74,12 @@ pub struct FlowRunner {
     pub sink: Box<dyn Sink>,
     pub metrics: FlowMetrics,
     pub settings: RunnerSettings,
+    /// The flow's compiled BuiltInTransformation.
+    pub transform: Option<Transform>,
+    pub datasets: Arc<DatasetStore>,
+    /// Whether a topic written by the transformation (`$metadata.topic`)
+    /// becomes the destination topic (MQTT destinations).
+    pub topic_sets_destination: bool,
 }
 
 impl FlowRunner {
@@ -111,15 +127,19 @@ impl FlowRunner {
         .await
     }
 
-    /// Decodes records and renders their destinations; drops (and counts)
-    /// what cannot be delivered.
-    fn prepare(&self, records: Vec<QueuedRecord>) -> Vec<OutboundMessage> {
+    /// Decodes, transforms and addresses records; drops (and counts) what
+    /// cannot be delivered.
+    fn prepare(&mut self, records: Vec<QueuedRecord>) -> Vec<OutboundMessage> {
         let now_ms = now_ms();
+        let datasets = self.datasets.clone();
+        let datasets = datasets.read();
         let mut batch = Vec::with_capacity(records.len());
         for record in records {
-            match self.outbound(record, now_ms) {
+            let seq = record.seq;
+            match self.outbound(record, now_ms, &datasets) {
                 Ok(outbound) => batch.push(outbound),
-                Err((seq, drop)) => {
+                Err(Drop::Filtered) => self.metrics.filtered.inc(),
+                Err(drop) => {
                     warn!(seq, reason = drop.reason(), "message dropped");
                     self.metrics.dropped(drop.reason()).inc();
                 }
@@ -128,22 +148,33 @@ impl FlowRunner {
         batch
     }
 
-    fn outbound(&self, record: QueuedRecord, now_ms: u64) -> Result<OutboundMessage, (Seq, Drop)> {
+    fn outbound(
+        &mut self,
+        record: QueuedRecord,
+        now_ms: u64,
+        datasets: &Datasets,
+    ) -> Result<OutboundMessage, Drop> {
         let seq = record.seq;
-        let mut message =
-            StoredMessage::decode(record.data).map_err(|_| (seq, Drop::Undecodable))?;
+        let mut message = StoredMessage::decode(record.data).map_err(|_| Drop::Undecodable)?;
         if let Some(expiry) = message.message_expiry_interval {
             let queued_secs = now_ms.saturating_sub(message.received_at_ms) / 1000;
             let remaining = u64::from(expiry)
                 .checked_sub(queued_secs)
                 .filter(|r| *r > 0);
-            let remaining = remaining.ok_or((seq, Drop::Expired))?;
+            let remaining = remaining.ok_or(Drop::Expired)?;
             message.message_expiry_interval = Some(remaining as u32);
         }
-        let destination = self
-            .destination
-            .render(&message.topic)
-            .ok_or((seq, Drop::UnresolvedDestination))?;
+        let input_topic = message.topic.clone();
+        if let Some(transform) = self.transform.as_mut() {
+            transform_message(transform, &mut message, datasets, seq)?;
+        }
+        let destination = if self.topic_sets_destination && message.topic != input_topic {
+            message.topic.clone()
+        } else {
+            self.destination
+                .render(&input_topic)
+                .ok_or(Drop::UnresolvedDestination)?
+        };
         Ok(OutboundMessage {
             id: format!("{}/{}/{}", self.appliance_id, self.name, seq),
             destination,
@@ -196,6 +227,40 @@ impl FlowRunner {
             }
         }
     }
+}
+
+/// Runs the flow's transformation on one message, in place.
+fn transform_message(
+    transform: &mut Transform,
+    message: &mut StoredMessage,
+    datasets: &Datasets,
+    seq: Seq,
+) -> Result<(), Drop> {
+    let payload = serde_json::from_slice(&message.payload).map_err(|err| {
+        warn!(seq, %err, "payload is not JSON; the transformation needs JSON");
+        Drop::TransformError
+    })?;
+    let input = Message {
+        topic: std::mem::take(&mut message.topic),
+        payload,
+        user_properties: std::mem::take(&mut message.user_properties),
+        content_type: message.content_type.take(),
+    };
+    let output = match transform.apply(input, datasets) {
+        Ok(Outcome::Emit(output)) => output,
+        Ok(Outcome::Filtered) => return Err(Drop::Filtered),
+        Err(err) => {
+            warn!(seq, rule = %err.rule, error = %err.message, "transformation failed");
+            return Err(Drop::TransformError);
+        }
+    };
+    message.topic = output.topic;
+    message.user_properties = output.user_properties;
+    message.content_type = output.content_type;
+    message.payload = serde_json::to_vec(&output.payload)
+        .map_err(|_| Drop::TransformError)?
+        .into();
+    Ok(())
 }
 
 /// Acknowledges up to `last`, retrying until it is recorded.

@@ -1,0 +1,178 @@
+//! Expression values and the JSON <-> expression type rules (§2.6).
+//!
+//! * JSON string → `Str`, integer number fitting i64 → `Int`, other number →
+//!   `Float`, `true`/`false` → `Bool`, `null` → `Empty`, array → `Tuple`
+//!   (elements converted recursively), object → `Object` (pass-through only).
+//! * Back to JSON: `Empty` is "no value" (the field is not written; inside a
+//!   tuple it becomes `null`), non-finite floats are an error.
+
+use serde_json::Value as Json;
+
+/// A value seen by the expression evaluator.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// Missing field or JSON `null`; written as "no field".
+    Empty,
+    /// Boolean.
+    Bool(bool),
+    /// 64-bit signed integer.
+    Int(i64),
+    /// 64-bit float.
+    Float(f64),
+    /// UTF-8 string.
+    Str(String),
+    /// Array (a JSON array).
+    Tuple(Vec<Value>),
+    /// JSON object: can be copied and compared for equality, not computed with.
+    Object(serde_json::Map<String, Json>),
+}
+
+impl Value {
+    /// Converts a JSON value (§2.6).
+    pub fn from_json(j: &Json) -> Value {
+        match j {
+            Json::Null => Value::Empty,
+            Json::Bool(b) => Value::Bool(*b),
+            Json::Number(n) => match n.as_i64() {
+                Some(i) => Value::Int(i),
+                None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            Json::String(s) => Value::Str(s.clone()),
+            Json::Array(a) => Value::Tuple(a.iter().map(Value::from_json).collect()),
+            Json::Object(o) => Value::Object(o.clone()),
+        }
+    }
+
+    /// Converts to JSON. `Ok(None)` means Empty (no field is written).
+    pub fn to_json(&self) -> Result<Option<Json>, String> {
+        match self {
+            Value::Empty => Ok(None),
+            other => other.to_json_inner().map(Some),
+        }
+    }
+
+    fn to_json_inner(&self) -> Result<Json, String> {
+        Ok(match self {
+            Value::Empty => Json::Null,
+            Value::Bool(b) => Json::Bool(*b),
+            Value::Int(i) => Json::from(*i),
+            Value::Float(f) => match serde_json::Number::from_f64(*f) {
+                Some(n) => Json::Number(n),
+                None => return Err(format!("result {f} cannot be written as JSON")),
+            },
+            Value::Str(s) => Json::String(s.clone()),
+            Value::Tuple(items) => Json::Array(
+                items
+                    .iter()
+                    .map(Value::to_json_inner)
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(o) => Json::Object(o.clone()),
+        })
+    }
+
+    /// Type name as returned by `typeof` (`object` for JSON objects).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Empty => "empty",
+            Value::Bool(_) => "boolean",
+            Value::Int(_) => "int",
+            Value::Float(_) => "float",
+            Value::Str(_) => "string",
+            Value::Tuple(_) => "tuple",
+            Value::Object(_) => "object",
+        }
+    }
+
+    /// Numeric view (ints widen to f64).
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
+
+    /// `str::from` / string concatenation / metadata text form.
+    /// Floats use the JSON spelling (`3.0`), tuples and objects their JSON text.
+    pub fn to_text(&self) -> Result<String, String> {
+        Ok(match self {
+            Value::Empty => String::new(),
+            Value::Str(s) => s.clone(),
+            Value::Bool(b) => b.to_string(),
+            Value::Int(i) => i.to_string(),
+            other => other.to_json_inner()?.to_string(),
+        })
+    }
+
+    /// Equality used by `==`, `!=`, `contains`, `contains_any`:
+    /// numbers compare numerically across int/float, values of different
+    /// types are unequal, `() == ()` is true.
+    pub fn loose_eq(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Int(a), Value::Int(b)) => a == b,
+            (Value::Int(_), Value::Float(_))
+            | (Value::Float(_), Value::Int(_))
+            | (Value::Float(_), Value::Float(_)) => self.as_f64() == other.as_f64(),
+            (Value::Tuple(a), Value::Tuple(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.loose_eq(y))
+            }
+            _ => self == other,
+        }
+    }
+}
+
+/// Text of a raw JSON value written to a metadata field (topic, user
+/// property, content type): strings as-is, everything else as JSON text.
+pub fn json_to_text(j: &Json) -> String {
+    match j {
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn json_round_trip() {
+        let j = json!({"a": [1, 2.5, "x", true, null]});
+        let v = Value::from_json(&j);
+        assert_eq!(v.to_json().unwrap(), Some(j));
+        assert_eq!(Value::from_json(&json!(null)), Value::Empty);
+        assert_eq!(Value::Empty.to_json().unwrap(), None);
+    }
+
+    #[test]
+    fn big_unsigned_becomes_float() {
+        let v = Value::from_json(&json!(u64::MAX));
+        assert_eq!(v.type_name(), "float");
+    }
+
+    #[test]
+    fn non_finite_is_error() {
+        assert!(Value::Float(f64::NAN).to_json().is_err());
+    }
+
+    #[test]
+    fn text_forms() {
+        assert_eq!(Value::Float(3.0).to_text().unwrap(), "3.0");
+        assert_eq!(Value::Int(3).to_text().unwrap(), "3");
+        assert_eq!(
+            Value::Tuple(vec![Value::Int(1), Value::Str("a".into())])
+                .to_text()
+                .unwrap(),
+            "[1,\"a\"]"
+        );
+    }
+
+    #[test]
+    fn loose_equality() {
+        assert!(Value::Int(2).loose_eq(&Value::Float(2.0)));
+        assert!(!Value::Int(2).loose_eq(&Value::Str("2".into())));
+        assert!(Value::Empty.loose_eq(&Value::Empty));
+        assert!(!Value::Int(0).loose_eq(&Value::Empty));
+    }
+}
