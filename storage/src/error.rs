@@ -46,8 +46,25 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    /// A copy for every publisher waiting on one failed group commit.
+    /// A copy for every publisher waiting on one failed group commit. A full
+    /// disk stays recognisable, since callers treat it as "refuse now, retry
+    /// later" rather than as a fault.
     pub(crate) fn shared(&self) -> StorageError {
-        StorageError::CommitFailed(self.to_string())
+        match self {
+            StorageError::DiskFull { context, source } => StorageError::DiskFull {
+                context: context.clone(),
+                source: match source.raw_os_error() {
+                    Some(code) => std::io::Error::from_raw_os_error(code),
+                    None => std::io::Error::new(source.kind(), source.to_string()),
+                },
+            },
+            _ => StorageError::CommitFailed(self.to_string()),
+        }
+    }
+
+    /// Whether the error means the disk is full (transient: appends resume
+    /// by themselves once space is freed).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StorageError::DiskFull { .. })
     }
 }

@@ -316,25 +316,44 @@ impl FlowLog {
             lock(&self.acker).ledger.record(acked)?;
         }
 
-        // Count the sealed segments from their sizes; the newest is scanned.
-        {
+        // Count the sealed segments from their sizes; the newest is scanned,
+        // and so is the acknowledged part of the oldest (at most one
+        // segment), which also leaves the acknowledger positioned.
+        let (head, sealed_metas) = {
             let shared = lock(&self.shared);
             let sealed = shared.segments.len().saturating_sub(1);
-            for meta in shared.segments.iter().take(sealed) {
-                let live_from = meta.base.max(acked + 1);
-                if live_from > meta.last {
-                    continue;
+            let head = (sealed > 0).then(|| shared.info_at(0)).flatten();
+            let metas: Vec<SegMeta> = shared.segments.iter().take(sealed).cloned().collect();
+            (head, metas)
+        };
+        let mut head_acked_bytes = 0;
+        if let Some(head) = head.filter(|h| h.base <= acked) {
+            let mut walk = Walk::start(self, head)?;
+            while walk.next <= acked {
+                match walk.step(self)? {
+                    Step::Record { seq, len } if seq <= acked => {
+                        walk.consume(seq, len);
+                        head_acked_bytes += (len - FRAME_OVERHEAD) as u64;
+                    }
+                    Step::Lost { .. } => {}
+                    _ => break,
                 }
-                let live = meta.last + 1 - live_from;
-                recovered.messages += live;
-                // The oldest segment may be partly acknowledged: its bytes
-                // are prorated (the gauge is exact again once it is gone).
-                recovered.bytes += if live == meta.records() {
-                    meta.data_bytes
-                } else {
-                    meta.data_bytes * live / meta.records().max(1)
-                };
             }
+            if walk.next == acked + 1 {
+                lock(&self.acker).walk = Some(walk);
+            }
+        }
+        for (i, meta) in sealed_metas.iter().enumerate() {
+            let live_from = meta.base.max(acked + 1);
+            if live_from > meta.last {
+                continue;
+            }
+            recovered.messages += meta.last + 1 - live_from;
+            recovered.bytes += if i == 0 {
+                meta.data_bytes.saturating_sub(head_acked_bytes)
+            } else {
+                meta.data_bytes
+            };
         }
         let scanned = self.scan_newest(acked)?;
         recovered.messages += scanned.messages;
@@ -559,6 +578,7 @@ impl FlowLog {
             acker.walk = self.walk_from(acked + 1)?;
         }
         let mut new_acked = upto;
+        let mut restarts = 0;
         if let Some(walk) = acker.walk.as_mut() {
             loop {
                 if walk.next > upto {
@@ -572,7 +592,16 @@ impl FlowLog {
                             removed.bytes += (len - FRAME_OVERHEAD) as u64;
                         }
                     }
-                    Step::Record { .. } | Step::End | Step::Stale => break,
+                    Step::Record { .. } | Step::End => break,
+                    Step::Stale => {
+                        // The segment under the walk was deleted after the
+                        // walk passed its last record: move on.
+                        restarts += 1;
+                        match self.walk_from(walk.next)? {
+                            Some(fresh) if restarts < 3 => *walk = fresh,
+                            _ => break,
+                        }
+                    }
                     Step::Lost {
                         from,
                         to,
@@ -595,31 +624,45 @@ impl FlowLog {
             // Records the walk skipped as lost are gone either way.
             new_acked = upto.max(walk.next.saturating_sub(1)).min(last);
         }
-        acker.ledger.record(new_acked)?;
+        // A checkpoint that cannot be written (I/O error) does not fail the
+        // acknowledgement: it holds in memory, is retried with the next one,
+        // and segments wait for a durable checkpoint before being deleted.
+        let checkpoint = acker.ledger.record(new_acked);
+        if let Err(err) = &checkpoint {
+            warn!(flow = %self.name, %err, "cannot write the acknowledgement checkpoint; retrying with the next one");
+        }
 
-        // Delete segments now wholly acknowledged (never the newest). The
-        // checkpoint is synced first so that a power cut cannot bring back
-        // an older checkpoint than the deleted segments imply.
-        let doomed: Vec<PathBuf> = {
+        // Delete segments now wholly acknowledged (never the newest), after
+        // syncing the checkpoint so that a power cut cannot bring back an
+        // older checkpoint than the deleted segments imply.
+        let doomed: Vec<SegMeta> = {
             let mut shared = lock(&self.shared);
             shared.acked = new_acked;
-            let mut doomed = Vec::new();
-            while shared.segments.len() > 1
-                && shared.segments.front().is_some_and(|m| m.last <= new_acked)
-            {
-                if let Some(meta) = shared.segments.pop_front() {
-                    doomed.push(meta.path);
-                }
-            }
-            let floor = shared.segments.front().map_or(0, |m| m.base);
-            shared.counted = shared.counted.split_off(&floor);
+            let doomed = shared
+                .segments
+                .iter()
+                .take(shared.segments.len().saturating_sub(1))
+                .take_while(|m| m.last <= new_acked)
+                .cloned()
+                .collect();
             doomed
         };
-        if !doomed.is_empty() {
-            acker.ledger.sync()?;
-            for path in doomed {
-                if let Err(err) = self.fs.remove_file(&path) {
-                    warn!(flow = %self.name, %err, path = %path.display(), "cannot delete an acknowledged segment");
+        if !doomed.is_empty() && checkpoint.is_ok() {
+            if let Err(err) = acker.ledger.sync() {
+                warn!(flow = %self.name, %err, "cannot sync the acknowledgement checkpoint; keeping acknowledged segments for now");
+                return Ok(removed);
+            }
+            {
+                let mut shared = lock(&self.shared);
+                for _ in &doomed {
+                    shared.segments.pop_front();
+                }
+                let floor = shared.segments.front().map_or(0, |m| m.base);
+                shared.counted = shared.counted.split_off(&floor);
+            }
+            for meta in doomed {
+                if let Err(err) = self.fs.remove_file(&meta.path) {
+                    warn!(flow = %self.name, %err, path = %meta.path.display(), "cannot delete an acknowledged segment");
                 }
             }
         }

@@ -78,6 +78,16 @@ impl Ledger {
             .flatten()
             .max_by_key(|(generation, _)| *generation);
         let (generation, acked) = best.unwrap_or((0, 0));
+        if n < 2 * SLOT {
+            // Give the file its full size now, so that checkpoints are
+            // overwrites in place and never need space: acknowledging must
+            // keep working on a full disk, since it is what frees space.
+            let mut init = [0u8; 2 * SLOT];
+            init[..SLOT].copy_from_slice(&encode(generation, acked));
+            init[SLOT..].copy_from_slice(&encode(generation, acked));
+            file.write_all_at(&init, 0)?;
+            file.sync_data()?;
+        }
         Ok(Self {
             file,
             generation,
