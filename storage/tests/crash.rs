@@ -170,7 +170,7 @@ fn verify(dir: &Path, truth: &mut [FlowTruth], round: usize) {
                 None => Seq::MAX,
             };
             assert!(
-                records.first().is_none() || floor >= t.ack_done,
+                records.is_empty() || floor >= t.ack_done,
                 "round {round} flow {flow}: acknowledged up to {} but {floor} is the floor",
                 t.ack_done
             );

@@ -500,7 +500,7 @@ impl FlowLog {
         let mut reader = lock(&self.reader);
         let acked = lock(&self.shared).acked;
         let from = from.max(acked + 1);
-        if reader.as_ref().map_or(true, |walk| walk.next != from) {
+        if !matches!(reader.as_ref(), Some(walk) if walk.next == from) {
             *reader = self.walk_from(from)?;
         }
         let Some(walk) = reader.as_mut() else {
@@ -570,11 +570,7 @@ impl FlowLog {
         if upto <= acked {
             return Ok(removed);
         }
-        if acker
-            .walk
-            .as_ref()
-            .map_or(true, |walk| walk.next != acked + 1)
-        {
+        if !matches!(acker.walk.as_ref(), Some(walk) if walk.next == acked + 1) {
             acker.walk = self.walk_from(acked + 1)?;
         }
         let mut new_acked = upto;
@@ -739,7 +735,7 @@ fn list_segments(fs: &dyn Fs, dir: &Path) -> io::Result<Vec<Found>> {
         };
         let path = dir.join(&name);
         let file = fs.open(&path)?;
-        let len = file.len()?;
+        let len = file.size()?;
         let mut header = [0u8; HEADER_LEN];
         let n = file.read_full_at(&mut header, 0)?;
         let prev = decode_header(&header[..n])

@@ -28,7 +28,7 @@ pub fn is_disk_full(err: &io::Error) -> bool {
 /// One open file.
 pub trait FsFile: Send + Sync {
     /// Current length in bytes.
-    fn len(&self) -> io::Result<u64>;
+    fn size(&self) -> io::Result<u64>;
     /// Reads at `offset`; fewer bytes than asked only at the end of the file.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
     /// Writes at `offset`; may write fewer bytes than given (short write).
@@ -95,7 +95,7 @@ pub trait Fs: Send + Sync + 'static {
 pub struct RealFs;
 
 impl FsFile for File {
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.metadata()?.len())
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
@@ -312,7 +312,7 @@ impl ModelFs {
 }
 
 impl FsFile for ModelHandle {
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(lock(&self.file).data.len() as u64)
     }
 

@@ -227,7 +227,7 @@ impl SegmentBackend {
         let name_file = dir.join("NAME");
         if self.fs.exists(&name_file) {
             let file = self.fs.open(&name_file).map_err(|e| io(e, "opening"))?;
-            let len = file.len().map_err(|e| io(e, "reading"))?;
+            let len = file.size().map_err(|e| io(e, "reading"))?;
             let mut stored = vec![0u8; len.min(64 * 1024) as usize];
             let n = file
                 .read_full_at(&mut stored, 0)

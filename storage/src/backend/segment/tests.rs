@@ -222,7 +222,7 @@ fn a_torn_tail_is_cut_and_durable_records_survive() {
         let mut frame = Vec::new();
         crate::record::encode_frame(99, b"torn-record-payload", &mut frame);
         let handle = fs.open(&path).unwrap();
-        let len = handle.len().unwrap();
+        let len = handle.size().unwrap();
         handle.write_all_at(&frame, len).unwrap();
         let image = fs.crash(|unsynced| keep.min(unsynced));
         drop(h);
