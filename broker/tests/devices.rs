@@ -118,3 +118,70 @@ async fn a_subscriber_receives_what_devices_publish_and_the_flow_queues_it() {
         .collect();
     assert_eq!(queued, expected);
 }
+
+/// Raw MQTT 3.1.1 bytes, so the test controls exactly what a device sends.
+mod raw {
+    pub fn connect(client_id: &str, keep_alive: u16) -> Vec<u8> {
+        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0b0000_0010];
+        body.extend_from_slice(&keep_alive.to_be_bytes());
+        body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
+        body.extend_from_slice(client_id.as_bytes());
+        frame(0x10, body)
+    }
+
+    pub fn publish_qos1(topic: &str, pkid: u16, payload: &[u8]) -> Vec<u8> {
+        let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+        body.extend_from_slice(topic.as_bytes());
+        body.extend_from_slice(&pkid.to_be_bytes());
+        body.extend_from_slice(payload);
+        frame(0x32, body)
+    }
+
+    fn frame(header: u8, body: Vec<u8>) -> Vec<u8> {
+        assert!(body.len() < 128);
+        let mut out = vec![header, body.len() as u8];
+        out.extend(body);
+        out
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_zero_is_accepted_and_pubacks_follow_publish_order() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let store = Arc::new(QueueStore::open(&StorageMode::Memory, &["f".to_string()]).unwrap());
+    let address = start_broker(store.clone()).await;
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    socket.write_all(&raw::connect("plc-1", 0)).await.unwrap();
+    let mut connack = [0u8; 4];
+    socket.read_exact(&mut connack).await.unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0], "CONNACK, accepted");
+
+    // Idle for longer than any keep-alive a broker might impose by default.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut batch = Vec::new();
+    for pkid in 1..=50u16 {
+        let topic = if pkid % 3 == 0 {
+            "other/x"
+        } else {
+            "factory/a"
+        };
+        batch.extend(raw::publish_qos1(topic, pkid, b"v"));
+    }
+    socket.write_all(&batch).await.unwrap();
+    let mut acks = [0u8; 200];
+    socket.read_exact(&mut acks).await.unwrap();
+    let pkids: Vec<u16> = acks
+        .chunks(4)
+        .map(|ack| {
+            assert_eq!(&ack[..2], &[0x40, 2], "PUBACK");
+            u16::from_be_bytes([ack[2], ack[3]])
+        })
+        .collect();
+    assert_eq!(pkids, (1..=50).collect::<Vec<u16>>(), "in publish order");
+    assert_eq!(
+        store.queue(0).unwrap().stats().messages,
+        34,
+        "factory/a publishes queued"
+    );
+}
