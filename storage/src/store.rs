@@ -129,6 +129,11 @@ impl QueueStore {
     pub fn disk_bytes(&self) -> Option<u64> {
         self.backend.disk_bytes()
     }
+
+    /// Fsyncs and bytes written (disk mode), for metrics.
+    pub fn io_stats(&self) -> Option<crate::backend::IoStats> {
+        self.backend.io_stats()
+    }
 }
 
 impl Drop for QueueStore {

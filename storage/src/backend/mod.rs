@@ -63,6 +63,18 @@ pub struct Removed {
     pub quarantined_bytes: u64,
 }
 
+/// Disk activity of a backend since it was opened, for metrics (flash wear,
+/// fsync rate).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoStats {
+    /// `fdatasync`s of segment files and directories by group commits.
+    pub fsyncs: u64,
+    /// Bytes of record frames written.
+    pub bytes_written: u64,
+    /// Segment files started.
+    pub segments_created: u64,
+}
+
 /// Storage of queue records. Calls block; the store calls them from its
 /// commit thread or from `spawn_blocking`.
 pub trait Backend: Send + Sync + 'static {
@@ -96,6 +108,11 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Bytes the queues take on disk, if the backend knows.
     fn disk_bytes(&self) -> Option<u64> {
+        None
+    }
+
+    /// Disk activity, if the backend writes to disk.
+    fn io_stats(&self) -> Option<IoStats> {
         None
     }
 }

@@ -68,13 +68,14 @@ mod reader;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tracing::{info, warn};
 
 use self::flow::FlowLog;
 use self::io::{is_disk_full, Fs, RealFs};
-use super::{Backend, PendingRecord, ReadOutcome, Recovered, Removed};
+use super::{Backend, IoStats, PendingRecord, ReadOutcome, Recovered, Removed};
 use crate::{FlowIndex, Seq, StorageError};
 
 /// Bytes of a segment header.
@@ -87,8 +88,9 @@ const SEGMENT_SUFFIX: &str = ".seg";
 pub struct SegmentConfig {
     /// A segment is rolled once it holds this many bytes. Smaller segments
     /// give space back sooner (space amplification is at most one segment of
-    /// acknowledged records per flow); larger ones mean fewer files and
-    /// directory syncs.
+    /// acknowledged records per flow, plus 13 bytes of framing per record);
+    /// larger ones mean fewer files and directory syncs. 4 MiB keeps a
+    /// 100 MB backlog within 1.1x and a 10 GB one at 2,500 files.
     pub max_segment_bytes: u64,
     /// The largest record accepted; a frame claiming more is treated as
     /// corrupt rather than trusted.
@@ -98,7 +100,7 @@ pub struct SegmentConfig {
 impl Default for SegmentConfig {
     fn default() -> Self {
         Self {
-            max_segment_bytes: 8 * 1024 * 1024,
+            max_segment_bytes: 4 * 1024 * 1024,
             max_record_bytes: 64 * 1024 * 1024,
         }
     }
@@ -176,6 +178,9 @@ pub struct SegmentBackend {
     fs: Arc<dyn Fs>,
     config: SegmentConfig,
     flows: std::sync::RwLock<Vec<Arc<FlowLog>>>,
+    fsyncs: AtomicU64,
+    bytes_written: AtomicU64,
+    segments_created: AtomicU64,
     _lock: Box<dyn Send + Sync>,
 }
 
@@ -207,6 +212,9 @@ impl SegmentBackend {
             fs,
             config,
             flows: std::sync::RwLock::new(Vec::new()),
+            fsyncs: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
+            segments_created: AtomicU64::new(0),
             _lock: lock,
         })
     }
@@ -350,6 +358,8 @@ impl Backend for SegmentBackend {
                 if let Err(err) = writers[i].roll(&*self.fs, first, prev) {
                     return Err(fail(&mut writers, err, "starting a segment for", flow));
                 }
+                self.segments_created.fetch_add(1, Ordering::Relaxed);
+                self.fsyncs.fetch_add(2, Ordering::Relaxed);
                 flow.rolled(first);
             }
             for record in group.iter() {
@@ -359,11 +369,40 @@ impl Backend for SegmentBackend {
                 return Err(fail(&mut writers, err, "writing", flow));
             }
         }
-        for (i, (index, _)) in touched.iter().enumerate() {
-            if let Err(err) = writers[i].sync() {
-                return Err(fail(&mut writers, err, "syncing", &flows[*index]));
+        // One fdatasync per touched segment; several flows' files are synced
+        // in parallel, since the disk merges concurrent syncs and the group
+        // waits for the slowest anyway.
+        let synced: Vec<std::io::Result<()>> = if writers.len() == 1 {
+            vec![writers[0].sync()]
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = writers
+                    .iter_mut()
+                    .map(|w| {
+                        let w: &mut writer::Writer = w;
+                        scope.spawn(move || w.sync())
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err(std::io::Error::other("sync thread panicked")))
+                    })
+                    .collect()
+            })
+        };
+        for (i, result) in synced.into_iter().enumerate() {
+            if let Err(err) = result {
+                return Err(fail(&mut writers, err, "syncing", &flows[touched[i].0]));
             }
         }
+        self.fsyncs
+            .fetch_add(writers.len() as u64, Ordering::Relaxed);
+        self.bytes_written.fetch_add(
+            writers.iter().map(|w| w.staged_len()).sum::<u64>(),
+            Ordering::Relaxed,
+        );
         for (i, (index, group)) in touched.iter().enumerate() {
             let data_bytes = writers[i].staged_bytes;
             let end = writers[i].finish();
@@ -398,6 +437,14 @@ impl Backend for SegmentBackend {
 
     fn disk_bytes(&self) -> Option<u64> {
         Some(SegmentBackend::disk_bytes(self))
+    }
+
+    fn io_stats(&self) -> Option<IoStats> {
+        Some(IoStats {
+            fsyncs: self.fsyncs.load(Ordering::Relaxed),
+            bytes_written: self.bytes_written.load(Ordering::Relaxed),
+            segments_created: self.segments_created.load(Ordering::Relaxed),
+        })
     }
 }
 

@@ -427,3 +427,43 @@ mod corruption {
         assert!(SegmentBackend::open(&s.dir).is_err());
     }
 }
+
+#[test]
+fn a_group_over_several_flows_syncs_each_file_once_and_fails_whole() {
+    let fs = ModelFs::new();
+    let mut h = open(Arc::new(fs.clone()), &root(), &["a", "b", "c"]);
+    for flow in 0..3 {
+        h.append_n(flow, 1, "first");
+    }
+    let group = |h: &Harness, text: &'static str| -> Vec<PendingRecord> {
+        (0..3)
+            .map(|flow| PendingRecord {
+                flow,
+                seq: h.next[flow],
+                data: Bytes::from_static(text.as_bytes()),
+            })
+            .collect()
+    };
+    let syncs = fs.syncs();
+    let stats = h.backend.io_stats().unwrap();
+    h.backend.commit(&group(&h, "second"), &[]).unwrap();
+    assert_eq!(fs.syncs() - syncs, 3, "one fdatasync per touched segment");
+    assert_eq!(h.backend.io_stats().unwrap().fsyncs - stats.fsyncs, 3);
+    for flow in 0..3 {
+        h.next[flow] += 1;
+    }
+    fs.fail_next_syncs(1);
+    assert!(h.backend.commit(&group(&h, "lost"), &[]).is_err());
+    for flow in 0..3 {
+        assert_eq!(
+            h.read_all(flow).0.len(),
+            2,
+            "flow {flow}: the failed group left nothing"
+        );
+    }
+    h.backend.commit(&group(&h, "third"), &[]).unwrap();
+    for flow in 0..3 {
+        let texts: Vec<String> = h.read_all(flow).0.into_iter().map(|r| r.1).collect();
+        assert_eq!(texts[1..], ["second".to_string(), "third".to_string()]);
+    }
+}

@@ -110,6 +110,11 @@ impl Writer {
         self.staged_bytes += data.len() as u64;
     }
 
+    /// Bytes staged for the next group.
+    pub(crate) fn staged_len(&self) -> u64 {
+        self.staged.len() as u64
+    }
+
     /// Writes the staged group after the committed bytes (not yet synced).
     pub(crate) fn write(&mut self) -> io::Result<()> {
         let active = self.active.as_mut().ok_or_else(no_segment)?;
