@@ -24,6 +24,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backhaul_storage::backend::segment::io::RealFs;
+use backhaul_storage::backend::{SegmentBackend, SegmentConfig};
 use backhaul_storage::{AppendEntry, QueueStore, Seq, StorageMode};
 use bytes::Bytes;
 
@@ -86,9 +88,15 @@ fn crash_child() {
         .build()
         .expect("runtime");
     rt.block_on(async move {
-        let store = Arc::new(
-            QueueStore::open(&StorageMode::Disk(dir.into()), &names()).expect("open store"),
-        );
+        // Small segments, so rolls and deletions happen under the kills too.
+        let config = SegmentConfig {
+            max_segment_bytes: 16 * 1024,
+            ..SegmentConfig::default()
+        };
+        let backend = SegmentBackend::open_with(Path::new(&dir), Arc::new(RealFs), config)
+            .expect("open store");
+        let store =
+            Arc::new(QueueStore::open_backend(Arc::new(backend), &names()).expect("open store"));
         say("READY".to_string());
         let mut tasks = Vec::new();
         for appender in 0..4u64 {
@@ -163,7 +171,20 @@ fn verify(dir: &Path, truth: &mut [FlowTruth], round: usize) {
             let queue = store.queue(flow).expect("queue");
             let records = queue.read(1, usize::MAX, usize::MAX).await.expect("read");
             let stats = queue.stats();
-            assert_eq!(stats.quarantined_total, 0, "round {round} flow {flow}: nothing damaged");
+            if stats.quarantined_total != 0 {
+                let listing = std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(format!("ls -laR {} ; od -A d -t x1 {}/ledger", dir.display(), dir.join(format!("flow-{}", names()[flow])).display()))
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                let firsts: Vec<Seq> = records.iter().take(3).map(|r| r.seq).collect();
+                panic!(
+                    "round {round} flow {flow}: {} quarantined (recovered {}), first records {firsts:?}, acked started {} done {}, durable {:?}..{:?}\n{listing}",
+                    stats.quarantined_total, stats.recovered, t.ack_started, t.ack_done,
+                    t.durable.keys().next(), t.durable.keys().next_back()
+                );
+            }
             assert_eq!(stats.messages, records.len() as u64, "round {round} flow {flow}");
             let floor = match records.first() {
                 Some(first) => first.seq - 1,
@@ -231,7 +252,9 @@ fn sigkill_at_random_points_loses_no_durable_record() {
     println!("crash test: {iterations} iterations, BACKHAUL_CRASH_SEED={seed}");
     let mut rng = Rng(seed);
     let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().join("queues");
+    // Kept for inspection when the test fails.
+    let tmp = tmp.keep();
+    let dir = tmp.join("queues");
     let exe = std::env::current_exe().expect("test binary");
     let mut truth: Vec<FlowTruth> = (0..FLOWS).map(|_| FlowTruth::default()).collect();
     let (mut durable, mut acked) = (0usize, 0usize);
@@ -286,4 +309,5 @@ fn sigkill_at_random_points_loses_no_durable_record() {
     }
     println!("crash test: {iterations} kills, {durable} durable appends, {acked} acknowledgements checked");
     assert!(durable > 0, "the children appended something");
+    let _ = std::fs::remove_dir_all(&tmp);
 }

@@ -170,6 +170,12 @@ impl FlowLog {
         config: SegmentConfig,
     ) -> Result<(Self, Recovered), StorageError> {
         let ledger = Ledger::open(&*fs, &dir.join("ledger"))
+            .and_then(|ledger| {
+                // A new ledger's directory entry must be durable before any
+                // segment is deleted on the strength of its checkpoints.
+                fs.sync_dir(&dir)?;
+                Ok(ledger)
+            })
             .map_err(|e| io_error(e, format!("opening the ledger of flow {name}")))?;
         let found = list_segments(&*fs, &dir)
             .map_err(|e| io_error(e, format!("listing the segments of flow {name}")))?;
@@ -206,10 +212,14 @@ impl FlowLog {
         // The newest segment: a header that never became durable (crash
         // while rolling) is rewritten; a damaged one with data after it is
         // moved aside.
+        // The base of the segment before the newest: what a rewritten header
+        // names as its predecessor (a made-up one would read as a missing
+        // segment at the next start).
+        let before_newest = found.len().checked_sub(2).map_or(0, |i| found[i].base);
         if let Some(newest) = found.last_mut() {
             if newest.prev.is_none() {
                 if newest.len <= HEADER_LEN as u64 {
-                    let prev = newest.base.saturating_sub(1);
+                    let prev = before_newest;
                     let file = self.fs.open(&newest.path)?;
                     file.set_len(0)?;
                     file.write_all_at(&encode_header(newest.base, prev), 0)?;
@@ -363,17 +373,22 @@ impl FlowLog {
 
         let mut shared = lock(&self.shared);
         shared.recovering = false;
-        let newest_base = shared.segments.back().map(|m| m.base);
         let next_seq = shared.next_seq.max(tail_next).max(acked + 1).max(1);
         shared.next_seq = next_seq;
-        let mut writer = lock(&self.writer);
+        let mut resume = None;
         if let Some(meta) = shared.segments.back_mut() {
             meta.end = scanned.end;
             meta.last = scanned.tail;
             meta.data_bytes = scanned.data_bytes;
-            if next_seq == tail_next && Some(meta.base) == newest_base {
-                writer.active = Some(Writer::resume(&*self.fs, &meta.path, meta.base, meta.end)?);
+            // Append to the newest segment only if the next record follows
+            // its last one; otherwise the first commit starts a new segment.
+            if next_seq == tail_next {
+                resume = Some((meta.path.clone(), meta.base, meta.end));
             }
+        }
+        drop(shared);
+        if let Some((path, base, end)) = resume {
+            lock(&self.writer).active = Some(Writer::resume(&*self.fs, &path, base, end)?);
         }
         recovered.next_seq = next_seq;
         Ok(recovered)
@@ -482,10 +497,20 @@ impl FlowLog {
 
     /// A walk positioned at the segment holding `from`.
     fn walk_from(&self, from: Seq) -> io::Result<Option<Walk>> {
-        let info = lock(&self.shared).locate(from);
-        match info {
-            Some(info) => Ok(Some(Walk::start(self, info)?)),
-            None => Ok(None),
+        let mut attempts = 0;
+        loop {
+            let Some(info) = lock(&self.shared).locate(from) else {
+                return Ok(None);
+            };
+            match Walk::start(self, info) {
+                Ok(walk) => return Ok(Some(walk)),
+                // Deleted by an acknowledgement between the lookup and the
+                // open: look again.
+                Err(err) if err.kind() == io::ErrorKind::NotFound && attempts < 3 => {
+                    attempts += 1;
+                }
+                Err(err) => return Err(err),
+            }
         }
     }
 

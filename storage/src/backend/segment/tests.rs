@@ -395,6 +395,12 @@ mod corruption {
         let (mut h, seqs, _) = reopen(&s);
         assert_eq!(seqs.len() as u64, base - 1);
         assert_eq!(h.append_n(0, 1, "z"), vec![base]);
+        // The rewritten header names the real predecessor: the next start
+        // finds nothing missing.
+        drop(h);
+        let (h, seqs, quarantined) = reopen(&s);
+        assert_eq!((h.recovered[0].quarantined, quarantined), (0, 0));
+        assert_eq!(seqs.len() as u64, base);
     }
 
     #[test]
