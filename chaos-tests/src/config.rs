@@ -36,6 +36,7 @@ spec:
   endpointType: Mqtt
   mqttSettings:
     host: "127.0.0.1:{remote_port}"
+    keepAliveSeconds: 5
     tls: {{mode: Disabled}}
     authentication: {{method: Anonymous, anonymousSettings: {{}}}}
 ---

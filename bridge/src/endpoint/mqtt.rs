@@ -8,7 +8,7 @@
 //! carries its stable id in the user property [`MESSAGE_ID_PROPERTY`].
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet, PubAckReason, PublishProperties};
@@ -40,6 +40,10 @@ pub struct MqttSink {
     settings: MqttEndpoint,
     client_id: String,
     connection: Option<(AsyncClient, EventLoop)>,
+    /// When the connection last carried traffic. Between batches nobody
+    /// polls it, so no PINGREQ keeps it alive: past the keep-alive the broker
+    /// may have closed it, and the sink reconnects instead of failing first.
+    last_used: Instant,
 }
 
 impl MqttSink {
@@ -48,6 +52,7 @@ impl MqttSink {
             settings,
             client_id,
             connection: None,
+            last_used: Instant::now(),
         }
     }
 
@@ -202,8 +207,13 @@ fn check_puback(reason: PubAckReason) -> Result<(), SendError> {
 #[async_trait]
 impl Sink for MqttSink {
     async fn send(&mut self, batch: &[OutboundMessage]) -> Result<(), SendError> {
+        let keep_alive = Duration::from_secs(u64::from(self.settings.keep_alive_seconds.max(5)));
+        if self.last_used.elapsed() >= keep_alive {
+            self.close().await;
+        }
         self.connect().await?;
         let result = self.publish_all(batch).await;
+        self.last_used = Instant::now();
         if result.is_err() {
             // A fresh, clean connection resends the whole batch in order.
             self.connection = None;
