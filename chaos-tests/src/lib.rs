@@ -9,6 +9,7 @@
 //!   that records every message with its Backhaul id.
 
 pub mod config;
+pub mod eventhubs_peer;
 pub mod mqtt;
 pub mod process;
 
