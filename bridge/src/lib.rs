@@ -17,5 +17,7 @@ pub mod datasets;
 pub mod endpoint;
 pub mod flow;
 pub mod http;
-pub mod mapping;
 pub mod metrics;
+
+/// The mapping language lives in its own crate (`backhaul-mapping`).
+pub use backhaul_mapping as mapping;
