@@ -6,6 +6,7 @@
 //! - [`mqtt`]: a remote MQTT broker (MQTT 5, rumqttc).
 //! - [`local_storage`]: JSON Lines files on this machine.
 
+pub mod eventhubs;
 pub mod local_storage;
 pub mod mqtt;
 
@@ -61,7 +62,30 @@ impl SendError {
             message: message.into(),
         }
     }
+
+    /// Message `index` of the batch (id `id`) can never be sent: it is too
+    /// large for the destination even alone. The messages before it were
+    /// delivered; the flow should dead-letter this one and go on with the
+    /// rest. Its kind is `Fatal`, so a flow that does not check
+    /// [`Self::too_large_index`] parks instead of dropping anything. (Carried
+    /// in the message so that the struct and `ErrorKind` keep their shape.)
+    pub fn too_large(index: usize, id: &str, detail: impl std::fmt::Display) -> Self {
+        Self {
+            kind: ErrorKind::Fatal,
+            message: format!("{TOO_LARGE}{index} ({id}): {detail}"),
+        }
+    }
+
+    /// For an error made by [`Self::too_large`]: the index of the message
+    /// that cannot be sent.
+    pub fn too_large_index(&self) -> Option<usize> {
+        let rest = self.message.strip_prefix(TOO_LARGE)?;
+        let digits = rest.split(' ').next()?;
+        digits.parse().ok()
+    }
 }
+
+const TOO_LARGE: &str = "too large to send, message ";
 
 /// A destination of one data flow.
 #[async_trait]

@@ -1,0 +1,679 @@
+//! Azure Event Hubs over AMQP 1.0, with the official SDK
+//! (`azure_messaging_eventhubs` 0.16, pinned exactly: it is pre-1.0).
+//!
+//! The flow's rendered `dataDestination` is the event hub; one
+//! `ProducerClient` is kept per hub. A `send` walks the batch in order and
+//! cuts it into SDK batches (`create_batch` / `try_add_event_data`): a new
+//! one starts when the partition target changes (per [`PartitionStrategy`]),
+//! when the SDK says it is full, or at `batch_max_messages`. Each is sent
+//! with `send_batch` and the next starts only after it was accepted, so the
+//! order holds per flow and per partition key. Every event carries the
+//! message's stable id as its AMQP message-id.
+//!
+//! What the SDK does not do, this sink does (`shared/reference/eventhubs-amqp.md`):
+//! - every SDK call has a time-out ([`EventHubsEndpoint::operation_timeout`]):
+//!   a send issued as the connection dies, a silent peer, a transfer that is
+//!   never settled all hang otherwise;
+//! - after a time-out or any error other than a throttling rejection the
+//!   client is dropped, so the next `send` opens a new connection (the SDK
+//!   never retries `open`) and sends the batch again;
+//! - the SDK's own retries are kept short ([`sdk_retry_options`]): the flow
+//!   owns the long back-off;
+//! - errors are classified ([`classify`]): `server-busy` and
+//!   `resource-limit-exceeded` are throttling; unauthorized, not found, a
+//!   bad connection string or partition are fatal (the flow parks); the
+//!   rest is transient;
+//! - a batch the peer confirmed in part (an error after some SDK batches
+//!   were accepted) is resumed where it stopped when the same batch comes
+//!   again, so only the SDK batch in flight at the error can be duplicated;
+//! - a message too large for an empty SDK batch is reported with
+//!   [`SendError::too_large`], after the messages before it were delivered.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use azure_core_amqp::error::{AmqpError, AmqpErrorKind};
+use azure_messaging_eventhubs::error::ErrorKind as SdkErrorKind;
+use azure_messaging_eventhubs::models::EventData;
+use azure_messaging_eventhubs::{
+    ConnectionString, EventDataBatchOptions, EventHubsError, ProducerClient, RetryOptions,
+};
+use tracing::{debug, info, warn};
+
+use super::{ErrorKind, OutboundMessage, SendError, Sink};
+
+/// Application property that carries the MQTT topic (with
+/// `copy_mqtt_properties`).
+pub const TOPIC_PROPERTY: &str = "mqtt-topic";
+/// Application properties for the other MQTT 5 properties, named as Azure IoT
+/// Operations names them for Kafka headers. The content type goes to the AMQP
+/// `content-type` property instead.
+pub const PAYLOAD_FORMAT_PROPERTY: &str = "Payload Format Indicator";
+pub const RESPONSE_TOPIC_PROPERTY: &str = "Response Topic";
+pub const MESSAGE_EXPIRY_PROPERTY: &str = "Message Expiry Interval";
+pub const CORRELATION_DATA_PROPERTY: &str = "Correlation Data";
+
+/// Default for [`EventHubsEndpoint::operation_timeout`].
+pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How events are placed on partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PartitionStrategy {
+    /// No key: the service balances.
+    #[default]
+    Default,
+    /// The MQTT topic is the partition key.
+    Topic,
+    /// The named MQTT user property is the partition key (no key when the
+    /// message lacks it).
+    Property(String),
+    /// Every event goes to this partition id.
+    Static(String),
+}
+
+/// The settings of one Event Hubs endpoint.
+#[derive(Clone)]
+pub struct EventHubsEndpoint {
+    /// `NAME.servicebus.windows.net`. Used when the connection string has
+    /// no `Endpoint`.
+    pub namespace: String,
+    /// A connection string with `SharedAccessKeyName`/`SharedAccessKey` or
+    /// `SharedAccessSignature`. Secret: never logged, not in `Debug`.
+    pub connection_string: String,
+    /// `amqp://host:port` or `amqps://host:port` to connect to instead of
+    /// the namespace (private endpoints, proxies, tests). The scheme decides
+    /// TLS.
+    pub custom_endpoint: Option<String>,
+    pub partition_strategy: PartitionStrategy,
+    /// MQTT 5 user properties, topic and other properties become
+    /// application properties; the content type becomes the AMQP content
+    /// type.
+    pub copy_mqtt_properties: bool,
+    /// Most events in one SDK batch (at least 1).
+    pub batch_max_messages: usize,
+    /// Largest SDK batch in bytes; `None` (or more than the link allows)
+    /// uses the link's `max-message-size`.
+    pub batch_max_bytes: Option<u64>,
+    /// Longest wait for any one SDK call (open, create batch, send).
+    pub operation_timeout: Duration,
+}
+
+impl EventHubsEndpoint {
+    /// Settings with the defaults: `Default` partitioning, properties
+    /// copied, batches of up to 1000 events and the link's size, 30 s
+    /// time-outs.
+    pub fn new(namespace: impl Into<String>, connection_string: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            connection_string: connection_string.into(),
+            custom_endpoint: None,
+            partition_strategy: PartitionStrategy::Default,
+            copy_mqtt_properties: true,
+            batch_max_messages: 1000,
+            batch_max_bytes: None,
+            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
+        }
+    }
+}
+
+impl fmt::Debug for EventHubsEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventHubsEndpoint")
+            .field("namespace", &self.namespace)
+            .field("connection_string", &"<secret>")
+            .field("custom_endpoint", &self.custom_endpoint)
+            .field("partition_strategy", &self.partition_strategy)
+            .field("copy_mqtt_properties", &self.copy_mqtt_properties)
+            .field("batch_max_messages", &self.batch_max_messages)
+            .field("batch_max_bytes", &self.batch_max_bytes)
+            .field("operation_timeout", &self.operation_timeout)
+            .finish()
+    }
+}
+
+/// The SDK's own retries: a few quick ones within about 3 s. Longer
+/// outages are the flow's to ride out, with the batch kept queued.
+pub fn sdk_retry_options() -> RetryOptions {
+    RetryOptions {
+        initial_delay: azure_core::time::Duration::milliseconds(100),
+        max_delay: azure_core::time::Duration::seconds(1),
+        max_retries: 3,
+        max_total_elapsed: azure_core::time::Duration::seconds(3),
+    }
+}
+
+/// Where one SDK batch goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Placement {
+    Any,
+    Key(String),
+    Partition(String),
+}
+
+/// What a previous `send` confirmed before it failed: the batch is known by
+/// its first and last ids and length, the prefix by its length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Progress {
+    first_id: String,
+    last_id: String,
+    len: usize,
+    confirmed: usize,
+}
+
+impl Progress {
+    fn of(batch: &[OutboundMessage], confirmed: usize) -> Option<Self> {
+        Some(Self {
+            first_id: batch.first()?.id.clone(),
+            last_id: batch.last()?.id.clone(),
+            len: batch.len(),
+            confirmed,
+        })
+    }
+
+    /// How many leading messages of `batch` are already delivered.
+    fn confirmed_in(&self, batch: &[OutboundMessage]) -> usize {
+        let same = batch.len() == self.len
+            && batch.first().map(|m| &m.id) == Some(&self.first_id)
+            && batch.last().map(|m| &m.id) == Some(&self.last_id);
+        if same {
+            self.confirmed
+        } else {
+            0
+        }
+    }
+}
+
+/// The Event Hubs sink of one data flow.
+pub struct EventHubsSink {
+    settings: EventHubsEndpoint,
+    /// The connection string with an `Endpoint`, checked once.
+    connection_string: Result<String, SendError>,
+    application_id: String,
+    clients: HashMap<String, ProducerClient>,
+    /// Whether `batch_max_bytes` fits the link (it is dropped if not).
+    use_max_bytes: bool,
+    progress: Option<Progress>,
+}
+
+impl EventHubsSink {
+    /// `application_id` names the AMQP container and the sender links
+    /// (`<id>-rust-sender`): use the appliance and flow.
+    pub fn new(settings: EventHubsEndpoint, application_id: impl Into<String>) -> Self {
+        let connection_string = checked_connection_string(&settings);
+        Self {
+            use_max_bytes: settings.batch_max_bytes.is_some(),
+            settings,
+            connection_string,
+            application_id: application_id.into(),
+            clients: HashMap::new(),
+            progress: None,
+        }
+    }
+
+    pub fn settings(&self) -> &EventHubsEndpoint {
+        &self.settings
+    }
+
+    /// The open client for `hub`, opening one if needed.
+    async fn client(&mut self, hub: &str) -> Result<&ProducerClient, SendError> {
+        if !self.clients.contains_key(hub) {
+            let connection_string = self.connection_string.clone()?;
+            if hub.is_empty() {
+                return Err(fatal(
+                    "the data flow's destination (the event hub name) is empty",
+                ));
+            }
+            let mut builder = ProducerClient::builder()
+                .with_application_id(self.application_id.clone())
+                .with_retry_options(sdk_retry_options());
+            if let Some(endpoint) = &self.settings.custom_endpoint {
+                builder = builder.with_custom_endpoint(endpoint.clone());
+            }
+            let opened = tokio::time::timeout(
+                self.settings.operation_timeout,
+                builder.open_with_connection_string(&connection_string, Some(hub)),
+            )
+            .await
+            .map_err(|_| {
+                SendError::transient(format!(
+                    "no AMQP connection to event hub {hub} within {:?}",
+                    self.settings.operation_timeout
+                ))
+            })?
+            .map_err(|err| sdk_error(&format!("connecting to event hub {hub}"), &err))?;
+            info!(hub, "connected to Event Hubs");
+            self.clients.insert(hub.to_string(), opened);
+        }
+        self.clients
+            .get(hub)
+            .ok_or_else(|| SendError::transient("the client vanished"))
+    }
+
+    /// Drops every client: the next send reconnects.
+    fn reset(&mut self) {
+        for (hub, client) in self.clients.drain() {
+            debug!(hub, "dropping the Event Hubs client");
+            close_in_background(client);
+        }
+    }
+
+    /// Sends `batch[start..]`; on error says how far it got.
+    async fn send_from(
+        &mut self,
+        batch: &[OutboundMessage],
+        start: usize,
+    ) -> Result<(), (usize, SendError)> {
+        let mut next = start;
+        while next < batch.len() {
+            let hub = batch[next].destination.clone();
+            let placement = self.placement(&batch[next]);
+            let count = self
+                .send_one_batch(batch, next, &hub, &placement)
+                .await
+                .map_err(|err| (next, err))?;
+            next += count;
+        }
+        Ok(())
+    }
+
+    /// Fills one SDK batch from `batch[start..]` (same hub and placement),
+    /// sends it, and returns how many messages it carried.
+    async fn send_one_batch(
+        &mut self,
+        batch: &[OutboundMessage],
+        start: usize,
+        hub: &str,
+        placement: &Placement,
+    ) -> Result<usize, SendError> {
+        let timeout = self.settings.operation_timeout;
+        let max_messages = self.settings.batch_max_messages.max(1);
+        let mut max_bytes = if self.use_max_bytes {
+            self.settings.batch_max_bytes
+        } else {
+            None
+        };
+        let copy = self.settings.copy_mqtt_properties;
+        let strategy = self.settings.partition_strategy.clone();
+        let client = self.client(hub).await?;
+
+        let options = |max_size_in_bytes| {
+            let mut options = EventDataBatchOptions {
+                max_size_in_bytes,
+                ..Default::default()
+            };
+            match placement {
+                Placement::Any => {}
+                Placement::Key(key) => options.partition_key = Some(key.clone()),
+                Placement::Partition(id) => options.partition_id = Some(id.clone()),
+            }
+            options
+        };
+        let sdk_batch = loop {
+            let created =
+                tokio::time::timeout(timeout, client.create_batch(Some(options(max_bytes))))
+                    .await
+                    .map_err(|_| {
+                        SendError::transient(format!(
+                            "creating a batch for {hub} took over {timeout:?}"
+                        ))
+                    })?;
+            match created {
+                Ok(sdk_batch) => break sdk_batch,
+                Err(err)
+                    if max_bytes.is_some()
+                        && matches!(err.kind, SdkErrorKind::InvalidBatchSize { .. }) =>
+                {
+                    warn!(hub, %err, "batch_max_bytes is over the link's limit; using the link's");
+                    max_bytes = None;
+                }
+                Err(err) => return Err(sdk_error(&format!("creating a batch for {hub}"), &err)),
+            }
+        };
+        let mut count = 0;
+        for message in &batch[start..] {
+            if count == max_messages
+                || message.destination != hub
+                || placement_of(&strategy, message) != *placement
+            {
+                break;
+            }
+            let added = sdk_batch
+                .try_add_event_data(event_data(message, copy), None)
+                .map_err(|err| sdk_error("adding an event to a batch", &err))?;
+            if !added {
+                break;
+            }
+            count += 1;
+        }
+        if count == 0 {
+            let message = &batch[start];
+            return Err(SendError::too_large(
+                start,
+                &message.id,
+                format!(
+                    "{} payload bytes do not fit an empty Event Hubs batch",
+                    message.message.payload.len()
+                ),
+            ));
+        }
+        tokio::time::timeout(timeout, client.send_batch(sdk_batch, None))
+            .await
+            .map_err(|_| {
+                SendError::transient(format!(
+                    "event hub {hub} did not confirm a batch of {count} within {timeout:?}"
+                ))
+            })?
+            .map_err(|err| sdk_error(&format!("sending {count} events to {hub}"), &err))?;
+        if max_bytes.is_none() {
+            self.use_max_bytes = false;
+        }
+        debug!(hub, count, ?placement, "batch accepted");
+        Ok(count)
+    }
+
+    fn placement(&self, message: &OutboundMessage) -> Placement {
+        placement_of(&self.settings.partition_strategy, message)
+    }
+}
+
+fn placement_of(strategy: &PartitionStrategy, message: &OutboundMessage) -> Placement {
+    match strategy {
+        PartitionStrategy::Default => Placement::Any,
+        PartitionStrategy::Topic => Placement::Key(message.message.topic.clone()),
+        PartitionStrategy::Property(name) => message
+            .message
+            .user_properties
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| Placement::Key(value.clone()))
+            .unwrap_or(Placement::Any),
+        PartitionStrategy::Static(id) => Placement::Partition(id.clone()),
+    }
+}
+
+/// The event for one message: body, stable id and, when copying, the MQTT
+/// properties.
+pub fn event_data(outbound: &OutboundMessage, copy_mqtt_properties: bool) -> EventData {
+    let message = &outbound.message;
+    let mut event = EventData::builder()
+        .with_body(message.payload.to_vec())
+        .with_message_id(outbound.id.clone());
+    if copy_mqtt_properties {
+        if let Some(content_type) = &message.content_type {
+            event = event.with_content_type(content_type.clone());
+        }
+        event = event.add_property(TOPIC_PROPERTY.to_string(), message.topic.as_str());
+        if let Some(format) = message.payload_format_indicator {
+            event = event.add_property(PAYLOAD_FORMAT_PROPERTY.to_string(), format.to_string());
+        }
+        if let Some(topic) = &message.response_topic {
+            event = event.add_property(RESPONSE_TOPIC_PROPERTY.to_string(), topic.as_str());
+        }
+        if let Some(expiry) = message.message_expiry_interval {
+            event = event.add_property(MESSAGE_EXPIRY_PROPERTY.to_string(), expiry.to_string());
+        }
+        if let Some(data) = &message.correlation_data {
+            event = event.add_property(CORRELATION_DATA_PROPERTY.to_string(), data.to_vec());
+        }
+        // User properties last: one named like a built-in wins.
+        for (key, value) in &message.user_properties {
+            event = event.add_property(key.clone(), value.as_str());
+        }
+    }
+    event.build()
+}
+
+#[async_trait]
+impl Sink for EventHubsSink {
+    async fn send(&mut self, batch: &[OutboundMessage]) -> Result<(), SendError> {
+        let start = match &self.progress {
+            Some(progress) => progress.confirmed_in(batch),
+            None => 0,
+        };
+        if start > 0 {
+            debug!(
+                skipped = start,
+                "resuming a batch after the part already confirmed"
+            );
+        }
+        match self.send_from(batch, start).await {
+            Ok(()) => {
+                self.progress = None;
+                Ok(())
+            }
+            Err((confirmed, err)) => {
+                self.progress = Progress::of(batch, confirmed);
+                if err.kind != ErrorKind::Throttled {
+                    // A time-out, a broken connection, or a state we do not
+                    // trust: the next send starts on a new connection.
+                    self.reset();
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn close(&mut self) {
+        for (_, client) in self.clients.drain() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
+        }
+    }
+}
+
+impl Drop for EventHubsSink {
+    fn drop(&mut self) {
+        self.reset();
+    }
+}
+
+/// Closes a client without waiting for it (it may be stuck on a dead
+/// connection); dropping it is the fallback.
+fn close_in_background(client: ProducerClient) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
+            });
+        }
+        Err(_) => drop(client),
+    }
+}
+
+fn fatal(message: impl Into<String>) -> SendError {
+    SendError {
+        kind: ErrorKind::Fatal,
+        message: message.into(),
+    }
+}
+
+/// The connection string to open with: checked, and given the namespace as
+/// `Endpoint` when it has none. Errors never quote it.
+fn checked_connection_string(settings: &EventHubsEndpoint) -> Result<String, SendError> {
+    let mut connection_string = settings.connection_string.trim().to_string();
+    let has_endpoint = connection_string
+        .split(';')
+        .any(|part| part.trim().to_ascii_lowercase().starts_with("endpoint="));
+    if !has_endpoint {
+        if settings.namespace.is_empty() {
+            return Err(fatal(
+                "the Event Hubs connection string has no Endpoint and no namespace is set",
+            ));
+        }
+        connection_string = format!(
+            "Endpoint=sb://{}/;{connection_string}",
+            settings.namespace.trim_end_matches('/')
+        );
+    }
+    if connection_string.parse::<ConnectionString>().is_err() {
+        return Err(fatal(
+            "the Event Hubs connection string is not valid (it needs Endpoint and \
+             SharedAccessKeyName/SharedAccessKey or SharedAccessSignature)",
+        ));
+    }
+    if let Some(endpoint) = &settings.custom_endpoint {
+        let scheme_ok = endpoint.starts_with("amqp://") || endpoint.starts_with("amqps://");
+        if !scheme_ok || endpoint.contains('@') {
+            return Err(fatal(format!(
+                "customEndpoint {endpoint:?} must be amqp://host:port or amqps://host:port, \
+                 without credentials"
+            )));
+        }
+    }
+    Ok(connection_string)
+}
+
+/// A classified [`SendError`] for an SDK error.
+fn sdk_error(doing: &str, err: &EventHubsError) -> SendError {
+    SendError {
+        kind: classify(err),
+        message: format!("{doing}: {err}"),
+    }
+}
+
+/// How the flow should treat an SDK error.
+pub fn classify(err: &EventHubsError) -> ErrorKind {
+    if let Some(condition) = condition(err) {
+        return match condition.as_str() {
+            "com.microsoft:server-busy" | "amqp:resource-limit-exceeded" => ErrorKind::Throttled,
+            "amqp:unauthorized-access"
+            | "amqp:not-found"
+            | "com.microsoft:argument-out-of-range"
+            | "com.microsoft:argument-error"
+            | "com.microsoft:entity-disabled"
+            | "amqp:link:message-size-exceeded"
+            | "amqp:not-allowed" => ErrorKind::Fatal,
+            _ => ErrorKind::Transient,
+        };
+    }
+    if let Some(status) = management_status(err) {
+        return match status {
+            401 | 403 | 404 | 400 => ErrorKind::Fatal,
+            429 | 503 => ErrorKind::Throttled,
+            _ => ErrorKind::Transient,
+        };
+    }
+    let text = err.to_string();
+    // The service refuses a link to a hub that does not exist with a null
+    // target; the SDK reports that and drops the detach's `amqp:not-found`.
+    if text.contains("Target field is None") || text.contains("conflicts with EntityPath") {
+        return ErrorKind::Fatal;
+    }
+    ErrorKind::Transient
+}
+
+/// The AMQP error condition inside an SDK error, if any.
+pub fn condition(err: &EventHubsError) -> Option<String> {
+    match &err.kind {
+        SdkErrorKind::AmqpError(amqp) => find_amqp(amqp, |e| match e.kind() {
+            AmqpErrorKind::AmqpDescribedError(d) => Some(d.condition.as_ref().to_string()),
+            _ => None,
+        }),
+        SdkErrorKind::SendRejected(Some(d)) => Some(d.condition.as_ref().to_string()),
+        _ => None,
+    }
+}
+
+fn management_status(err: &EventHubsError) -> Option<u16> {
+    match &err.kind {
+        SdkErrorKind::AmqpError(amqp) => find_amqp(amqp, |e| match e.kind() {
+            AmqpErrorKind::ManagementStatusCode(status, _) => Some(u16::from(*status)),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+/// The first `pick` that matches along an AMQP error's source chain.
+fn find_amqp<T>(err: &AmqpError, pick: impl Fn(&AmqpError) -> Option<T>) -> Option<T> {
+    use std::error::Error as _;
+    if let Some(found) = pick(err) {
+        return Some(found);
+    }
+    let mut cause = err.source();
+    for _ in 0..16 {
+        let current = cause?;
+        if let Some(amqp) = current.downcast_ref::<AmqpError>() {
+            if let Some(found) = pick(amqp) {
+                return Some(found);
+            }
+        }
+        cause = current.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backhaul_broker::StoredMessage;
+
+    fn outbound(id: &str, topic: &str) -> OutboundMessage {
+        OutboundMessage {
+            id: id.to_string(),
+            destination: "hub".to_string(),
+            message: StoredMessage {
+                topic: topic.to_string(),
+                user_properties: vec![("device".to_string(), "d1".to_string())],
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn placements_follow_the_strategy() {
+        let m = outbound("1", "plant/a");
+        assert_eq!(
+            placement_of(&PartitionStrategy::Default, &m),
+            Placement::Any
+        );
+        assert_eq!(
+            placement_of(&PartitionStrategy::Topic, &m),
+            Placement::Key("plant/a".into())
+        );
+        assert_eq!(
+            placement_of(&PartitionStrategy::Property("device".into()), &m),
+            Placement::Key("d1".into())
+        );
+        assert_eq!(
+            placement_of(&PartitionStrategy::Property("missing".into()), &m),
+            Placement::Any
+        );
+        assert_eq!(
+            placement_of(&PartitionStrategy::Static("3".into()), &m),
+            Placement::Partition("3".into())
+        );
+    }
+
+    #[test]
+    fn progress_applies_only_to_the_same_batch() {
+        let batch = vec![outbound("a", "t"), outbound("b", "t"), outbound("c", "t")];
+        let progress = Progress::of(&batch, 2).unwrap();
+        assert_eq!(progress.confirmed_in(&batch), 2);
+        assert_eq!(progress.confirmed_in(&batch[1..]), 0);
+        let other = vec![outbound("a", "t"), outbound("x", "t"), outbound("d", "t")];
+        assert_eq!(progress.confirmed_in(&other), 0);
+    }
+
+    #[test]
+    fn connection_strings_are_checked_and_never_quoted() {
+        let secret = "SharedAccessKeyName=k;SharedAccessKey=c2VjcmV0LXZhbHVl";
+        let mut settings = EventHubsEndpoint::new("ns.servicebus.windows.net", secret);
+        let cs = checked_connection_string(&settings).unwrap();
+        assert!(cs.starts_with("Endpoint=sb://ns.servicebus.windows.net/;"));
+
+        settings.connection_string = "garbage-c2VjcmV0LXZhbHVl".into();
+        let err = checked_connection_string(&settings).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Fatal);
+        assert!(!err.message.contains("c2VjcmV0LXZhbHVl"));
+
+        settings.connection_string = secret.into();
+        settings.custom_endpoint = Some("http://127.0.0.1:1".into());
+        assert_eq!(
+            checked_connection_string(&settings).unwrap_err().kind,
+            ErrorKind::Fatal
+        );
+        assert!(!format!("{settings:?}").contains("c2VjcmV0LXZhbHVl"));
+    }
+}
