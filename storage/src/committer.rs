@@ -1,12 +1,15 @@
 //! The group-commit thread.
 //!
 //! Publishers hand their appends to one thread through a channel. The thread
-//! takes whatever is waiting (up to [`MAX_GROUP_RECORDS`]), assigns sequence
-//! numbers, writes them as one atomic batch, flushes once, and only then
-//! releases every waiting publisher. A publish therefore waits for at most
-//! one flush in progress plus its own, and a busy broker pays one flush per
-//! group rather than per message. The thread is a plain OS thread so a slow
-//! disk never stalls the async workers.
+//! takes whatever is waiting (up to [`MAX_GROUP_RECORDS`]), checks the
+//! limits (refusing appends a `RejectNew` limit or a store limit forbids),
+//! assigns sequence numbers, writes the rest as one atomic batch, flushes
+//! once, drops the oldest records of flows now over a `DropOldest` limit,
+//! and only then releases every waiting publisher, in the order they
+//! called. A publish therefore waits for at most one flush in progress plus
+//! its own, and a busy broker pays one flush per group rather than per
+//! message. The thread is a plain OS thread so a slow disk
+//! never stalls the async workers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -14,29 +17,127 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::oneshot;
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::backend::{Backend, PendingRecord};
+use crate::clock::Clock;
+use crate::limits::{Overflow, QuotaLimit, StoreLimits};
 use crate::queue::FlowState;
+use crate::record::FRAME_OVERHEAD;
 use crate::store::AppendEntry;
 use crate::{FlowIndex, Seq, StorageError};
 
 /// Upper bound of records in one group, so one flush stays short.
 pub const MAX_GROUP_RECORDS: usize = 8192;
 
+/// Upper bounds (seconds) of the commit latency histogram buckets: the time
+/// from [`crate::QueueStore::append`] to the resolved ticket.
+pub const COMMIT_LATENCY_BOUNDS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0,
+];
+
+/// Upper bounds (records) of the group size histogram buckets.
+pub const GROUP_SIZE_BOUNDS: [f64; 10] = [
+    1.0, 2.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 2048.0, 4096.0, 8192.0,
+];
+
 /// One publisher's append, waiting for its commit.
 pub(crate) struct CommitRequest {
     pub(crate) entries: Vec<AppendEntry>,
     pub(crate) reply: oneshot::Sender<Result<Vec<Seq>, StorageError>>,
+    pub(crate) queued_at: Instant,
+}
+
+/// A histogram as Prometheus wants it: cumulative bucket counts
+/// (`le[i]` counts observations `<= bounds[i]`), the count and the sum.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Histogram<const N: usize> {
+    /// Cumulative counts per upper bound.
+    pub le: [u64; N],
+    /// All observations (the `+Inf` bucket).
+    pub count: u64,
+    /// Sum of the observed values.
+    pub sum: f64,
+}
+
+impl<const N: usize> Default for Histogram<N> {
+    fn default() -> Self {
+        Self {
+            le: [0; N],
+            count: 0,
+            sum: 0.0,
+        }
+    }
+}
+
+/// Lock-free histogram counters (non-cumulative per bucket, the last one
+/// for values above every bound).
+#[derive(Debug)]
+struct Buckets<const N: usize> {
+    bounds: [f64; N],
+    counts: [AtomicU64; N],
+    above: AtomicU64,
+    /// Sum in millionths of the unit.
+    sum_micros: AtomicU64,
+}
+
+impl<const N: usize> Buckets<N> {
+    fn new(bounds: [f64; N]) -> Self {
+        Self {
+            bounds,
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            above: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds `n` observations of `value`.
+    fn observe(&self, value: f64, n: u64) {
+        match self.bounds.iter().position(|bound| value <= *bound) {
+            Some(i) => self.counts[i].fetch_add(n, Ordering::Relaxed),
+            None => self.above.fetch_add(n, Ordering::Relaxed),
+        };
+        self.sum_micros
+            .fetch_add((value * 1e6) as u64 * n, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> Histogram<N> {
+        let mut histogram = Histogram::default();
+        let mut total = 0;
+        for (i, count) in self.counts.iter().enumerate() {
+            total += count.load(Ordering::Relaxed);
+            histogram.le[i] = total;
+        }
+        histogram.count = total + self.above.load(Ordering::Relaxed);
+        histogram.sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        histogram
+    }
 }
 
 /// Counters of the committer, for metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CommitStats {
     commits: AtomicU64,
     records: AtomicU64,
     commit_nanos: AtomicU64,
     failures: AtomicU64,
+    rejected: AtomicU64,
+    latency: Buckets<12>,
+    group_sizes: Buckets<10>,
+}
+
+impl Default for CommitStats {
+    fn default() -> Self {
+        Self {
+            commits: AtomicU64::new(0),
+            records: AtomicU64::new(0),
+            commit_nanos: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            latency: Buckets::new(COMMIT_LATENCY_BOUNDS),
+            group_sizes: Buckets::new(GROUP_SIZE_BOUNDS),
+        }
+    }
 }
 
 /// A snapshot of [`CommitStats`].
@@ -49,6 +150,13 @@ pub struct CommitSnapshot {
     /// Time spent writing and flushing.
     pub commit_seconds: f64,
     pub failures: u64,
+    /// Appends refused by a limit (all flows).
+    pub rejected: u64,
+    /// Seconds from `append` to the resolved ticket, per append (accepted,
+    /// refused or failed), over [`COMMIT_LATENCY_BOUNDS`].
+    pub commit_latency: Histogram<12>,
+    /// Records per group commit, over [`GROUP_SIZE_BOUNDS`].
+    pub group_size: Histogram<10>,
 }
 
 impl CommitStats {
@@ -58,6 +166,9 @@ impl CommitStats {
             records: self.records.load(Ordering::Relaxed),
             commit_seconds: self.commit_nanos.load(Ordering::Relaxed) as f64 / 1e9,
             failures: self.failures.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            commit_latency: self.latency.snapshot(),
+            group_size: self.group_sizes.snapshot(),
         }
     }
 }
@@ -67,6 +178,8 @@ pub(crate) struct Committer {
     pub(crate) flows: Arc<[FlowState]>,
     pub(crate) next_seq: Vec<Seq>,
     pub(crate) stats: Arc<CommitStats>,
+    pub(crate) limits: StoreLimits,
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl Committer {
@@ -88,11 +201,135 @@ impl Committer {
         }
     }
 
+    /// Bytes an entry adds to the store (disk: with framing).
+    fn cost(&self, entry: &AppendEntry) -> u64 {
+        let framing = if self.backend.is_durable() {
+            FRAME_OVERHEAD as u64
+        } else {
+            0
+        };
+        entry.data.len() as u64 + framing
+    }
+
+    /// Decides which requests of a group the limits let in: `Ok(())` for
+    /// those, the refusal for the others. Atomic per request: one flow
+    /// refusing refuses the whole append.
+    fn admit(&self, group: &[CommitRequest]) -> Vec<Result<(), StorageError>> {
+        let any_reject = self
+            .flows
+            .iter()
+            .any(|f| f.limits.overflow == Overflow::RejectNew && f.limits.is_bounded());
+        if !any_reject && self.limits == StoreLimits::default() {
+            return group.iter().map(|_| Ok(())).collect();
+        }
+        let durable = self.backend.is_durable();
+        // Store limits: room left for this group, if limited.
+        let budget_room = self.limits.max_disk_bytes.map(|max| {
+            let used = self
+                .backend
+                .disk_bytes()
+                .unwrap_or_else(|| self.flows.iter().map(FlowState::bytes).sum());
+            max.saturating_sub(used)
+        });
+        let free_room = match (durable, self.limits.min_free_bytes) {
+            (true, Some(min)) => self
+                .backend
+                .free_bytes()
+                .map(|free| free.saturating_sub(min)),
+            _ => None,
+        };
+        let mut store_used = 0u64;
+        // Queued records and bytes per flow, as this group fills them.
+        let mut usage: Vec<(u64, u64)> = self
+            .flows
+            .iter()
+            .map(|f| (f.messages(), f.bytes()))
+            .collect();
+        let mut this = vec![(0u64, 0u64); self.flows.len()];
+        group
+            .iter()
+            .map(|request| {
+                let first_flow = |limit| {
+                    let flow = request
+                        .entries
+                        .first()
+                        .and_then(|e| self.flows.get(e.flow))
+                        .map_or_else(String::new, |f| f.name.clone());
+                    StorageError::QuotaExceeded { flow, limit }
+                };
+                let cost: u64 = request.entries.iter().map(|e| self.cost(e)).sum();
+                if budget_room.is_some_and(|room| store_used + cost > room) {
+                    return Err(first_flow(QuotaLimit::StoreBudget));
+                }
+                if free_room.is_some_and(|room| store_used + cost > room) {
+                    return Err(first_flow(QuotaLimit::FreeSpace));
+                }
+                for entry in &request.entries {
+                    this[entry.flow].0 += 1;
+                    this[entry.flow].1 += entry.data.len() as u64;
+                }
+                let mut refusal = None;
+                for entry in &request.entries {
+                    let (state, (messages, bytes)) = (&self.flows[entry.flow], this[entry.flow]);
+                    if messages == 0 || state.limits.overflow != Overflow::RejectNew {
+                        continue;
+                    }
+                    let (have_messages, have_bytes) = usage[entry.flow];
+                    let limit = if state
+                        .limits
+                        .max_messages
+                        .is_some_and(|max| have_messages + messages > max)
+                    {
+                        Some(QuotaLimit::Messages)
+                    } else if state
+                        .limits
+                        .max_bytes
+                        .is_some_and(|max| have_bytes + bytes > max)
+                    {
+                        Some(QuotaLimit::Bytes)
+                    } else {
+                        None
+                    };
+                    if let Some(limit) = limit {
+                        refusal = Some(StorageError::QuotaExceeded {
+                            flow: state.name.clone(),
+                            limit,
+                        });
+                        break;
+                    }
+                }
+                let outcome = match refusal {
+                    Some(err) => Err(err),
+                    None => {
+                        store_used += cost;
+                        for (flow, (messages, bytes)) in this.iter().enumerate() {
+                            usage[flow].0 += messages;
+                            usage[flow].1 += bytes;
+                        }
+                        Ok(())
+                    }
+                };
+                this.iter_mut().for_each(|t| *t = (0, 0));
+                outcome
+            })
+            .collect()
+    }
+
     fn commit_group(&mut self, group: Vec<CommitRequest>, count: usize) {
+        let now_ms = self.clock.now_ms();
+        let admitted = self.admit(&group);
         let mut next = self.next_seq.clone();
         let mut records = Vec::with_capacity(count);
-        let mut seqs_per_request = Vec::with_capacity(group.len());
-        for request in &group {
+        let mut outcomes: Vec<Result<Vec<Seq>, StorageError>> = Vec::with_capacity(group.len());
+        for (request, admitted) in group.iter().zip(admitted) {
+            if let Err(err) = admitted {
+                if let Some(state) = request.entries.first().and_then(|e| self.flows.get(e.flow)) {
+                    state.rejected();
+                }
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                outcomes.push(Err(err));
+                continue;
+            }
             let mut seqs = Vec::with_capacity(request.entries.len());
             for entry in &request.entries {
                 let Some(slot) = next.get_mut(entry.flow) else {
@@ -104,10 +341,11 @@ impl Committer {
                 records.push(PendingRecord {
                     flow: entry.flow,
                     seq,
+                    time_ms: now_ms,
                     data: entry.data.clone(),
                 });
             }
-            seqs_per_request.push(seqs);
+            outcomes.push(Ok(seqs));
         }
         let touched: Vec<(FlowIndex, Seq)> = next
             .iter()
@@ -116,35 +354,53 @@ impl Committer {
             .map(|(flow, seq)| (flow, *seq))
             .collect();
 
-        let started = Instant::now();
-        let result = self.backend.commit(&records, &touched);
-        self.stats
-            .commit_nanos
-            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-
-        match result {
-            Ok(()) => {
-                self.next_seq = next;
-                self.stats.commits.fetch_add(1, Ordering::Relaxed);
-                self.stats
-                    .records
-                    .fetch_add(records.len() as u64, Ordering::Relaxed);
-                self.publish_stats(&records);
-                for (request, seqs) in group.into_iter().zip(seqs_per_request) {
-                    let _ = request.reply.send(Ok(seqs));
+        let mut committed = true;
+        if !records.is_empty() {
+            let started = Instant::now();
+            let result = self.backend.commit(&records, &touched);
+            self.stats
+                .commit_nanos
+                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            match result {
+                Ok(()) => {
+                    self.next_seq = next;
+                    self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .records
+                        .fetch_add(records.len() as u64, Ordering::Relaxed);
+                    self.stats.group_sizes.observe(records.len() as f64, 1);
+                    self.publish_stats(&records, now_ms);
                 }
-            }
-            Err(err) => {
-                error!(%err, records = records.len(), "group commit failed; publishers are refused");
-                self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                for request in group {
-                    let _ = request.reply.send(Err(err.shared()));
+                Err(err) => {
+                    error!(%err, records = records.len(), "group commit failed; publishers are refused");
+                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    committed = false;
+                    for outcome in outcomes.iter_mut() {
+                        if outcome.is_ok() {
+                            *outcome = Err(err.shared());
+                        }
+                    }
                 }
             }
         }
+        // Drop what overflows before releasing the publishers, so that a
+        // resolved ticket finds every queue within its limits.
+        if committed {
+            for (flow, _) in &touched {
+                if let Err(err) = self.flows[*flow].enforce_limits(&*self.backend, *flow) {
+                    warn!(flow = %self.flows[*flow].name, %err, "cannot drop the oldest records of a full queue; retrying with the next append");
+                }
+            }
+        }
+        for (request, outcome) in group.into_iter().zip(outcomes) {
+            self.stats
+                .latency
+                .observe(request.queued_at.elapsed().as_secs_f64(), 1);
+            let _ = request.reply.send(outcome);
+        }
     }
 
-    fn publish_stats(&self, records: &[PendingRecord]) {
+    fn publish_stats(&self, records: &[PendingRecord], now_ms: u64) {
         let mut per_flow = vec![(0u64, 0u64); self.flows.len()];
         for record in records {
             per_flow[record.flow].0 += 1;
@@ -152,7 +408,8 @@ impl Committer {
         }
         for (state, (messages, bytes)) in self.flows.iter().zip(per_flow) {
             if messages > 0 {
-                state.appended(messages, bytes);
+                let head = state.lock_head();
+                state.appended(&head, messages, bytes, now_ms);
             }
         }
     }

@@ -1,5 +1,7 @@
 use std::path::PathBuf;
 
+use crate::limits::QuotaLimit;
+
 /// Errors of the queue store.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -43,6 +45,12 @@ pub enum StorageError {
     UnknownFlow(usize),
     #[error("record is corrupt: {0}")]
     Corrupt(String),
+    /// A limit refused the append (the flow's `RejectNew` limit, or a store
+    /// limit, which applies to every flow); nothing of it was stored, also
+    /// not in the other flows it named. Transient: appends are accepted
+    /// again once the queue drains or space returns. MQTT 5: PUBACK 0x97.
+    #[error("the queue of flow {flow:?} is full ({limit} is reached); the append is refused")]
+    QuotaExceeded { flow: String, limit: QuotaLimit },
 }
 
 impl StorageError {
@@ -58,6 +66,10 @@ impl StorageError {
                     None => std::io::Error::new(source.kind(), source.to_string()),
                 },
             },
+            StorageError::QuotaExceeded { flow, limit } => StorageError::QuotaExceeded {
+                flow: flow.clone(),
+                limit: *limit,
+            },
             _ => StorageError::CommitFailed(self.to_string()),
         }
     }
@@ -66,5 +78,10 @@ impl StorageError {
     /// by themselves once space is freed).
     pub fn is_disk_full(&self) -> bool {
         matches!(self, StorageError::DiskFull { .. })
+    }
+
+    /// Whether a limit refused the append ([`StorageError::QuotaExceeded`]).
+    pub fn is_quota_exceeded(&self) -> bool {
+        matches!(self, StorageError::QuotaExceeded { .. })
     }
 }

@@ -26,6 +26,9 @@
 //!   moved aside (quarantined), counted, and never blocks the queue.
 //!
 //! Layout:
+//! - [`limits`]: per-flow limits (size, overflow policy, expiry) and
+//!   store limits (disk budget, free-space watermark), and their rules.
+//! - [`clock`]: the wall clock appends are stamped with.
 //! - [`record`]: the on-disk framing of one record.
 //! - [`backend`]: where records live: [`backend::SegmentBackend`] (disk: a
 //!   segment log per flow, [`backend::segment`]) and
@@ -35,13 +38,17 @@
 //! - [`store`]: [`QueueStore`], which opens a backend and hands out queues.
 
 pub mod backend;
+pub mod clock;
 pub mod committer;
 pub mod error;
+pub mod limits;
 pub mod queue;
 pub mod record;
 pub mod store;
 
+pub use committer::{CommitSnapshot, Histogram, COMMIT_LATENCY_BOUNDS, GROUP_SIZE_BOUNDS};
 pub use error::StorageError;
+pub use limits::{FlowSpec, Overflow, QueueLimits, QuotaLimit, StoreLimits};
 pub use queue::{FlowQueue, QueueStats, QueuedRecord};
 pub use store::{AppendEntry, CommitTicket, QueueStore, StorageMode};
 

@@ -5,12 +5,15 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::backend::{Backend, MemoryBackend, SegmentBackend};
+use crate::clock::{Clock, SystemClock};
 use crate::committer::{CommitRequest, CommitSnapshot, CommitStats, Committer};
+use crate::limits::{FlowSpec, StoreLimits};
 use crate::queue::{FlowQueue, FlowState};
 use crate::{FlowIndex, Seq, StorageError};
 
@@ -38,30 +41,69 @@ pub struct QueueStore {
     requests: Option<Sender<CommitRequest>>,
     committer: Option<JoinHandle<()>>,
     stats: Arc<CommitStats>,
+    clock: Arc<dyn Clock>,
+    limits: StoreLimits,
 }
 
 impl QueueStore {
     /// Opens the store with one queue per name in `flows`; queue `i` is the
     /// flow `flows[i]`. Queues of flows no longer listed stay on disk
     /// untouched.
+    /// No limits: see [`QueueStore::open_with`].
     pub fn open(mode: &StorageMode, flows: &[String]) -> Result<Self, StorageError> {
+        let specs: Vec<FlowSpec> = flows.iter().map(FlowSpec::new).collect();
+        Self::open_with(mode, &specs, StoreLimits::default())
+    }
+
+    /// Opens the store with one queue per flow in `flows`, each with its
+    /// limits, and the store-wide `limits` (see [`crate::limits`]); queue
+    /// `i` is the flow `flows[i]`. Queues of flows no longer listed stay on
+    /// disk untouched. Limits may change from one opening to the next.
+    pub fn open_with(
+        mode: &StorageMode,
+        flows: &[FlowSpec],
+        limits: StoreLimits,
+    ) -> Result<Self, StorageError> {
         let backend: Arc<dyn Backend> = match mode {
             StorageMode::Disk(dir) => Arc::new(SegmentBackend::open(dir)?),
             StorageMode::Memory => Arc::new(MemoryBackend::new()),
         };
-        Self::open_backend(backend, flows)
+        Self::open_backend_with(backend, flows, limits, Arc::new(SystemClock))
     }
 
     /// Opens the store on a given backend (tests and benchmarks use this to
     /// run the segment log on a model filesystem or with small segments).
     pub fn open_backend(backend: Arc<dyn Backend>, flows: &[String]) -> Result<Self, StorageError> {
-        let recovered = backend.recover(flows)?;
+        let specs: Vec<FlowSpec> = flows.iter().map(FlowSpec::new).collect();
+        Self::open_backend_with(
+            backend,
+            &specs,
+            StoreLimits::default(),
+            Arc::new(SystemClock),
+        )
+    }
+
+    /// Opens the store on a given backend with limits and a clock (tests
+    /// pass a [`crate::clock::ManualClock`]).
+    pub fn open_backend_with(
+        backend: Arc<dyn Backend>,
+        flows: &[FlowSpec],
+        limits: StoreLimits,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StorageError> {
+        let names: Vec<String> = flows.iter().map(|f| f.name.clone()).collect();
+        let recovered = backend.recover(&names)?;
         let next_seq = recovered.iter().map(|r| r.next_seq).collect();
         let flows: Arc<[FlowState]> = flows
             .iter()
             .zip(recovered)
-            .map(|(name, recovered)| FlowState::new(name.clone(), recovered))
+            .map(|(spec, recovered)| FlowState::new(spec.name.clone(), spec.limits, recovered))
             .collect();
+        for (index, flow) in flows.iter().enumerate() {
+            if flow.messages() > 0 {
+                flow.set_head_time(backend.head_time(index)?);
+            }
+        }
         let stats = Arc::new(CommitStats::default());
         let (requests, receiver) = mpsc::channel();
         let committer = Committer {
@@ -69,6 +111,8 @@ impl QueueStore {
             flows: flows.clone(),
             next_seq,
             stats: stats.clone(),
+            limits,
+            clock: clock.clone(),
         };
         let committer = std::thread::Builder::new()
             .name("queue-commit".into())
@@ -82,18 +126,26 @@ impl QueueStore {
             requests: Some(requests),
             committer: Some(committer),
             stats,
+            clock,
+            limits,
         })
     }
 
     /// Appends records to one or more queues atomically. The returned ticket
     /// resolves to each entry's sequence once the append is committed
     /// (flushed in disk mode). Tickets resolve in the order of the calls.
+    /// A limit refuses the whole append with
+    /// [`StorageError::QuotaExceeded`] (see [`crate::limits`]).
     pub fn append(&self, entries: Vec<AppendEntry>) -> CommitTicket {
         if let Some(bad) = entries.iter().find(|e| e.flow >= self.flows.len()) {
             return CommitTicket::ready(Err(StorageError::UnknownFlow(bad.flow)));
         }
         let (reply, receiver) = oneshot::channel();
-        let request = CommitRequest { entries, reply };
+        let request = CommitRequest {
+            entries,
+            reply,
+            queued_at: Instant::now(),
+        };
         match self.requests.as_ref().map(|tx| tx.send(request)) {
             Some(Ok(())) => CommitTicket {
                 receiver: Some(receiver),
@@ -105,8 +157,14 @@ impl QueueStore {
 
     /// The queue of flow `index`.
     pub fn queue(&self, index: FlowIndex) -> Option<FlowQueue> {
-        (index < self.flows.len())
-            .then(|| FlowQueue::new(index, self.backend.clone(), self.flows.clone()))
+        (index < self.flows.len()).then(|| {
+            FlowQueue::new(
+                index,
+                self.backend.clone(),
+                self.flows.clone(),
+                self.clock.clone(),
+            )
+        })
     }
 
     /// Every flow's queue, in index order.
@@ -133,6 +191,16 @@ impl QueueStore {
     /// Fsyncs and bytes written (disk mode), for metrics.
     pub fn io_stats(&self) -> Option<crate::backend::IoStats> {
         self.backend.io_stats()
+    }
+
+    /// Bytes free on the store's filesystem (disk mode, `statvfs`).
+    pub fn free_bytes(&self) -> Option<u64> {
+        self.backend.free_bytes()
+    }
+
+    /// The store-wide limits it was opened with.
+    pub fn limits(&self) -> StoreLimits {
+        self.limits
     }
 }
 

@@ -3,14 +3,22 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
-use super::{Backend, PendingRecord, ReadOutcome, Recovered, Removed};
+use super::{Backend, DropUntil, PendingRecord, ReadOutcome, Recovered, Removed};
 use crate::{FlowIndex, QueuedRecord, Seq, StorageError};
 
-/// Queues in RAM: same interface and ordering as the disk backend, lost on
-/// restart.
+/// One queued record in RAM.
+#[derive(Debug, Clone)]
+struct Entry {
+    seq: Seq,
+    time_ms: u64,
+    data: Bytes,
+}
+
+/// Queues in RAM: same interface, ordering, limits and expiry as the disk
+/// backend, lost on restart.
 #[derive(Default)]
 pub struct MemoryBackend {
-    flows: Mutex<Vec<VecDeque<(Seq, Bytes)>>>,
+    flows: Mutex<Vec<VecDeque<Entry>>>,
 }
 
 impl MemoryBackend {
@@ -21,7 +29,7 @@ impl MemoryBackend {
     fn with_flow<T>(
         &self,
         flow: FlowIndex,
-        f: impl FnOnce(&mut VecDeque<(Seq, Bytes)>) -> T,
+        f: impl FnOnce(&mut VecDeque<Entry>) -> T,
     ) -> Result<T, StorageError> {
         let mut flows = self.flows.lock().unwrap_or_else(|p| p.into_inner());
         let queue = flows.get_mut(flow).ok_or(StorageError::UnknownFlow(flow))?;
@@ -52,7 +60,11 @@ impl Backend for MemoryBackend {
             return Err(StorageError::UnknownFlow(bad.flow));
         }
         for record in records {
-            flows[record.flow].push_back((record.seq, record.data.clone()));
+            flows[record.flow].push_back(Entry {
+                seq: record.seq,
+                time_ms: record.time_ms,
+                data: record.data.clone(),
+            });
         }
         Ok(())
     }
@@ -65,18 +77,19 @@ impl Backend for MemoryBackend {
         max_bytes: usize,
     ) -> Result<ReadOutcome, StorageError> {
         self.with_flow(flow, |queue| {
-            let start = queue.partition_point(|(seq, _)| *seq < from);
+            let start = queue.partition_point(|e| e.seq < from);
             let mut outcome = ReadOutcome::default();
             let mut bytes = 0usize;
-            for (seq, data) in queue.iter().skip(start).take(max_count) {
-                if !outcome.records.is_empty() && bytes + data.len() > max_bytes {
+            for entry in queue.iter().skip(start).take(max_count) {
+                if !outcome.records.is_empty() && bytes + entry.data.len() > max_bytes {
                     break;
                 }
-                bytes += data.len();
-                outcome.records.push(QueuedRecord {
-                    seq: *seq,
-                    data: data.clone(),
-                });
+                bytes += entry.data.len();
+                outcome.records.push(QueuedRecord::new(
+                    entry.seq,
+                    entry.data.clone(),
+                    entry.time_ms,
+                ));
             }
             outcome
         })
@@ -85,13 +98,50 @@ impl Backend for MemoryBackend {
     fn ack(&self, flow: FlowIndex, upto: Seq) -> Result<Removed, StorageError> {
         self.with_flow(flow, |queue| {
             let mut removed = Removed::default();
-            while queue.front().is_some_and(|(seq, _)| *seq <= upto) {
-                if let Some((_, data)) = queue.pop_front() {
+            while queue.front().is_some_and(|e| e.seq <= upto) {
+                if let Some(entry) = queue.pop_front() {
                     removed.messages += 1;
-                    removed.bytes += data.len() as u64;
+                    removed.bytes += entry.data.len() as u64;
+                    removed.through = entry.seq;
                 }
             }
             removed
+        })
+    }
+
+    fn drop_head(&self, flow: FlowIndex, until: DropUntil) -> Result<Removed, StorageError> {
+        self.with_flow(flow, |queue| {
+            let mut removed = Removed::default();
+            if let DropUntil::Expired { from, .. } = until {
+                if queue.front().is_some_and(|e| e.seq < from) {
+                    return removed;
+                }
+            }
+            while let Some(front) = queue.front() {
+                let keep = match until {
+                    DropUntil::Removed { messages, bytes } => {
+                        removed.messages >= messages && removed.bytes >= bytes
+                    }
+                    DropUntil::Expired { cutoff_ms, .. } => {
+                        front.time_ms == 0 || front.time_ms > cutoff_ms
+                    }
+                };
+                if keep {
+                    break;
+                }
+                if let Some(entry) = queue.pop_front() {
+                    removed.messages += 1;
+                    removed.bytes += entry.data.len() as u64;
+                    removed.through = entry.seq;
+                }
+            }
+            removed
+        })
+    }
+
+    fn head_time(&self, flow: FlowIndex) -> Result<Option<u64>, StorageError> {
+        self.with_flow(flow, |queue| {
+            queue.front().map(|e| e.time_ms).filter(|time| *time != 0)
         })
     }
 

@@ -42,7 +42,22 @@ pub struct Recovered {
 pub struct PendingRecord {
     pub flow: FlowIndex,
     pub seq: Seq,
+    /// When it was appended, ms since the Unix epoch (the store's clock).
+    pub time_ms: u64,
     pub data: Bytes,
+}
+
+/// How far [`Backend::drop_head`] drops records from the head of a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropUntil {
+    /// Oldest first, until at least `messages` records and `bytes` data
+    /// bytes are gone (overflow of a `DropOldest` limit).
+    Removed { messages: u64, bytes: u64 },
+    /// Oldest first, while a record was appended at or before `cutoff_ms`
+    /// (ms since the epoch; expiry). Only if the head is at `from` or later:
+    /// records before `from` are being delivered and stay. Records without
+    /// an append time (older framing) stop it.
+    Expired { cutoff_ms: u64, from: Seq },
 }
 
 /// Records returned by one read, and how many corrupt ones it quarantined.
@@ -61,6 +76,8 @@ pub struct Removed {
     /// Damaged records the acknowledgement skipped (counted as quarantined).
     pub quarantined: u64,
     pub quarantined_bytes: u64,
+    /// The last sequence the head moved past (0: it did not move).
+    pub through: Seq,
 }
 
 /// Disk activity of a backend since it was opened, for metrics (flash wear,
@@ -103,6 +120,14 @@ pub trait Backend: Send + Sync + 'static {
     /// Removes every record of `flow` with sequence `<= upto`.
     fn ack(&self, flow: FlowIndex, upto: Seq) -> Result<Removed, StorageError>;
 
+    /// Drops records from the head of `flow`, like an acknowledgement,
+    /// until the rule says stop; what it removed.
+    fn drop_head(&self, flow: FlowIndex, until: DropUntil) -> Result<Removed, StorageError>;
+
+    /// The append time (ms since the epoch) of the oldest queued record of
+    /// `flow`; `None` if the queue is empty or the time unknown.
+    fn head_time(&self, flow: FlowIndex) -> Result<Option<u64>, StorageError>;
+
     /// Whether this backend survives a restart (and so flushes on commit).
     fn is_durable(&self) -> bool;
 
@@ -113,6 +138,12 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Disk activity, if the backend writes to disk.
     fn io_stats(&self) -> Option<IoStats> {
+        None
+    }
+
+    /// Bytes free for the store on its filesystem (`statvfs` `f_bavail`),
+    /// if the backend is on one.
+    fn free_bytes(&self) -> Option<u64> {
         None
     }
 }

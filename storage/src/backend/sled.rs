@@ -4,7 +4,7 @@ use std::sync::RwLock;
 use sled::{Batch, Db, Tree};
 use tracing::warn;
 
-use super::{Backend, PendingRecord, ReadOutcome, Recovered, Removed};
+use super::{Backend, DropUntil, PendingRecord, ReadOutcome, Recovered, Removed};
 use crate::{record, FlowIndex, QueuedRecord, Seq, StorageError};
 
 const RECORD_PREFIX: u8 = 0x01;
@@ -170,10 +170,10 @@ impl Backend for SledBackend {
                         break;
                     }
                     bytes += data.len();
-                    outcome.records.push(QueuedRecord {
-                        seq: seq_of(&key),
-                        data,
-                    });
+                    // Version-1 framing keeps no append time.
+                    outcome
+                        .records
+                        .push(QueuedRecord::new(seq_of(&key), data, 0));
                 }
                 Err(err) => {
                     warn!(flow, seq = seq_of(&key), %err, "quarantining a corrupt queue record");
@@ -199,8 +199,41 @@ impl Backend for SledBackend {
             removed.bytes += value.len().saturating_sub(5) as u64;
             batch.remove(key);
         }
+        if removed.messages > 0 {
+            removed.through = upto;
+        }
         self.queue.apply_batch(batch)?;
         Ok(removed)
+    }
+
+    /// Overflow drops oldest first; expiry drops nothing (version-1 records
+    /// keep no append time).
+    fn drop_head(&self, flow: FlowIndex, until: DropUntil) -> Result<Removed, StorageError> {
+        let DropUntil::Removed { messages, bytes } = until else {
+            return Ok(Removed::default());
+        };
+        let id = self.id(flow)?;
+        let mut batch = Batch::default();
+        let mut removed = Removed::default();
+        for entry in self
+            .queue
+            .range(record_key(id, 0)..=record_key(id, Seq::MAX))
+        {
+            if removed.messages >= messages && removed.bytes >= bytes {
+                break;
+            }
+            let (key, value) = entry?;
+            removed.through = seq_of(&key);
+            removed.messages += 1;
+            removed.bytes += value.len().saturating_sub(5) as u64;
+            batch.remove(key);
+        }
+        self.queue.apply_batch(batch)?;
+        Ok(removed)
+    }
+
+    fn head_time(&self, _flow: FlowIndex) -> Result<Option<u64>, StorageError> {
+        Ok(None)
     }
 
     fn is_durable(&self) -> bool {
@@ -231,6 +264,7 @@ mod tests {
             .map(|seq| PendingRecord {
                 flow: 0,
                 seq,
+                time_ms: 1_700_000_000_000,
                 data: bytes::Bytes::from(format!("r{seq}")),
             })
             .collect();

@@ -14,11 +14,11 @@ use super::ledger::Ledger;
 use super::reader::{SegInfo, SegmentView, Step, Walk};
 use super::writer::Writer;
 use super::{
-    decode_header, encode_header, io_error, parse_segment_name, segment_path, SegmentConfig,
-    HEADER_LEN,
+    decode_header, encode_header, io_error, parse_segment_name, segment_path, time_base_for,
+    SegmentConfig, HEADER_LEN,
 };
-use crate::backend::{ReadOutcome, Recovered, Removed};
-use crate::record::FRAME_OVERHEAD;
+use crate::backend::{DropUntil, ReadOutcome, Recovered, Removed};
+use crate::record::{FRAME_OVERHEAD, FRAME_OVERHEAD_V2};
 use crate::{QueuedRecord, Seq, StorageError};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -38,6 +38,8 @@ pub(crate) struct SegMeta {
     pub(crate) last: Seq,
     /// Data bytes of its records (exact unless the segment is damaged).
     pub(crate) data_bytes: u64,
+    /// The time base of its frames (0: an earlier build's segment).
+    pub(crate) time_base: u64,
 }
 
 impl SegMeta {
@@ -93,6 +95,7 @@ impl Shared {
             last: if recovering { Seq::MAX } else { meta.last },
             newest,
             avg_record: meta.data_bytes / meta.records().max(1),
+            time_base: meta.time_base,
         })
     }
 
@@ -154,6 +157,9 @@ struct Found {
     len: u64,
     /// The previous segment's base, from a valid header.
     prev: Option<Seq>,
+    /// The time base from the header (0 when damaged or from an earlier
+    /// build).
+    time_base: u64,
 }
 
 impl FlowLog {
@@ -220,12 +226,14 @@ impl FlowLog {
             if newest.prev.is_none() {
                 if newest.len <= HEADER_LEN as u64 {
                     let prev = before_newest;
+                    let time_base = time_base_for(now_ms());
                     let file = self.fs.open(&newest.path)?;
                     file.set_len(0)?;
-                    file.write_all_at(&encode_header(newest.base, prev), 0)?;
+                    file.write_all_at(&encode_header(newest.base, prev, time_base), 0)?;
                     file.sync_data()?;
                     newest.len = HEADER_LEN as u64;
                     newest.prev = Some(prev);
+                    newest.time_base = time_base;
                     warn!(flow = %self.name, base = newest.base, "rewrote the torn header of the newest segment");
                 } else {
                     error!(flow = %self.name, base = newest.base, "newest segment has a damaged header; moving it aside");
@@ -288,16 +296,22 @@ impl FlowLog {
             } else {
                 (last + 1).saturating_sub(segment.base)
             };
+            let overhead = if segment.time_base == 0 {
+                FRAME_OVERHEAD_V2
+            } else {
+                FRAME_OVERHEAD
+            };
             let data_bytes = segment
                 .len
                 .saturating_sub(HEADER_LEN as u64)
-                .saturating_sub(records * FRAME_OVERHEAD as u64);
+                .saturating_sub(records * overhead as u64);
             segments.push_back(SegMeta {
                 base: segment.base,
                 path: segment.path.clone(),
                 end: segment.len,
                 last,
                 data_bytes,
+                time_base: segment.time_base,
             });
         }
         // Gaps left by segments moved aside above (their predecessors end
@@ -341,9 +355,11 @@ impl FlowLog {
             let mut walk = Walk::start(self, head)?;
             while walk.next <= acked {
                 match walk.step(self)? {
-                    Step::Record { seq, len } if seq <= acked => {
+                    Step::Record {
+                        seq, len, data_len, ..
+                    } if seq <= acked => {
                         walk.consume(seq, len);
-                        head_acked_bytes += (len - FRAME_OVERHEAD) as u64;
+                        head_acked_bytes += data_len as u64;
                     }
                     Step::Lost { .. } => {}
                     _ => break,
@@ -383,12 +399,13 @@ impl FlowLog {
             // Append to the newest segment only if the next record follows
             // its last one; otherwise the first commit starts a new segment.
             if next_seq == tail_next {
-                resume = Some((meta.path.clone(), meta.base, meta.end));
+                resume = Some((meta.path.clone(), meta.base, meta.time_base, meta.end));
             }
         }
         drop(shared);
-        if let Some((path, base, end)) = resume {
-            lock(&self.writer).active = Some(Writer::resume(&*self.fs, &path, base, end)?);
+        if let Some((path, base, time_base, end)) = resume {
+            lock(&self.writer).active =
+                Some(Writer::resume(&*self.fs, &path, base, time_base, end)?);
         }
         recovered.next_seq = next_seq;
         Ok(recovered)
@@ -415,9 +432,11 @@ impl FlowLog {
         let mut walk = Walk::start(self, info.clone())?;
         loop {
             match walk.step(self)? {
-                Step::Record { seq, len } => {
+                Step::Record {
+                    seq, len, data_len, ..
+                } => {
                     walk.consume(seq, len);
-                    let data = (len - FRAME_OVERHEAD) as u64;
+                    let data = data_len as u64;
                     scanned.data_bytes += data;
                     if seq > acked {
                         scanned.messages += 1;
@@ -535,17 +554,22 @@ impl FlowLog {
         let mut restarts = 0;
         while outcome.records.len() < max_count {
             match walk.step(self)? {
-                Step::Record { seq, len } => {
-                    let data_len = len - FRAME_OVERHEAD;
+                Step::Record {
+                    seq,
+                    len,
+                    data_len,
+                    time,
+                } => {
                     if seq >= from {
                         if !outcome.records.is_empty() && bytes + data_len > max_bytes {
                             break;
                         }
                         bytes += data_len;
-                        outcome.records.push(QueuedRecord {
+                        outcome.records.push(QueuedRecord::new(
                             seq,
-                            data: Bytes::copy_from_slice(walk.data(len)),
-                        });
+                            Bytes::copy_from_slice(walk.data(len, data_len)),
+                            time,
+                        ));
                     }
                     walk.consume(seq, len);
                 }
@@ -585,20 +609,84 @@ impl FlowLog {
 
     /// See [`crate::backend::Backend::ack`].
     pub(crate) fn ack(&self, upto: Seq) -> io::Result<Removed> {
+        self.advance(Until::Seq(upto))
+    }
+
+    /// See [`crate::backend::Backend::drop_head`].
+    pub(crate) fn drop_head(&self, until: DropUntil) -> io::Result<Removed> {
+        self.advance(match until {
+            DropUntil::Removed { messages, bytes } => Until::Removed { messages, bytes },
+            DropUntil::Expired { cutoff_ms, from } => Until::Expired {
+                cutoff: cutoff_ms,
+                from,
+            },
+        })
+    }
+
+    /// The append time (ms since the epoch) of the first unacknowledged
+    /// record, if it is readable and has one.
+    pub(crate) fn head_time(&self) -> io::Result<Option<u64>> {
+        let mut acker = lock(&self.acker);
+        let acked = lock(&self.shared).acked;
+        if !matches!(acker.walk.as_ref(), Some(walk) if walk.next == acked + 1) {
+            acker.walk = self.walk_from(acked + 1)?;
+        }
+        let mut restarts = 0;
+        loop {
+            let Some(walk) = acker.walk.as_mut() else {
+                return Ok(None);
+            };
+            match walk.step(self)? {
+                // A walk starts at the first record of its segment.
+                Step::Record { seq, len, .. } if seq <= acked => walk.consume(seq, len),
+                Step::Record { time, .. } => return Ok((time != 0).then_some(time)),
+                Step::End => return Ok(None),
+                // The segment under the walk was deleted after the walk
+                // passed its last record: move on.
+                Step::Stale if restarts < 3 => {
+                    restarts += 1;
+                    acker.walk = self.walk_from(acked + 1)?;
+                }
+                // Damage at the head: the next acknowledgement deals with
+                // it; the age is unknown until then.
+                Step::Lost { .. } | Step::Stale => {
+                    acker.walk = None;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Moves the head (the acknowledged cursor) forward: an acknowledgement,
+    /// or a drop (overflow, expiry) that stops at the first record it must
+    /// keep.
+    fn advance(&self, until: Until) -> io::Result<Removed> {
         let mut removed = Removed::default();
         let mut acker = lock(&self.acker);
         let (acked, last) = {
             let shared = lock(&self.shared);
             (shared.acked, shared.next_seq - 1)
         };
-        let upto = upto.min(last);
+        let upto = match until {
+            Until::Seq(upto) => upto.min(last),
+            _ => last,
+        };
         if upto <= acked {
             return Ok(removed);
+        }
+        if let Until::Expired { from, .. } = until {
+            // Records before `from` are being delivered: leave the head.
+            if acked + 1 < from {
+                return Ok(removed);
+            }
         }
         if !matches!(acker.walk.as_ref(), Some(walk) if walk.next == acked + 1) {
             acker.walk = self.walk_from(acked + 1)?;
         }
-        let mut new_acked = upto;
+        let mut new_acked = match until {
+            Until::Seq(_) => upto,
+            _ => acked,
+        };
         let mut restarts = 0;
         if let Some(walk) = acker.walk.as_mut() {
             loop {
@@ -606,11 +694,26 @@ impl FlowLog {
                     break;
                 }
                 match walk.step(self)? {
-                    Step::Record { seq, len } if seq <= upto => {
+                    Step::Record {
+                        seq,
+                        len,
+                        data_len,
+                        time,
+                    } if seq <= upto => {
+                        let keep = match until {
+                            Until::Seq(_) => false,
+                            Until::Removed { messages, bytes } => {
+                                removed.messages >= messages && removed.bytes >= bytes
+                            }
+                            Until::Expired { cutoff, .. } => time == 0 || time > cutoff,
+                        };
+                        if keep {
+                            break;
+                        }
                         walk.consume(seq, len);
                         if seq > acked {
                             removed.messages += 1;
-                            removed.bytes += (len - FRAME_OVERHEAD) as u64;
+                            removed.bytes += data_len as u64;
                         }
                     }
                     Step::Record { .. } | Step::End => break,
@@ -643,8 +746,15 @@ impl FlowLog {
                 }
             }
             // Records the walk skipped as lost are gone either way.
-            new_acked = upto.max(walk.next.saturating_sub(1)).min(last);
+            new_acked = match until {
+                Until::Seq(_) => upto.max(walk.next.saturating_sub(1)).min(last),
+                _ => walk.next.saturating_sub(1).min(last),
+            };
         }
+        if new_acked <= acked {
+            return Ok(removed);
+        }
+        removed.through = new_acked;
         // A checkpoint that cannot be written (I/O error) does not fail the
         // acknowledgement: it holds in memory, is retried with the next one,
         // and segments wait for a durable checkpoint before being deleted.
@@ -705,8 +815,8 @@ impl FlowLog {
         lock(&self.shared).segments.back().map(|m| m.base)
     }
 
-    /// The writer started segment `base` (empty so far).
-    pub(crate) fn rolled(&self, base: Seq) {
+    /// The writer started segment `base` (empty so far) with `time_base`.
+    pub(crate) fn rolled(&self, base: Seq, time_base: u64) {
         let mut shared = lock(&self.shared);
         let meta = SegMeta {
             base,
@@ -714,6 +824,7 @@ impl FlowLog {
             end: HEADER_LEN as u64,
             last: base.saturating_sub(1),
             data_bytes: 0,
+            time_base,
         };
         match shared.segments.back_mut() {
             Some(newest) if newest.base == base => *newest = meta,
@@ -736,6 +847,25 @@ impl FlowLog {
     pub(crate) fn segment_bytes(&self) -> u64 {
         lock(&self.shared).segments.iter().map(|m| m.end).sum()
     }
+}
+
+/// How far [`FlowLog::advance`] moves the head.
+#[derive(Debug, Clone, Copy)]
+enum Until {
+    /// Every record `<= seq` (an acknowledgement).
+    Seq(Seq),
+    /// Until at least this many records and data bytes are removed.
+    Removed { messages: u64, bytes: u64 },
+    /// While records were appended at or before `cutoff`, if the head is at
+    /// `from` or later.
+    Expired { cutoff: u64, from: Seq },
+}
+
+/// Milliseconds since the Unix epoch by the system clock.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[derive(Debug, Default)]
@@ -763,14 +893,13 @@ fn list_segments(fs: &dyn Fs, dir: &Path) -> io::Result<Vec<Found>> {
         let len = file.size()?;
         let mut header = [0u8; HEADER_LEN];
         let n = file.read_full_at(&mut header, 0)?;
-        let prev = decode_header(&header[..n])
-            .filter(|(b, _)| *b == base)
-            .map(|(_, prev)| prev);
+        let header = decode_header(&header[..n]).filter(|h| h.base == base);
         found.push(Found {
             base,
             path,
             len,
-            prev,
+            prev: header.map(|h| h.prev),
+            time_base: header.map_or(0, |h| h.time_base),
         });
     }
     found.sort_by_key(|f| f.base);

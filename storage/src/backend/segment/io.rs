@@ -88,6 +88,11 @@ pub trait Fs: Send + Sync + 'static {
     /// Takes an exclusive lock on the store directory for as long as the
     /// returned guard lives, so two processes never write one log.
     fn lock_dir(&self, path: &Path) -> io::Result<Box<dyn Send + Sync>>;
+    /// Bytes available to an unprivileged writer on the filesystem holding
+    /// `path` (`statvfs`: `f_bavail * f_frsize`); `None` if unknown.
+    fn free_bytes(&self, _path: &Path) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
 }
 
 /// The real filesystem.
@@ -171,6 +176,21 @@ impl Fs for RealFs {
         }
         Ok(Box::new(DirLock(file)))
     }
+    fn free_bytes(&self, path: &Path) -> io::Result<Option<u64>> {
+        use std::os::unix::ffi::OsStrExt;
+        let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: statvfs writes into the zeroed struct it is given and
+        // reads the NUL-terminated path; both outlive the call.
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+        let free = u64::from(stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64);
+        Ok(Some(free))
+    }
 }
 
 /// Faults [`ModelFs`] injects.
@@ -181,6 +201,9 @@ struct Faults {
     capacity: Option<u64>,
     /// This many next `fdatasync` calls (files or directories) fail with `EIO`.
     failing_syncs: u32,
+    /// What `free_bytes` reports, whatever is stored (a filesystem shared
+    /// with other writers).
+    free_space: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -235,6 +258,12 @@ impl ModelFs {
     /// Limits the total bytes stored (`None`: unlimited).
     pub fn set_capacity(&self, capacity: Option<u64>) {
         lock(&self.state).faults.capacity = capacity;
+    }
+
+    /// Makes `free_bytes` report `free` (as if other writers shared the
+    /// filesystem); `None` goes back to `capacity - used`.
+    pub fn set_free_space(&self, free: Option<u64>) {
+        lock(&self.state).faults.free_space = free;
     }
 
     /// Bytes stored in all files.
@@ -450,5 +479,18 @@ impl Fs for ModelFs {
 
     fn lock_dir(&self, _path: &Path) -> io::Result<Box<dyn Send + Sync>> {
         Ok(Box::new(()))
+    }
+
+    /// `capacity - used` under a capacity (or the free space set with
+    /// [`ModelFs::set_free_space`]); `None` when neither is set.
+    fn free_bytes(&self, _path: &Path) -> io::Result<Option<u64>> {
+        let state = lock(&self.state);
+        if let Some(free) = state.faults.free_space {
+            return Ok(Some(free));
+        }
+        Ok(state
+            .faults
+            .capacity
+            .map(|capacity| capacity.saturating_sub(state.used())))
     }
 }

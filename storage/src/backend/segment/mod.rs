@@ -34,9 +34,15 @@
 //! ```
 //!
 //! A segment is a 32-byte header, `[magic "BHQSEG01"][base u64 LE][prev
-//! base u64 LE][reserved u32][crc32c u32 LE]`, then frames (`record.rs`,
-//! version 2: length, version, sequence, CRC32C, data). `prev` names the
-//! segment before it, so a missing segment is noticed at start-up. A segment
+//! base u64 LE][time base u32 LE][crc32c u32 LE]`, then frames (`record.rs`,
+//! version 3: length, version, sequence, append time, CRC32C, data). `prev`
+//! names the segment before it, so a missing segment is noticed at
+//! start-up. The time base (seconds since the Unix epoch) is what the
+//! frames' append times are relative to; earlier builds wrote 0 there
+//! (the field was reserved) and version-2 frames, which are still read. A
+//! segment of version-2 frames is never appended to again: the first
+//! commit after an upgrade starts a new segment. A segment is also rolled
+//! before its frames' time delta (u32 milliseconds) would overflow. A segment
 //! is rolled when a group would start in one that has reached
 //! [`SegmentConfig::max_segment_bytes`], so it exceeds that by at most one
 //! group.
@@ -75,7 +81,7 @@ use tracing::{info, warn};
 
 use self::flow::FlowLog;
 use self::io::{is_disk_full, Fs, RealFs};
-use super::{Backend, IoStats, PendingRecord, ReadOutcome, Recovered, Removed};
+use super::{Backend, DropUntil, IoStats, PendingRecord, ReadOutcome, Recovered, Removed};
 use crate::{FlowIndex, Seq, StorageError};
 
 /// Bytes of a segment header.
@@ -106,18 +112,36 @@ impl Default for SegmentConfig {
     }
 }
 
-pub(crate) fn encode_header(base: Seq, prev: Seq) -> [u8; HEADER_LEN] {
+/// A segment's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub(crate) base: Seq,
+    pub(crate) prev: Seq,
+    /// The time base of its frames, ms since the epoch (a whole second); 0
+    /// for a segment of an earlier build (version-2 frames).
+    pub(crate) time_base: u64,
+}
+
+/// The time base a segment started at `now_ms` gets: whole seconds (the
+/// header keeps seconds), never 0 (which marks an earlier build's segment).
+pub(crate) fn time_base_for(now_ms: u64) -> u64 {
+    (now_ms / 1000).clamp(1, u64::from(u32::MAX)) * 1000
+}
+
+pub(crate) fn encode_header(base: Seq, prev: Seq, time_base: u64) -> [u8; HEADER_LEN] {
     let mut header = [0u8; HEADER_LEN];
     header[..8].copy_from_slice(MAGIC);
     header[8..16].copy_from_slice(&base.to_le_bytes());
     header[16..24].copy_from_slice(&prev.to_le_bytes());
+    let secs = u32::try_from(time_base / 1000).unwrap_or(u32::MAX);
+    header[24..28].copy_from_slice(&secs.to_le_bytes());
     let crc = crc32c::crc32c(&header[..28]);
     header[28..32].copy_from_slice(&crc.to_le_bytes());
     header
 }
 
-/// `(base, prev)` of a valid header.
-pub(crate) fn decode_header(header: &[u8]) -> Option<(Seq, Seq)> {
+/// A valid header.
+pub(crate) fn decode_header(header: &[u8]) -> Option<Header> {
     if header.len() < HEADER_LEN || &header[..8] != MAGIC {
         return None;
     }
@@ -127,7 +151,12 @@ pub(crate) fn decode_header(header: &[u8]) -> Option<(Seq, Seq)> {
     }
     let base = u64::from_le_bytes(header[8..16].try_into().ok()?);
     let prev = u64::from_le_bytes(header[16..24].try_into().ok()?);
-    Some((base, prev))
+    let secs = u32::from_le_bytes(header[24..28].try_into().ok()?);
+    Some(Header {
+        base,
+        prev,
+        time_base: u64::from(secs) * 1000,
+    })
 }
 
 pub(crate) fn segment_path(dir: &Path, base: Seq) -> PathBuf {
@@ -349,21 +378,24 @@ impl Backend for SegmentBackend {
         // Write every touched flow's part, then sync each file once.
         for (i, (index, group)) in touched.iter().enumerate() {
             let flow = &flows[*index];
-            let (first, last) = match (group.first(), group.last()) {
-                (Some(first), Some(last)) => (first.seq, last.seq),
+            let (first, last, time) = match (group.first(), group.last()) {
+                (Some(first), Some(last)) => (first.seq, last.seq, last.time_ms),
                 _ => continue,
             };
-            if writers[i].needs_roll(self.config.max_segment_bytes, first, last) {
+            if writers[i].needs_roll(self.config.max_segment_bytes, first, last, time) {
                 let prev = flow.newest_base().unwrap_or(first.saturating_sub(1));
-                if let Err(err) = writers[i].roll(&*self.fs, first, prev) {
-                    return Err(fail(&mut writers, err, "starting a segment for", flow));
-                }
+                let time_base = match writers[i].roll(&*self.fs, first, prev, time) {
+                    Ok(time_base) => time_base,
+                    Err(err) => {
+                        return Err(fail(&mut writers, err, "starting a segment for", flow))
+                    }
+                };
                 self.segments_created.fetch_add(1, Ordering::Relaxed);
                 self.fsyncs.fetch_add(2, Ordering::Relaxed);
-                flow.rolled(first);
+                flow.rolled(first, time_base);
             }
             for record in group.iter() {
-                writers[i].stage(record.seq, &record.data);
+                writers[i].stage(record.seq, record.time_ms, &record.data);
             }
             if let Err(err) = writers[i].write() {
                 return Err(fail(&mut writers, err, "writing", flow));
@@ -431,8 +463,30 @@ impl Backend for SegmentBackend {
             .map_err(|e| io_error(e, format!("acknowledging in flow {}", log.name)))
     }
 
+    fn drop_head(&self, flow: FlowIndex, until: DropUntil) -> Result<Removed, StorageError> {
+        let log = self.flow(flow)?;
+        log.drop_head(until)
+            .map_err(|e| io_error(e, format!("dropping records of flow {}", log.name)))
+    }
+
+    fn head_time(&self, flow: FlowIndex) -> Result<Option<u64>, StorageError> {
+        let log = self.flow(flow)?;
+        log.head_time()
+            .map_err(|e| io_error(e, format!("reading the head of flow {}", log.name)))
+    }
+
     fn is_durable(&self) -> bool {
         true
+    }
+
+    fn free_bytes(&self) -> Option<u64> {
+        match self.fs.free_bytes(&self.dir) {
+            Ok(free) => free,
+            Err(err) => {
+                warn!(%err, dir = %self.dir.display(), "cannot read the free space of the queue store's filesystem");
+                None
+            }
+        }
     }
 
     fn disk_bytes(&self) -> Option<u64> {

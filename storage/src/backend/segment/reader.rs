@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use super::io::FsFile;
 use super::HEADER_LEN;
-use crate::record::{decode_frame, Frame, FRAME_OVERHEAD};
+use crate::record::{decode_frame, Frame, FRAME_OVERHEAD, FRAME_OVERHEAD_V2, MIN_FRAME_OVERHEAD};
 use crate::Seq;
 
 /// Bytes read from a segment at a time: large enough that a replay costs
@@ -22,8 +22,15 @@ const CHUNK: usize = 256 * 1024;
 /// What the cursor found at its position.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Peek {
-    /// A valid frame of `len` bytes.
-    Record { seq: Seq, len: usize },
+    /// A valid frame of `len` bytes, `data_len` of them data, appended at
+    /// `time` (milliseconds since the Unix epoch; 0: unknown, a version-2
+    /// frame).
+    Record {
+        seq: Seq,
+        len: usize,
+        data_len: usize,
+        time: u64,
+    },
     /// The position is at `end`.
     End,
     /// No valid frame here: corrupt, or cut short before `end`.
@@ -35,16 +42,20 @@ pub(crate) struct SegmentCursor {
     file: Box<dyn FsFile>,
     /// The segment's first sequence; frames carry theirs relative to it.
     base: Seq,
+    /// The segment's time base (ms since the epoch); frames carry their
+    /// append time relative to it.
+    time_base: u64,
     buf: Vec<u8>,
     buf_off: u64,
     pos: usize,
 }
 
 impl SegmentCursor {
-    pub(crate) fn new(file: Box<dyn FsFile>, base: Seq, offset: u64) -> Self {
+    pub(crate) fn new(file: Box<dyn FsFile>, base: Seq, time_base: u64, offset: u64) -> Self {
         Self {
             file,
             base,
+            time_base,
             buf: Vec::new(),
             buf_off: offset,
             pos: 0,
@@ -88,31 +99,42 @@ impl SegmentCursor {
         if self.offset() >= end {
             return Ok(Peek::End);
         }
-        self.fill(FRAME_OVERHEAD, end)?;
+        self.fill(MIN_FRAME_OVERHEAD, end)?;
         let need = match decode_frame(&self.buf[self.pos..], max_data) {
-            Frame::Record { seq, len, .. } => {
-                return Ok(Peek::Record {
-                    seq: self.base + u64::from(seq),
-                    len,
-                })
-            }
+            Frame::Record {
+                seq,
+                time,
+                data,
+                len,
+            } => return Ok(self.record(seq, time, data.len(), len)),
             Frame::Corrupt(_) => return Ok(Peek::Broken),
             Frame::Incomplete { need } => need,
         };
         self.fill(need, end)?;
         Ok(match decode_frame(&self.buf[self.pos..], max_data) {
-            Frame::Record { seq, len, .. } => Peek::Record {
-                seq: self.base + u64::from(seq),
+            Frame::Record {
+                seq,
+                time,
+                data,
                 len,
-            },
+            } => self.record(seq, time, data.len(), len),
             Frame::Corrupt(_) | Frame::Incomplete { .. } => Peek::Broken,
         })
     }
 
-    /// The data of the frame of `len` bytes at the cursor (after a
-    /// [`Peek::Record`]).
-    pub(crate) fn data(&self, len: usize) -> &[u8] {
-        &self.buf[self.pos + FRAME_OVERHEAD..self.pos + len]
+    fn record(&self, seq: u32, time: Option<u32>, data_len: usize, len: usize) -> Peek {
+        Peek::Record {
+            seq: self.base + u64::from(seq),
+            len,
+            data_len,
+            time: time.map_or(0, |t| self.time_base + u64::from(t)),
+        }
+    }
+
+    /// The data (`data_len` bytes) of the frame of `len` bytes at the cursor
+    /// (after a [`Peek::Record`]).
+    pub(crate) fn data(&self, len: usize, data_len: usize) -> &[u8] {
+        &self.buf[self.pos + len - data_len..self.pos + len]
     }
 
     pub(crate) fn advance(&mut self, len: usize) {
@@ -169,6 +191,20 @@ pub(crate) struct SegInfo {
     pub(crate) newest: bool,
     /// Average data bytes per record, to estimate the size of lost ranges.
     pub(crate) avg_record: u64,
+    /// The time base of its frames (ms since the epoch); 0 for a segment
+    /// written by an earlier build (version-2 frames, no append times).
+    pub(crate) time_base: u64,
+}
+
+impl SegInfo {
+    /// Framing bytes per record in this segment.
+    pub(crate) fn frame_overhead(&self) -> u64 {
+        if self.time_base == 0 {
+            FRAME_OVERHEAD_V2 as u64
+        } else {
+            FRAME_OVERHEAD as u64
+        }
+    }
 }
 
 /// Where a walk gets segment metadata and files from.
@@ -184,9 +220,15 @@ pub(crate) trait SegmentView {
 /// One step of a walk.
 #[derive(Debug)]
 pub(crate) enum Step {
-    /// The next record, `len` bytes of frame at the cursor; not consumed:
-    /// call [`Walk::consume`] to take it.
-    Record { seq: Seq, len: usize },
+    /// The next record, `len` bytes of frame at the cursor (`data_len` of
+    /// data, appended at `time`, ms since the epoch, 0 if unknown); not
+    /// consumed: call [`Walk::consume`] to take it.
+    Record {
+        seq: Seq,
+        len: usize,
+        data_len: usize,
+        time: u64,
+    },
     /// Records `from..=to` are not readable (corrupt, cut short or missing);
     /// `region` is the damaged bytes (segment base, offset, bytes) if any.
     /// The walk has moved past them.
@@ -219,7 +261,7 @@ impl Walk {
         let file = view.open(&info)?;
         Ok(Self {
             next: info.base,
-            cursor: SegmentCursor::new(file, info.base, HEADER_LEN as u64),
+            cursor: SegmentCursor::new(file, info.base, info.time_base, HEADER_LEN as u64),
             info,
         })
     }
@@ -230,8 +272,8 @@ impl Walk {
     }
 
     /// The data of the record a [`Step::Record`] announced.
-    pub(crate) fn data(&self, len: usize) -> &[u8] {
-        self.cursor.data(len)
+    pub(crate) fn data(&self, len: usize, data_len: usize) -> &[u8] {
+        self.cursor.data(len, data_len)
     }
 
     /// Takes the record a [`Step::Record`] announced.
@@ -255,8 +297,18 @@ impl Walk {
         loop {
             let max = view.max_record();
             match self.cursor.peek(self.info.end, max)? {
-                Peek::Record { seq, len } if seq == self.next => {
-                    return Ok(Step::Record { seq, len });
+                Peek::Record {
+                    seq,
+                    len,
+                    data_len,
+                    time,
+                } if seq == self.next => {
+                    return Ok(Step::Record {
+                        seq,
+                        len,
+                        data_len,
+                        time,
+                    });
                 }
                 Peek::Record { seq, .. } if seq > self.next && seq <= self.info.last => {
                     // Frames are contiguous within a segment; a jump means
@@ -289,7 +341,12 @@ impl Walk {
                         return Ok(Step::End);
                     };
                     let file = view.open(&following)?;
-                    self.cursor = SegmentCursor::new(file, following.base, HEADER_LEN as u64);
+                    self.cursor = SegmentCursor::new(
+                        file,
+                        following.base,
+                        following.time_base,
+                        HEADER_LEN as u64,
+                    );
                     self.info = following;
                     if self.next < self.info.base {
                         // A whole segment is missing.
@@ -319,7 +376,7 @@ impl Walk {
         let bytes = if count == 0 {
             0
         } else {
-            (region.len() as u64).saturating_sub(count.saturating_mul(FRAME_OVERHEAD as u64))
+            (region.len() as u64).saturating_sub(count.saturating_mul(self.info.frame_overhead()))
         };
         let step = Step::Lost {
             from: self.next,

@@ -44,6 +44,7 @@ impl Harness {
                 PendingRecord {
                     flow,
                     seq: seq - 1,
+                    time_ms: 1_700_000_000_000,
                     data: Bytes::copy_from_slice(t.as_bytes()),
                 }
             })
@@ -88,6 +89,109 @@ fn root() -> PathBuf {
 }
 
 #[test]
+fn segments_of_an_earlier_build_are_read_and_sealed() {
+    // A segment as the previous build wrote it: no time base in the header,
+    // version-2 frames without append times.
+    let fs = ModelFs::new();
+    let dir = root().join("flow-a");
+    fs.create_dir_all(&dir).unwrap();
+    let mut bytes = encode_header(1, 0, 0).to_vec();
+    for i in 0..3u32 {
+        crate::record::encode_frame_v2(i, format!("old-{i}").as_bytes(), &mut bytes);
+    }
+    let file = fs.create(&segment_path(&dir, 1)).unwrap();
+    file.write_all_at(&bytes, 0).unwrap();
+    file.sync_data().unwrap();
+    drop(file);
+
+    let mut h = open(Arc::new(fs.clone()), &root(), &["a"]);
+    assert_eq!(h.recovered[0].messages, 3);
+    assert_eq!(h.recovered[0].bytes, 15);
+    assert_eq!(h.backend.head_time(0).unwrap(), None, "no append time");
+    assert_eq!(h.append_n(0, 2, "new"), vec![4, 5]);
+    assert_eq!(
+        segments(&fs, &dir).len(),
+        2,
+        "new frames go to a new segment"
+    );
+    let read = h.backend.read(0, 1, usize::MAX, usize::MAX).unwrap();
+    let texts: Vec<String> = read
+        .records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.data).into_owned())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "old-0",
+            "old-1",
+            "old-2",
+            "new-0000-payload",
+            "new-0001-payload"
+        ]
+    );
+    assert_eq!(read.records[0].appended, None);
+    assert_eq!(read.records[3].appended_ms(), Some(1_700_000_000_000));
+    h.backend.ack(0, 3).unwrap();
+    assert_eq!(h.backend.head_time(0).unwrap(), Some(1_700_000_000_000));
+    drop(h);
+    let h = open(Arc::new(fs.clone()), &root(), &["a"]);
+    assert_eq!(h.recovered[0].messages, 2);
+    assert_eq!(h.backend.head_time(0).unwrap(), Some(1_700_000_000_000));
+    assert_eq!(h.read_all(0).0.len(), 2);
+}
+
+#[test]
+fn drops_from_the_head_by_count_bytes_and_age() {
+    let fs = ModelFs::new();
+    let mut h = open(Arc::new(fs.clone()), &root(), &["a"]);
+    let flow_dir = root().join("flow-a");
+    for _ in 0..6 {
+        h.append_n(0, 5, "x");
+    }
+    let before = segments(&fs, &flow_dir).len();
+    let removed = h
+        .backend
+        .drop_head(
+            0,
+            DropUntil::Removed {
+                messages: 20,
+                bytes: 0,
+            },
+        )
+        .unwrap();
+    assert_eq!((removed.messages, removed.through), (20, 20));
+    assert!(
+        segments(&fs, &flow_dir).len() < before,
+        "dropped segments deleted"
+    );
+    // 14 data bytes per record: at least 30 bytes means 3 records.
+    let removed = h
+        .backend
+        .drop_head(
+            0,
+            DropUntil::Removed {
+                messages: 0,
+                bytes: 30,
+            },
+        )
+        .unwrap();
+    assert_eq!((removed.messages, removed.bytes), (3, 42));
+    // Every record has the same time: a cutoff before it drops nothing, one
+    // at it drops all, but not while records before `from` are in flight.
+    let expired = |cutoff_ms, from| DropUntil::Expired { cutoff_ms, from };
+    let t = 1_700_000_000_000;
+    assert_eq!(
+        h.backend.drop_head(0, expired(t - 1, 24)).unwrap().messages,
+        0
+    );
+    assert_eq!(h.backend.drop_head(0, expired(t, 26)).unwrap().messages, 0);
+    assert_eq!(h.backend.drop_head(0, expired(t, 24)).unwrap().messages, 7);
+    assert!(h.read_all(0).0.is_empty());
+    assert_eq!(h.backend.head_time(0).unwrap(), None);
+}
+
+#[test]
 fn rolls_segments_and_deletes_acknowledged_ones() {
     let fs = ModelFs::new();
     let mut h = open(Arc::new(fs.clone()), &root(), &["a"]);
@@ -106,6 +210,7 @@ fn rolls_segments_and_deletes_acknowledged_ones() {
     let removed = h.backend.ack(0, 22).unwrap();
     assert_eq!(removed.messages, 22);
     assert_eq!(removed.bytes, 10 * 14 + 12 * 14);
+    assert_eq!(removed.through, 22);
     let left = segments(&fs, &flow_dir);
     assert!(left.len() < files.len(), "acknowledged segments deleted");
     assert_eq!(h.read_all(0).0.first().map(|r| r.0), Some(23));
@@ -161,11 +266,13 @@ fn disk_full_refuses_appends_cleanly_and_recovers_by_itself() {
         PendingRecord {
             flow: 1,
             seq: h.next[1],
+            time_ms: 1_700_000_000_000,
             data: Bytes::from_static(b"both"),
         },
         PendingRecord {
             flow: 0,
             seq: h.next[0],
+            time_ms: 1_700_000_000_000,
             data: Bytes::from(vec![7u8; 400]),
         },
     ];
@@ -220,7 +327,7 @@ fn a_torn_tail_is_cut_and_durable_records_survive() {
         let newest = segments(&fs, &flow_dir).pop().unwrap();
         let path = flow_dir.join(&newest);
         let mut frame = Vec::new();
-        crate::record::encode_frame(99, b"torn-record-payload", &mut frame);
+        crate::record::encode_frame(99, 0, b"torn-record-payload", &mut frame);
         let handle = fs.open(&path).unwrap();
         let len = handle.size().unwrap();
         handle.write_all_at(&frame, len).unwrap();
@@ -340,7 +447,8 @@ mod corruption {
         let path = seg(&s, 1);
         let len = std::fs::metadata(&path).unwrap().len();
         let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        file.set_len(len - 30).unwrap();
+        // A frame of these records is 34 bytes: cut into two.
+        file.set_len(len - 40).unwrap();
         drop(file);
         let (h, seqs, quarantined) = reopen(&s);
         assert!(quarantined >= 2, "{quarantined}");
@@ -446,6 +554,7 @@ fn a_group_over_several_flows_syncs_each_file_once_and_fails_whole() {
             .map(|flow| PendingRecord {
                 flow,
                 seq: h.next[flow],
+                time_ms: 1_700_000_000_000,
                 data: Bytes::from_static(text.as_bytes()),
             })
             .collect()

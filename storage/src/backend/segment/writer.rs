@@ -12,13 +12,16 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::io::{Fs, FsFile};
-use super::{encode_header, segment_path, HEADER_LEN};
+use super::{encode_header, segment_path, time_base_for, HEADER_LEN};
 use crate::record::encode_frame;
 use crate::Seq;
 
 /// The segment being appended to.
 pub(crate) struct Active {
     pub(crate) base: Seq,
+    /// The time base of its frames (ms since the epoch; 0: an earlier
+    /// build's segment, never appended to).
+    pub(crate) time_base: u64,
     file: Box<dyn FsFile>,
     /// Committed (written and synced) bytes.
     pub(crate) len: u64,
@@ -48,35 +51,53 @@ impl Writer {
     }
 
     /// Opens an existing segment to append after its first `len` bytes.
-    pub(crate) fn resume(fs: &dyn Fs, path: &Path, base: Seq, len: u64) -> io::Result<Active> {
+    pub(crate) fn resume(
+        fs: &dyn Fs,
+        path: &Path,
+        base: Seq,
+        time_base: u64,
+        len: u64,
+    ) -> io::Result<Active> {
         Ok(Active {
             base,
+            time_base,
             file: fs.open(path)?,
             len,
             dirty_tail: false,
         })
     }
 
-    /// Whether the next group must start a new segment first.
-    pub(crate) fn needs_roll(&self, max_segment_bytes: u64, first: Seq, last: Seq) -> bool {
+    /// Whether the next group (sequences `first..=last`, appended at
+    /// `time`) must start a new segment first.
+    pub(crate) fn needs_roll(
+        &self,
+        max_segment_bytes: u64,
+        first: Seq,
+        last: Seq,
+        time: u64,
+    ) -> bool {
         match &self.active {
             Some(active) => {
                 (active.len >= max_segment_bytes && active.len > HEADER_LEN as u64)
                     || first < active.base
                     || last - active.base >= u64::from(u32::MAX)
+                    || active.time_base == 0
+                    || time.saturating_sub(active.time_base) > u64::from(u32::MAX)
             }
             None => true,
         }
     }
 
-    /// Starts segment `base` (after segment `prev`): writes its header,
-    /// syncs it and the directory, and makes it the active segment. The old
-    /// active segment needs nothing: every group was synced when committed.
-    pub(crate) fn roll(&mut self, fs: &dyn Fs, base: Seq, prev: Seq) -> io::Result<()> {
+    /// Starts segment `base` (after segment `prev`) at time `now` (ms since
+    /// the epoch): writes its header, syncs it and the directory, and makes
+    /// it the active segment. The old active segment needs nothing: every
+    /// group was synced when committed. Returns the new segment's time base.
+    pub(crate) fn roll(&mut self, fs: &dyn Fs, base: Seq, prev: Seq, now: u64) -> io::Result<u64> {
         let path = segment_path(&self.dir, base);
+        let time_base = time_base_for(now);
         let created = (|| {
             let file = fs.create(&path)?;
-            file.write_all_at(&encode_header(base, prev), 0)?;
+            file.write_all_at(&encode_header(base, prev, time_base), 0)?;
             file.sync_data()?;
             fs.sync_dir(&self.dir)?;
             Ok(file)
@@ -85,11 +106,12 @@ impl Writer {
             Ok(file) => {
                 self.active = Some(Active {
                     base,
+                    time_base,
                     file,
                     len: HEADER_LEN as u64,
                     dirty_tail: false,
                 });
-                Ok(())
+                Ok(time_base)
             }
             Err(err) => {
                 // Leave no half-made segment behind; if even this fails,
@@ -100,12 +122,19 @@ impl Writer {
         }
     }
 
-    /// Stages one record of the next group.
-    pub(crate) fn stage(&mut self, seq: Seq, data: &[u8]) {
-        let base = self.active.as_ref().map_or(seq, |active| active.base);
-        // `needs_roll` keeps a segment under 2^32 records, so this fits.
+    /// Stages one record of the next group, appended at `time` (ms since
+    /// the epoch).
+    pub(crate) fn stage(&mut self, seq: Seq, time: u64, data: &[u8]) {
+        let (base, time_base) = self
+            .active
+            .as_ref()
+            .map_or((seq, time), |active| (active.base, active.time_base));
+        // `needs_roll` keeps a segment under 2^32 records and its time
+        // deltas under 2^32 ms, so these fit. A clock that went back is
+        // clamped to the time base: the record looks younger, never older.
         let delta = u32::try_from(seq - base).unwrap_or(u32::MAX);
-        encode_frame(delta, data, &mut self.staged);
+        let time_delta = u32::try_from(time.saturating_sub(time_base)).unwrap_or(u32::MAX);
+        encode_frame(delta, time_delta, data, &mut self.staged);
         self.staged_records += 1;
         self.staged_bytes += data.len() as u64;
     }
