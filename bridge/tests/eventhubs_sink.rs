@@ -26,7 +26,10 @@ const SEND_BOUND: Duration = Duration::from_secs(8);
 
 fn init_tracing() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
         .with_test_writer()
         .try_init();
 }
@@ -630,5 +633,63 @@ async fn a_batch_confirmed_in_part_resumes_where_it_stopped() {
         // The whole batch went before the switch: nothing to resume.
         peer.reject_transfers(None);
         assert_delivered_in_order(&peer.events(), &batch);
+    }
+}
+
+// ---- figures ----------------------------------------------------------------
+
+/// Prints messages per second and send latency through the sink to the
+/// peer, for 200-byte and 2 KiB bodies. A program that prints figures, not a
+/// timed assertion: `cargo test -p backhaul-bridge --test eventhubs_sink --
+/// --ignored --nocapture figures`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "prints figures; run by hand"]
+async fn figures() {
+    init_tracing();
+    for (settle_ms, network_ms) in [(5, 2), (1, 0)] {
+        let peer = EventHubsPeer::start_with(PeerOptions {
+            settle_latency: Duration::from_millis(settle_ms),
+            network_latency: Duration::from_millis(network_ms),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        for body in [200usize, 2048] {
+            for flow_batch in [1usize, 100, 1000] {
+                let mut settings = settings(&peer, PartitionStrategy::Default);
+                settings.operation_timeout = Duration::from_secs(30);
+                let mut sink = EventHubsSink::new(settings, "figures");
+                let mut next = 0;
+                let mut latencies = Vec::new();
+                let started = Instant::now();
+                while started.elapsed() < Duration::from_secs(3) {
+                    let mut batch = messages(next, flow_batch);
+                    for m in &mut batch {
+                        m.message.payload = Bytes::from(vec![b'x'; body]);
+                    }
+                    next += flow_batch;
+                    let t = Instant::now();
+                    tokio::time::timeout(Duration::from_secs(60), sink.send(&batch))
+                        .await
+                        .expect("in time")
+                        .expect("delivered");
+                    latencies.push(t.elapsed());
+                }
+                let elapsed = started.elapsed();
+                latencies.sort();
+                let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
+                println!(
+                    "peer settle {settle_ms} ms, network {network_ms} ms | body {body:>4} B | \
+                     flow batch {flow_batch:>4} | {:>8.0} msg/s | {:>7.1} MB/s | send p50 {:>6.1?} p99 {:>6.1?} ({} sends)",
+                    next as f64 / elapsed.as_secs_f64(),
+                    (next * body) as f64 / elapsed.as_secs_f64() / 1e6,
+                    pct(0.5),
+                    pct(0.99),
+                    latencies.len(),
+                );
+                sink.close().await;
+                peer.clear_events();
+            }
+        }
     }
 }

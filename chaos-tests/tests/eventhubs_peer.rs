@@ -29,7 +29,10 @@ fn short_retries() -> RetryOptions {
 /// Logs with `RUST_LOG` set (e.g. `backhaul_chaos_tests=debug`).
 fn init_tracing() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
         .with_test_writer()
         .try_init();
 }

@@ -445,7 +445,7 @@ impl Sink for EventHubsSink {
             }
             Err((confirmed, err)) => {
                 self.progress = Progress::of(batch, confirmed);
-                if err.kind != ErrorKind::Throttled {
+                if err.kind != ErrorKind::Throttled && err.too_large_index().is_none() {
                     // A time-out, a broken connection, or a state we do not
                     // trust: the next send starts on a new connection.
                     self.reset();
