@@ -415,11 +415,11 @@ async fn a_silent_peer_times_out_and_the_batch_goes_after() {
     let batch = messages(0, 20);
     let (err, took) = failing_send(&mut sink, &batch).await;
     assert_eq!(err.kind, ErrorKind::Transient, "{err}");
-    assert!(took >= OP_TIMEOUT && took < OP_TIMEOUT * 2, "{took:?}");
+    assert!(took >= OP_TIMEOUT && took < OP_TIMEOUT * 3, "{took:?}");
     // A new connection gets no answer either.
     let (err, took) = failing_send(&mut sink, &batch).await;
     assert_eq!(err.kind, ErrorKind::Transient, "{err}");
-    assert!(took < OP_TIMEOUT * 2, "{took:?}");
+    assert!(took < OP_TIMEOUT * 3, "{took:?}");
 
     peer.stay_silent(false);
     send_until_delivered(&mut sink, &batch).await;
@@ -487,7 +487,7 @@ async fn authorization_and_missing_hubs_are_fatal() {
         !err.message.contains("only-half-of-it"),
         "the secret is not quoted"
     );
-    assert!(took < Duration::from_millis(100));
+    assert!(took < Duration::from_secs(1), "{took:?}");
 
     // Nothing was lost on the way: the batch still goes once allowed.
     send_until_delivered(&mut sink, &batch).await;
@@ -506,7 +506,7 @@ async fn a_blackhole_times_out_and_the_batch_goes_on_a_new_connection() {
     let batch = messages(0, 20);
     let (err, took) = failing_send(&mut sink, &batch).await;
     assert_eq!(err.kind, ErrorKind::Transient, "{err}");
-    assert!(took >= OP_TIMEOUT && took < OP_TIMEOUT * 2, "{took:?}");
+    assert!(took >= OP_TIMEOUT && took < OP_TIMEOUT * 3, "{took:?}");
     assert!(peer.stats().blackholed >= 1);
 
     peer.blackhole(false);
@@ -544,7 +544,7 @@ async fn tcp_drops_between_and_during_sends_lose_nothing() {
     let third = messages(20, 10);
     let (err, took) = failing_send(&mut sink, &third).await;
     assert_eq!(err.kind, ErrorKind::Transient, "{err}");
-    assert!(took < OP_TIMEOUT * 2, "{took:?}");
+    assert!(took < OP_TIMEOUT * 3, "{took:?}");
     peer.drop_on_transfer(false);
     send_until_delivered(&mut sink, &third).await;
 
@@ -578,7 +578,7 @@ async fn slow_settlement_past_the_timeout_is_transient_and_duplicates_keep_their
     let batch = messages(0, 20);
     let (err, took) = failing_send(&mut sink, &batch).await;
     assert_eq!(err.kind, ErrorKind::Transient, "{err}");
-    assert!(took < OP_TIMEOUT * 2, "{took:?}");
+    assert!(took < OP_TIMEOUT * 3, "{took:?}");
 
     // Slow but within the time-out: delivered.
     peer.settle_slowly(Some(OP_TIMEOUT / 4));
