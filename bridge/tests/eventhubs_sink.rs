@@ -375,6 +375,29 @@ async fn a_message_too_large_for_an_empty_batch_is_reported_after_the_ones_befor
     assert_eq!(SendError::transient("x").too_large_index(), None);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_message_goes_to_its_destination_hub_in_order() {
+    init_tracing();
+    let peer = EventHubsPeer::start().await.unwrap();
+    let mut sink = sink(&peer, PartitionStrategy::Default);
+    let mut batch = messages(0, 9);
+    for (i, m) in batch.iter_mut().enumerate() {
+        m.destination = if i % 3 == 2 { "alarms" } else { HUB }.to_string();
+    }
+    send(&mut sink, &batch).await.expect("delivered");
+    let events = peer
+        .wait_for_events(9, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_delivered_in_order(&events, &batch);
+    for (event, message) in events.iter().zip(&batch) {
+        assert_eq!(event.hub, message.destination, "{:?}", event.message_id);
+    }
+    // One client (connection) per hub, kept for the next send.
+    send(&mut sink, &messages(100, 2)).await.expect("delivered");
+    assert_eq!(peer.stats().connections, 2);
+}
+
 // ---- faults ---------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
