@@ -31,7 +31,7 @@ map:
     expression: barToPsi($1)
   - inputs: [length]
     output: lengthInches
-    expression: cmToInch($1)
+    expression: cmToIn($1)
   - inputs: [weight]
     output: weightLbs
     expression: kgToLb($1)
@@ -46,7 +46,7 @@ map:
     expression: round_n(math::sqrt($1 * $1 + $2 * $2 + $3 * $3), 3)
   - inputs: [status]
     output: statusText
-    expression: str::to_upper($1) + '-' + str::from(len($1))
+    expression: str::to_uppercase($1) + '-' + str::from(len($1))
   - inputs: ['$context(asset).site']
     output: site
   - inputs: ['$metadata.topic']
