@@ -32,6 +32,6 @@ done
 echo "test.sh: cargo fmt --check"
 cargo fmt --all -- --check
 echo "test.sh: cargo clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 echo "test.sh: cargo test"
-cargo test --workspace --locked
+cargo test --workspace
