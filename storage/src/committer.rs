@@ -10,16 +10,25 @@
 //! its own, and a busy broker pays one flush per group rather than per
 //! message. The thread is a plain OS thread so a slow disk
 //! never stalls the async workers.
+//!
+//! Pipelined (the default): the committer thread writes a group and hands
+//! it to a second thread that syncs it, makes it visible and releases its
+//! publishers, while the committer already collects, sequences and writes
+//! the next group after it. A ticket still resolves only after its records
+//! are synced, and tickets resolve in order (one syncing thread, groups in
+//! the order written). If a sync fails, that group and every group written
+//! after it fail, and the committer cuts the logs back to what is durable
+//! before writing again, so failed bytes never sit between committed ones.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, TryRecvError};
-use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 use tokio::sync::oneshot;
 use tracing::{error, warn};
 
-use crate::backend::{Backend, PendingRecord};
+use crate::backend::{Backend, PendingRecord, WriteToken};
 use crate::clock::Clock;
 use crate::limits::{Overflow, QuotaLimit, StoreLimits};
 use crate::queue::FlowState;
@@ -173,18 +182,226 @@ impl CommitStats {
     }
 }
 
-pub(crate) struct Committer {
+/// What the writing thread and the syncing thread share.
+pub(crate) struct Shared {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) flows: Arc<[FlowState]>,
-    pub(crate) next_seq: Vec<Seq>,
     pub(crate) stats: Arc<CommitStats>,
+    /// Bumped when a group fails to sync: groups written after it (with an
+    /// older epoch) fail too, and the writer cuts the logs back before it
+    /// writes again.
+    epoch: AtomicU64,
+    /// Each flow's next sequence after the last synced group.
+    committed_next: Mutex<Vec<Seq>>,
+    /// Groups handed over and not yet released.
+    in_flight: Mutex<usize>,
+    drained: Condvar,
+    /// Store bytes (with framing) of groups in flight, for the budget.
+    pending_bytes: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        backend: Arc<dyn Backend>,
+        flows: Arc<[FlowState]>,
+        stats: Arc<CommitStats>,
+        next_seq: Vec<Seq>,
+    ) -> Self {
+        Self {
+            backend,
+            flows,
+            stats,
+            epoch: AtomicU64::new(0),
+            committed_next: Mutex::new(next_seq),
+            in_flight: Mutex::new(0),
+            drained: Condvar::new(),
+            pending_bytes: AtomicU64::new(0),
+        }
+    }
+
+    fn wait_drained(&self) {
+        let mut in_flight = lock(&self.in_flight);
+        while *in_flight > 0 {
+            in_flight = self
+                .drained
+                .wait(in_flight)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Second half of a group commit: sync, make visible, drop overflow,
+    /// release the publishers in order.
+    fn finish(&self, job: Job) {
+        let Job {
+            group,
+            mut outcomes,
+            token,
+            epoch,
+            now_ms,
+            records,
+            per_flow,
+            next,
+            cost,
+            write_nanos,
+        } = job;
+        let mut committed = false;
+        if let Some(token) = token {
+            if epoch != self.epoch.load(Ordering::SeqCst) {
+                // Written after a group that failed: gone with it.
+                for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {
+                    *outcome = Err(StorageError::CommitFailed(
+                        "an earlier group commit failed; nothing of this append was stored".into(),
+                    ));
+                }
+            } else {
+                let started = Instant::now();
+                let result = self.backend.sync(token);
+                self.stats.commit_nanos.fetch_add(
+                    write_nanos + started.elapsed().as_nanos() as u64,
+                    Ordering::Relaxed,
+                );
+                match result {
+                    Ok(()) => {
+                        committed = true;
+                        *lock(&self.committed_next) = next;
+                        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                        self.stats
+                            .records
+                            .fetch_add(records as u64, Ordering::Relaxed);
+                        self.stats.group_sizes.observe(records as f64, 1);
+                        for (state, (messages, bytes)) in self.flows.iter().zip(&per_flow) {
+                            if *messages > 0 {
+                                let head = state.lock_head();
+                                state.appended(&head, *messages, *bytes, now_ms);
+                            }
+                        }
+                    }
+                    Err(err) => {
+                        error!(%err, records, "group commit failed; publishers are refused");
+                        self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                        // Fail the groups written after it, then cut every
+                        // log back to what is durable right away (a close
+                        // would otherwise sync the failed bytes). A group
+                        // the writer writes meanwhile sees the new epoch
+                        // after its write and is cut back and written again.
+                        self.epoch.fetch_add(1, Ordering::SeqCst);
+                        self.backend.rollback();
+                        for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {
+                            *outcome = Err(err.shared());
+                        }
+                    }
+                }
+            }
+        }
+        for (state, (messages, bytes)) in self.flows.iter().zip(&per_flow) {
+            if *messages > 0 {
+                state.pending(*messages, *bytes, false);
+            }
+        }
+        self.pending_bytes.fetch_sub(cost, Ordering::Relaxed);
+        // Drop what overflows before releasing the publishers, so that a
+        // resolved ticket finds every queue within its limits.
+        if committed {
+            for (flow, (messages, _)) in per_flow.iter().enumerate() {
+                if *messages == 0 {
+                    continue;
+                }
+                if let Err(err) = self.flows[flow].enforce_limits(&*self.backend, flow) {
+                    warn!(flow = %self.flows[flow].name, %err, "cannot drop the oldest records of a full queue; retrying with the next append");
+                }
+            }
+        }
+        for (request, outcome) in group.into_iter().zip(outcomes) {
+            self.stats
+                .latency
+                .observe(request.queued_at.elapsed().as_secs_f64(), 1);
+            let _ = request.reply.send(outcome);
+        }
+        let mut in_flight = lock(&self.in_flight);
+        *in_flight = in_flight.saturating_sub(1);
+        if *in_flight == 0 {
+            self.drained.notify_all();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A written group on its way to the syncing thread.
+struct Job {
+    group: Vec<CommitRequest>,
+    /// Per request: its sequences, or why it was refused.
+    outcomes: Vec<Result<Vec<Seq>, StorageError>>,
+    /// `None` when nothing is to be synced (no records, or the write failed).
+    token: Option<WriteToken>,
+    epoch: u64,
+    now_ms: u64,
+    records: usize,
+    /// Records and data bytes per flow.
+    per_flow: Vec<(u64, u64)>,
+    /// Each flow's next sequence after this group.
+    next: Vec<Seq>,
+    /// Store bytes of the group.
+    cost: u64,
+    write_nanos: u64,
+}
+
+/// The group-commit thread (the writing half when pipelined).
+pub(crate) struct Committer {
+    pub(crate) shared: Arc<Shared>,
+    /// Each flow's next sequence, counting groups written but not yet
+    /// synced.
+    pub(crate) next_seq: Vec<Seq>,
     pub(crate) limits: StoreLimits,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Whether the next group is written while the previous one syncs.
+    pub(crate) pipelined: bool,
+    /// The epoch the writer's sequences and files are in.
+    epoch: u64,
 }
 
 impl Committer {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        next_seq: Vec<Seq>,
+        limits: StoreLimits,
+        clock: Arc<dyn Clock>,
+        pipelined: bool,
+    ) -> Self {
+        Self {
+            shared,
+            next_seq,
+            limits,
+            clock,
+            pipelined,
+            epoch: 0,
+        }
+    }
+
     /// Runs until every sender is gone.
     pub(crate) fn run(mut self, requests: Receiver<CommitRequest>) {
+        let syncer = if self.pipelined {
+            let (jobs, receiver) = mpsc::sync_channel::<Job>(0);
+            let shared = self.shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name("queue-sync".into())
+                .spawn(move || {
+                    while let Ok(job) = receiver.recv() {
+                        shared.finish(job);
+                    }
+                });
+            match spawned {
+                Ok(handle) => Some((jobs, handle)),
+                Err(err) => {
+                    warn!(%err, "cannot start the sync thread; group commits are not pipelined");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         while let Ok(first) = requests.recv() {
             let mut group = vec![first];
             let mut records = group[0].entries.len();
@@ -197,13 +414,26 @@ impl Committer {
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
             }
-            self.commit_group(group, records);
+            let job = self.prepare(group, records);
+            *lock(&self.shared.in_flight) += 1;
+            match &syncer {
+                Some((jobs, _)) => {
+                    if let Err(mpsc::SendError(job)) = jobs.send(job) {
+                        self.shared.finish(job);
+                    }
+                }
+                None => self.shared.finish(job),
+            }
+        }
+        if let Some((jobs, handle)) = syncer {
+            drop(jobs);
+            let _ = handle.join();
         }
     }
 
     /// Bytes an entry adds to the store (disk: with framing).
     fn cost(&self, entry: &AppendEntry) -> u64 {
-        let framing = if self.backend.is_durable() {
+        let framing = if self.shared.backend.is_durable() {
             FRAME_OVERHEAD as u64
         } else {
             0
@@ -213,39 +443,35 @@ impl Committer {
 
     /// Decides which requests of a group the limits let in: `Ok(())` for
     /// those, the refusal for the others. Atomic per request: one flow
-    /// refusing refuses the whole append.
+    /// refusing refuses the whole append. Groups in flight count as queued.
     fn admit(&self, group: &[CommitRequest]) -> Vec<Result<(), StorageError>> {
-        let any_reject = self
-            .flows
+        let flows = &self.shared.flows;
+        let backend = &self.shared.backend;
+        let any_reject = flows
             .iter()
             .any(|f| f.limits.overflow == Overflow::RejectNew && f.limits.is_bounded());
         if !any_reject && self.limits == StoreLimits::default() {
             return group.iter().map(|_| Ok(())).collect();
         }
-        let durable = self.backend.is_durable();
+        let durable = backend.is_durable();
+        let in_flight = self.shared.pending_bytes.load(Ordering::Relaxed);
         // Store limits: room left for this group, if limited.
         let budget_room = self.limits.max_disk_bytes.map(|max| {
-            let used = self
-                .backend
+            let used = backend
                 .disk_bytes()
-                .unwrap_or_else(|| self.flows.iter().map(FlowState::bytes).sum());
-            max.saturating_sub(used)
+                .unwrap_or_else(|| flows.iter().map(FlowState::bytes).sum());
+            max.saturating_sub(used + in_flight)
         });
         let free_room = match (durable, self.limits.min_free_bytes) {
-            (true, Some(min)) => self
-                .backend
+            (true, Some(min)) => backend
                 .free_bytes()
-                .map(|free| free.saturating_sub(min)),
+                .map(|free| free.saturating_sub(min).saturating_sub(in_flight)),
             _ => None,
         };
         let mut store_used = 0u64;
         // Queued records and bytes per flow, as this group fills them.
-        let mut usage: Vec<(u64, u64)> = self
-            .flows
-            .iter()
-            .map(|f| (f.messages(), f.bytes()))
-            .collect();
-        let mut this = vec![(0u64, 0u64); self.flows.len()];
+        let mut usage: Vec<(u64, u64)> = flows.iter().map(FlowState::usage).collect();
+        let mut this = vec![(0u64, 0u64); flows.len()];
         group
             .iter()
             .map(|request| {
@@ -253,7 +479,7 @@ impl Committer {
                     let flow = request
                         .entries
                         .first()
-                        .and_then(|e| self.flows.get(e.flow))
+                        .and_then(|e| flows.get(e.flow))
                         .map_or_else(String::new, |f| f.name.clone());
                     StorageError::QuotaExceeded { flow, limit }
                 };
@@ -270,7 +496,7 @@ impl Committer {
                 }
                 let mut refusal = None;
                 for entry in &request.entries {
-                    let (state, (messages, bytes)) = (&self.flows[entry.flow], this[entry.flow]);
+                    let (state, (messages, bytes)) = (&flows[entry.flow], this[entry.flow]);
                     if messages == 0 || state.limits.overflow != Overflow::RejectNew {
                         continue;
                     }
@@ -315,101 +541,119 @@ impl Committer {
             .collect()
     }
 
-    fn commit_group(&mut self, group: Vec<CommitRequest>, count: usize) {
+    /// First half of a group commit: admit, sequence and write.
+    fn prepare(&mut self, group: Vec<CommitRequest>, count: usize) -> Job {
         let now_ms = self.clock.now_ms();
         let admitted = self.admit(&group);
-        let mut next = self.next_seq.clone();
-        let mut records = Vec::with_capacity(count);
-        let mut outcomes: Vec<Result<Vec<Seq>, StorageError>> = Vec::with_capacity(group.len());
-        for (request, admitted) in group.iter().zip(admitted) {
-            if let Err(err) = admitted {
-                if let Some(state) = request.entries.first().and_then(|e| self.flows.get(e.flow)) {
+        for (request, admitted) in group.iter().zip(&admitted) {
+            if admitted.is_err() {
+                if let Some(state) = request
+                    .entries
+                    .first()
+                    .and_then(|e| self.shared.flows.get(e.flow))
+                {
                     state.rejected();
                 }
-                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                outcomes.push(Err(err));
-                continue;
+                self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
             }
-            let mut seqs = Vec::with_capacity(request.entries.len());
-            for entry in &request.entries {
-                let Some(slot) = next.get_mut(entry.flow) else {
-                    continue;
-                };
-                let seq = *slot;
-                *slot += 1;
-                seqs.push(seq);
-                records.push(PendingRecord {
-                    flow: entry.flow,
-                    seq,
-                    time_ms: now_ms,
-                    data: entry.data.clone(),
-                });
-            }
-            outcomes.push(Ok(seqs));
         }
-        let touched: Vec<(FlowIndex, Seq)> = next
-            .iter()
-            .enumerate()
-            .filter(|(flow, seq)| self.next_seq[*flow] != **seq)
-            .map(|(flow, seq)| (flow, *seq))
-            .collect();
-
-        let mut committed = true;
-        if !records.is_empty() {
-            let started = Instant::now();
-            let result = self.backend.commit(&records, &touched);
-            self.stats
-                .commit_nanos
-                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-            match result {
-                Ok(()) => {
-                    self.next_seq = next;
-                    self.stats.commits.fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .records
-                        .fetch_add(records.len() as u64, Ordering::Relaxed);
-                    self.stats.group_sizes.observe(records.len() as f64, 1);
-                    self.publish_stats(&records, now_ms);
+        let mut admitted: Vec<Option<StorageError>> =
+            admitted.into_iter().map(|a| a.err()).collect();
+        loop {
+            let epoch = self.shared.epoch.load(Ordering::SeqCst);
+            if epoch != self.epoch {
+                // A group failed to sync: once nothing is in flight, cut
+                // every log back to what is durable and sequence from there.
+                self.shared.wait_drained();
+                self.shared.backend.rollback();
+                self.next_seq = lock(&self.shared.committed_next).clone();
+                self.epoch = self.shared.epoch.load(Ordering::SeqCst);
+            }
+            let mut next = self.next_seq.clone();
+            let mut records = Vec::with_capacity(count);
+            let mut outcomes = Vec::with_capacity(group.len());
+            let mut per_flow = vec![(0u64, 0u64); self.shared.flows.len()];
+            let mut cost = 0;
+            for (request, refusal) in group.iter().zip(admitted.iter_mut()) {
+                if let Some(err) = refusal.as_ref() {
+                    outcomes.push(Err(err.shared()));
+                    continue;
                 }
-                Err(err) => {
-                    error!(%err, records = records.len(), "group commit failed; publishers are refused");
-                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                    committed = false;
-                    for outcome in outcomes.iter_mut() {
-                        if outcome.is_ok() {
-                            *outcome = Err(err.shared());
+                let mut seqs = Vec::with_capacity(request.entries.len());
+                for entry in &request.entries {
+                    let Some(slot) = next.get_mut(entry.flow) else {
+                        continue;
+                    };
+                    let seq = *slot;
+                    *slot += 1;
+                    seqs.push(seq);
+                    per_flow[entry.flow].0 += 1;
+                    per_flow[entry.flow].1 += entry.data.len() as u64;
+                    cost += self.cost(entry);
+                    records.push(PendingRecord {
+                        flow: entry.flow,
+                        seq,
+                        time_ms: now_ms,
+                        data: entry.data.clone(),
+                    });
+                }
+                outcomes.push(Ok(seqs));
+            }
+            let mut job = Job {
+                group: Vec::new(),
+                outcomes,
+                token: None,
+                epoch: self.epoch,
+                now_ms,
+                records: records.len(),
+                per_flow: vec![(0, 0); self.shared.flows.len()],
+                next: next.clone(),
+                cost: 0,
+                write_nanos: 0,
+            };
+            if records.is_empty() {
+                job.group = group;
+                return job;
+            }
+            let touched: Vec<(FlowIndex, Seq)> = next
+                .iter()
+                .enumerate()
+                .filter(|(flow, seq)| self.next_seq[*flow] != **seq)
+                .map(|(flow, seq)| (flow, *seq))
+                .collect();
+            let started = Instant::now();
+            match self.shared.backend.write(&records, &touched) {
+                Ok(Some(token)) => {
+                    if self.shared.epoch.load(Ordering::SeqCst) != self.epoch {
+                        // Written after a group that failed meanwhile:
+                        // cut back and write again.
+                        continue;
+                    }
+                    self.next_seq = next;
+                    for (state, (messages, bytes)) in self.shared.flows.iter().zip(&per_flow) {
+                        if *messages > 0 {
+                            state.pending(*messages, *bytes, true);
                         }
                     }
+                    self.shared.pending_bytes.fetch_add(cost, Ordering::Relaxed);
+                    job.group = group;
+                    job.token = Some(token);
+                    job.per_flow = per_flow;
+                    job.cost = cost;
+                    job.write_nanos = started.elapsed().as_nanos() as u64;
+                    return job;
                 }
-            }
-        }
-        // Drop what overflows before releasing the publishers, so that a
-        // resolved ticket finds every queue within its limits.
-        if committed {
-            for (flow, _) in &touched {
-                if let Err(err) = self.flows[*flow].enforce_limits(&*self.backend, *flow) {
-                    warn!(flow = %self.flows[*flow].name, %err, "cannot drop the oldest records of a full queue; retrying with the next append");
+                // A segment must be rolled: wait for the groups in flight.
+                Ok(None) => self.shared.wait_drained(),
+                Err(err) => {
+                    error!(%err, records = records.len(), "group commit failed; publishers are refused");
+                    self.shared.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    for outcome in job.outcomes.iter_mut().filter(|o| o.is_ok()) {
+                        *outcome = Err(err.shared());
+                    }
+                    job.group = group;
+                    return job;
                 }
-            }
-        }
-        for (request, outcome) in group.into_iter().zip(outcomes) {
-            self.stats
-                .latency
-                .observe(request.queued_at.elapsed().as_secs_f64(), 1);
-            let _ = request.reply.send(outcome);
-        }
-    }
-
-    fn publish_stats(&self, records: &[PendingRecord], now_ms: u64) {
-        let mut per_flow = vec![(0u64, 0u64); self.flows.len()];
-        for record in records {
-            per_flow[record.flow].0 += 1;
-            per_flow[record.flow].1 += record.data.len() as u64;
-        }
-        for (state, (messages, bytes)) in self.flows.iter().zip(per_flow) {
-            if messages > 0 {
-                let head = state.lock_head();
-                state.appended(&head, messages, bytes, now_ms);
             }
         }
     }

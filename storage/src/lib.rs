@@ -50,7 +50,7 @@ pub use committer::{CommitSnapshot, Histogram, COMMIT_LATENCY_BOUNDS, GROUP_SIZE
 pub use error::StorageError;
 pub use limits::{FlowSpec, Overflow, QueueLimits, QuotaLimit, StoreLimits};
 pub use queue::{FlowQueue, QueueStats, QueuedRecord};
-pub use store::{AppendEntry, CommitTicket, QueueStore, StorageMode};
+pub use store::{AppendEntry, CommitTicket, QueueStore, StorageMode, StoreOptions};
 
 /// Index of a flow inside one [`QueueStore`] (its position in the list of
 /// flows the store was opened with).

@@ -104,6 +104,10 @@ pub(crate) struct FlowState {
     dropped_overflow_total: AtomicU64,
     expired_total: AtomicU64,
     rejected_total: AtomicU64,
+    /// Records (and their data bytes) written by group commits still in
+    /// flight (pipelined commits), for admission against limits.
+    pending_messages: AtomicU64,
+    pending_bytes: AtomicU64,
     /// Append time (ms since the epoch) of the oldest queued record; 0 when
     /// unknown or empty.
     head_time: AtomicU64,
@@ -131,6 +135,26 @@ impl FlowState {
 
     pub(crate) fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Queued records and bytes, counting groups in flight.
+    pub(crate) fn usage(&self) -> (u64, u64) {
+        (
+            self.messages() + self.pending_messages.load(Ordering::Relaxed),
+            self.bytes() + self.pending_bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// A group with `messages` records of this flow is in flight (`add`) or
+    /// done (`!add`).
+    pub(crate) fn pending(&self, messages: u64, bytes: u64, add: bool) {
+        if add {
+            self.pending_messages.fetch_add(messages, Ordering::Relaxed);
+            self.pending_bytes.fetch_add(bytes, Ordering::Relaxed);
+        } else {
+            self.pending_messages.fetch_sub(messages, Ordering::Relaxed);
+            self.pending_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn lock_head(&self) -> MutexGuard<'_, Head> {

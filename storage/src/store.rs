@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use crate::backend::{Backend, MemoryBackend, SegmentBackend};
 use crate::clock::{Clock, SystemClock};
-use crate::committer::{CommitRequest, CommitSnapshot, CommitStats, Committer};
+use crate::committer::{CommitRequest, CommitSnapshot, CommitStats, Committer, Shared};
 use crate::limits::{FlowSpec, StoreLimits};
 use crate::queue::{FlowQueue, FlowState};
 use crate::{FlowIndex, Seq, StorageError};
@@ -25,6 +25,37 @@ pub enum StorageMode {
     Disk(PathBuf),
     /// In RAM; lost on restart.
     Memory,
+}
+
+/// How a store is opened beyond its flows.
+#[derive(Clone)]
+pub struct StoreOptions {
+    pub limits: StoreLimits,
+    /// The clock appends are stamped with.
+    pub clock: Arc<dyn Clock>,
+    /// Whether the next group is written while the previous one syncs
+    /// (default: yes; `false` is the plain one-group-at-a-time commit, kept
+    /// for comparison in the benchmark).
+    pub pipelined: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            limits: StoreLimits::default(),
+            clock: Arc::new(SystemClock),
+            pipelined: true,
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("limits", &self.limits)
+            .field("pipelined", &self.pipelined)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One record to append to one flow's queue.
@@ -91,9 +122,31 @@ impl QueueStore {
         limits: StoreLimits,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StorageError> {
+        Self::open_backend_options(
+            backend,
+            flows,
+            StoreOptions {
+                limits,
+                clock,
+                ..StoreOptions::default()
+            },
+        )
+    }
+
+    /// Opens the store on a given backend with every option.
+    pub fn open_backend_options(
+        backend: Arc<dyn Backend>,
+        flows: &[FlowSpec],
+        options: StoreOptions,
+    ) -> Result<Self, StorageError> {
+        let StoreOptions {
+            limits,
+            clock,
+            pipelined,
+        } = options;
         let names: Vec<String> = flows.iter().map(|f| f.name.clone()).collect();
         let recovered = backend.recover(&names)?;
-        let next_seq = recovered.iter().map(|r| r.next_seq).collect();
+        let next_seq: Vec<Seq> = recovered.iter().map(|r| r.next_seq).collect();
         let flows: Arc<[FlowState]> = flows
             .iter()
             .zip(recovered)
@@ -106,14 +159,13 @@ impl QueueStore {
         }
         let stats = Arc::new(CommitStats::default());
         let (requests, receiver) = mpsc::channel();
-        let committer = Committer {
-            backend: backend.clone(),
-            flows: flows.clone(),
-            next_seq,
-            stats: stats.clone(),
-            limits,
-            clock: clock.clone(),
-        };
+        let shared = Arc::new(Shared::new(
+            backend.clone(),
+            flows.clone(),
+            stats.clone(),
+            next_seq.clone(),
+        ));
+        let committer = Committer::new(shared, next_seq, limits, clock.clone(), pipelined);
         let committer = std::thread::Builder::new()
             .name("queue-commit".into())
             .spawn(move || committer.run(receiver))

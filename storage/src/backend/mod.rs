@@ -19,8 +19,11 @@ pub use self::memory::MemoryBackend;
 pub use self::segment::{SegmentBackend, SegmentConfig};
 pub use self::sled::SledBackend;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
+use self::segment::io::FsFile;
 use crate::{FlowIndex, QueuedRecord, Seq, StorageError};
 
 /// What a backend found for one flow when it was opened.
@@ -45,6 +48,39 @@ pub struct PendingRecord {
     /// When it was appended, ms since the Unix epoch (the store's clock).
     pub time_ms: u64,
     pub data: Bytes,
+}
+
+/// A group written by [`Backend::write`], made durable and visible by
+/// [`Backend::sync`].
+pub struct WriteToken {
+    /// Backends that commit in one step keep the group here until `sync`.
+    records: Vec<PendingRecord>,
+    next_seqs: Vec<(FlowIndex, Seq)>,
+    /// What the segment log wrote, per flow.
+    pub(crate) segments: Vec<SegmentWrite>,
+}
+
+/// One flow's part of a written group (segment log).
+pub(crate) struct SegmentWrite {
+    pub(crate) flow: FlowIndex,
+    pub(crate) file: Arc<dyn FsFile>,
+    /// The offset the group ends at.
+    pub(crate) end: u64,
+    /// Its last sequence.
+    pub(crate) last: Seq,
+    /// Its data bytes and frame bytes.
+    pub(crate) data_bytes: u64,
+    pub(crate) frame_bytes: u64,
+}
+
+impl WriteToken {
+    pub(crate) fn written(segments: Vec<SegmentWrite>) -> Self {
+        Self {
+            records: Vec::new(),
+            next_seqs: Vec::new(),
+            segments,
+        }
+    }
 }
 
 /// How far [`Backend::drop_head`] drops records from the head of a queue.
@@ -106,6 +142,35 @@ pub trait Backend: Send + Sync + 'static {
         records: &[PendingRecord],
         next_seqs: &[(FlowIndex, Seq)],
     ) -> Result<(), StorageError>;
+
+    /// Pipelined commit, first half: writes `records` (not yet durable nor
+    /// visible), after any group written before and not yet synced. `None`
+    /// when it cannot be written before the groups in flight are synced
+    /// (the segment log rolls a segment only then); call again after.
+    /// On an error nothing of the group remains.
+    fn write(
+        &self,
+        records: &[PendingRecord],
+        next_seqs: &[(FlowIndex, Seq)],
+    ) -> Result<Option<WriteToken>, StorageError> {
+        Ok(Some(WriteToken {
+            records: records.to_vec(),
+            next_seqs: next_seqs.to_vec(),
+            segments: Vec::new(),
+        }))
+    }
+
+    /// Pipelined commit, second half: makes a written group durable and
+    /// visible. Groups are synced in the order they were written. On an
+    /// error the group is not visible, and every group written after it
+    /// must fail too: call [`Backend::rollback`] before writing again.
+    fn sync(&self, token: WriteToken) -> Result<(), StorageError> {
+        self.commit(&token.records, &token.next_seqs)
+    }
+
+    /// Discards every written group that was not synced (after a failed
+    /// sync). Call only when no sync is in progress.
+    fn rollback(&self) {}
 
     /// Up to `max_count` records (and about `max_bytes`, at least one) of
     /// `flow` with sequence `>= from`, in order.

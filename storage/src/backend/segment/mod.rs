@@ -81,7 +81,10 @@ use tracing::{info, warn};
 
 use self::flow::FlowLog;
 use self::io::{is_disk_full, Fs, RealFs};
-use super::{Backend, DropUntil, IoStats, PendingRecord, ReadOutcome, Recovered, Removed};
+use super::{
+    Backend, DropUntil, IoStats, PendingRecord, ReadOutcome, Recovered, Removed, SegmentWrite,
+    WriteToken,
+};
 use crate::{FlowIndex, Seq, StorageError};
 
 /// Bytes of a segment header.
@@ -331,8 +334,23 @@ impl Backend for SegmentBackend {
     fn commit(
         &self,
         records: &[PendingRecord],
-        _next_seqs: &[(FlowIndex, Seq)],
+        next_seqs: &[(FlowIndex, Seq)],
     ) -> Result<(), StorageError> {
+        let token = self.write(records, next_seqs)?.ok_or_else(|| {
+            StorageError::CommitFailed("a group is in flight; commit waits for none".into())
+        })?;
+        let synced = self.sync(token);
+        if synced.is_err() {
+            self.rollback();
+        }
+        synced
+    }
+
+    fn write(
+        &self,
+        records: &[PendingRecord],
+        _next_seqs: &[(FlowIndex, Seq)],
+    ) -> Result<Option<WriteToken>, StorageError> {
         let flows = self.flows.read().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some(big) = records
             .iter()
@@ -365,17 +383,35 @@ impl Backend for SegmentBackend {
                     .unwrap_or_else(|p| p.into_inner()),
             );
         }
+        // A segment is rolled only when the flow has no group in flight,
+        // so that groups become visible segment by segment, in order.
+        for (i, (_, group)) in touched.iter().enumerate() {
+            if let (Some(first), Some(last)) = (group.first(), group.last()) {
+                let roll = writers[i].needs_roll(
+                    self.config.max_segment_bytes,
+                    first.seq,
+                    last.seq,
+                    last.time_ms,
+                );
+                if roll && writers[i].in_flight() {
+                    return Ok(None);
+                }
+            }
+        }
+        // Groups written so far (start offsets), to cut off on failure.
+        let mut starts: Vec<u64> = Vec::with_capacity(touched.len());
         let fail = |writers: &mut Vec<std::sync::MutexGuard<'_, writer::Writer>>,
+                    starts: &[u64],
                     err: std::io::Error,
                     what: &str,
                     flow: &FlowLog| {
-            for writer in writers.iter_mut() {
-                writer.rollback();
+            for (writer, start) in writers.iter_mut().zip(starts) {
+                writer.cut(*start);
             }
             io_error(err, format!("{what} a group for flow {}", flow.name))
         };
 
-        // Write every touched flow's part, then sync each file once.
+        let mut written = Vec::with_capacity(touched.len());
         for (i, (index, group)) in touched.iter().enumerate() {
             let flow = &flows[*index];
             let (first, last, time) = match (group.first(), group.last()) {
@@ -387,7 +423,13 @@ impl Backend for SegmentBackend {
                 let time_base = match writers[i].roll(&*self.fs, first, prev, time) {
                     Ok(time_base) => time_base,
                     Err(err) => {
-                        return Err(fail(&mut writers, err, "starting a segment for", flow))
+                        return Err(fail(
+                            &mut writers,
+                            &starts,
+                            err,
+                            "starting a segment for",
+                            flow,
+                        ))
                     }
                 };
                 self.segments_created.fetch_add(1, Ordering::Relaxed);
@@ -397,23 +439,38 @@ impl Backend for SegmentBackend {
             for record in group.iter() {
                 writers[i].stage(record.seq, record.time_ms, &record.data);
             }
-            if let Err(err) = writers[i].write() {
-                return Err(fail(&mut writers, err, "writing", flow));
+            let data_bytes = writers[i].staged_bytes;
+            match writers[i].write() {
+                Ok((file, start, end)) => {
+                    starts.push(start);
+                    written.push(SegmentWrite {
+                        flow: *index,
+                        file,
+                        end,
+                        last,
+                        data_bytes,
+                        frame_bytes: end - start,
+                    });
+                }
+                Err(err) => return Err(fail(&mut writers, &starts, err, "writing", flow)),
             }
         }
+        Ok(Some(WriteToken::written(written)))
+    }
+
+    fn sync(&self, token: WriteToken) -> Result<(), StorageError> {
+        let flows = self.flows.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let parts = token.segments;
         // One fdatasync per touched segment; several flows' files are synced
         // in parallel, since the disk merges concurrent syncs and the group
         // waits for the slowest anyway.
-        let synced: Vec<std::io::Result<()>> = if writers.len() == 1 {
-            vec![writers[0].sync()]
+        let synced: Vec<std::io::Result<()>> = if parts.len() == 1 {
+            vec![parts[0].file.sync_data()]
         } else {
             std::thread::scope(|scope| {
-                let handles: Vec<_> = writers
-                    .iter_mut()
-                    .map(|w| {
-                        let w: &mut writer::Writer = w;
-                        scope.spawn(move || w.sync())
-                    })
+                let handles: Vec<_> = parts
+                    .iter()
+                    .map(|part| scope.spawn(move || part.file.sync_data()))
                     .collect();
                 handles
                     .into_iter()
@@ -424,25 +481,38 @@ impl Backend for SegmentBackend {
                     .collect()
             })
         };
-        for (i, result) in synced.into_iter().enumerate() {
+        for (part, result) in parts.iter().zip(synced) {
             if let Err(err) = result {
-                return Err(fail(&mut writers, err, "syncing", &flows[touched[i].0]));
+                let name = flows.get(part.flow).map_or("?", |f| f.name.as_str());
+                return Err(io_error(err, format!("syncing a group for flow {name}")));
             }
         }
-        self.fsyncs
-            .fetch_add(writers.len() as u64, Ordering::Relaxed);
+        self.fsyncs.fetch_add(parts.len() as u64, Ordering::Relaxed);
         self.bytes_written.fetch_add(
-            writers.iter().map(|w| w.staged_len()).sum::<u64>(),
+            parts.iter().map(|p| p.frame_bytes).sum::<u64>(),
             Ordering::Relaxed,
         );
-        for (i, (index, group)) in touched.iter().enumerate() {
-            let data_bytes = writers[i].staged_bytes;
-            let end = writers[i].finish();
-            if let Some(last) = group.last() {
-                flows[*index].committed(end, last.seq, data_bytes);
-            }
+        for part in &parts {
+            let Some(flow) = flows.get(part.flow) else {
+                continue;
+            };
+            flow.writer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .committed(part.end);
+            flow.committed(part.end, part.last, part.data_bytes);
         }
         Ok(())
+    }
+
+    fn rollback(&self) {
+        let flows = self.flows.read().unwrap_or_else(|p| p.into_inner()).clone();
+        for flow in flows.iter() {
+            flow.writer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .rollback();
+        }
     }
 
     fn read(

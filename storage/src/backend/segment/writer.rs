@@ -3,13 +3,18 @@
 //!
 //! A group is staged in memory, written with one positional write, and made
 //! durable with one `fdatasync` of the segment. Until that sync succeeds the
-//! committed length does not move, readers do not see the bytes, and a
-//! failure (a full disk, a short write, a failed sync) truncates the file
-//! back to the committed length, so a failed group leaves no trace that a
-//! later group could be confused with.
+//! committed length does not move and readers do not see the bytes. With
+//! pipelined commits the next group may be written after it (at `written`)
+//! while it syncs, so the file holds three parts: committed bytes (`len`),
+//! written bytes in flight, then nothing. A failed write truncates back to
+//! where that group started; a failed sync truncates back to the committed
+//! length (the groups written after the failed one fail too), so a failed
+//! group leaves no trace that a later group could be confused with. A
+//! segment is only rolled when no group of the flow is in flight.
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::io::{Fs, FsFile};
 use super::{encode_header, segment_path, time_base_for, HEADER_LEN};
@@ -22,9 +27,11 @@ pub(crate) struct Active {
     /// The time base of its frames (ms since the epoch; 0: an earlier
     /// build's segment, never appended to).
     pub(crate) time_base: u64,
-    file: Box<dyn FsFile>,
+    pub(crate) file: Arc<dyn FsFile>,
     /// Committed (written and synced) bytes.
     pub(crate) len: u64,
+    /// Written bytes (committed ones and groups in flight).
+    pub(crate) written: u64,
     /// Whether a failed group may have left bytes past `len` that a
     /// truncation could not yet remove.
     dirty_tail: bool,
@@ -61,8 +68,9 @@ impl Writer {
         Ok(Active {
             base,
             time_base,
-            file: fs.open(path)?,
+            file: Arc::from(fs.open(path)?),
             len,
+            written: len,
             dirty_tail: false,
         })
     }
@@ -78,7 +86,7 @@ impl Writer {
     ) -> bool {
         match &self.active {
             Some(active) => {
-                (active.len >= max_segment_bytes && active.len > HEADER_LEN as u64)
+                (active.written >= max_segment_bytes && active.written > HEADER_LEN as u64)
                     || first < active.base
                     || last - active.base >= u64::from(u32::MAX)
                     || active.time_base == 0
@@ -107,8 +115,9 @@ impl Writer {
                 self.active = Some(Active {
                     base,
                     time_base,
-                    file,
+                    file: Arc::from(file),
                     len: HEADER_LEN as u64,
+                    written: HEADER_LEN as u64,
                     dirty_tail: false,
                 });
                 Ok(time_base)
@@ -139,51 +148,70 @@ impl Writer {
         self.staged_bytes += data.len() as u64;
     }
 
-    /// Bytes staged for the next group.
-    pub(crate) fn staged_len(&self) -> u64 {
-        self.staged.len() as u64
+    /// Whether groups of this flow are written but not yet committed.
+    pub(crate) fn in_flight(&self) -> bool {
+        self.active.as_ref().is_some_and(|a| a.written > a.len)
     }
 
-    /// Writes the staged group after the committed bytes (not yet synced).
-    pub(crate) fn write(&mut self) -> io::Result<()> {
-        let active = self.active.as_mut().ok_or_else(no_segment)?;
+    /// Writes the staged group after the written bytes (not yet synced) and
+    /// clears the stage. Returns the file, the group's start offset and its
+    /// end offset. On failure, the file is cut back to where the group
+    /// started.
+    pub(crate) fn write(&mut self) -> io::Result<(Arc<dyn FsFile>, u64, u64)> {
+        let staged_len = self.staged.len() as u64;
+        let Some(active) = self.active.as_mut() else {
+            self.clear_staged();
+            return Err(no_segment());
+        };
+        let start = active.written;
+        let mut result = Ok(());
         if active.dirty_tail {
-            active.file.set_len(active.len)?;
-            active.dirty_tail = false;
+            result = active.file.set_len(start);
+            active.dirty_tail = result.is_err();
         }
-        active.file.write_all_at(&self.staged, active.len)
-    }
-
-    /// Makes the written group durable.
-    pub(crate) fn sync(&mut self) -> io::Result<()> {
-        self.active
-            .as_ref()
-            .ok_or_else(no_segment)?
-            .file
-            .sync_data()
-    }
-
-    /// The group is durable: moves the committed length past it. Returns the
-    /// new committed length.
-    pub(crate) fn finish(&mut self) -> u64 {
-        let len = self.staged.len() as u64;
-        self.clear_staged();
-        match self.active.as_mut() {
-            Some(active) => {
-                active.len += len;
-                active.len
+        if result.is_ok() {
+            result = active.file.write_all_at(&self.staged, start);
+        }
+        let outcome = match result {
+            Ok(()) => {
+                active.written = start + staged_len;
+                Ok((active.file.clone(), start, active.written))
             }
-            None => 0,
+            Err(err) => {
+                if active.file.set_len(start).is_err() {
+                    active.dirty_tail = true;
+                }
+                Err(err)
+            }
+        };
+        self.clear_staged();
+        outcome
+    }
+
+    /// Cuts the file back to `to` (the start of a group that failed in
+    /// another flow).
+    pub(crate) fn cut(&mut self, to: u64) {
+        if let Some(active) = self.active.as_mut() {
+            active.written = to.max(active.len);
+            active.dirty_tail = active.file.set_len(active.written).is_err();
         }
     }
 
-    /// The group failed (here or in another flow of the same group): drops
-    /// it and cuts the file back to the committed length.
+    /// A group written up to `end` is durable: moves the committed length.
+    pub(crate) fn committed(&mut self, end: u64) {
+        if let Some(active) = self.active.as_mut() {
+            active.len = active.len.max(end);
+        }
+    }
+
+    /// Cuts the file back to the committed length (after a failed sync:
+    /// every group written after the committed bytes fails).
     pub(crate) fn rollback(&mut self) {
         self.clear_staged();
         if let Some(active) = self.active.as_mut() {
-            if active.file.set_len(active.len).is_err() {
-                active.dirty_tail = true;
+            if active.written > active.len || active.dirty_tail {
+                active.written = active.len;
+                active.dirty_tail = active.file.set_len(active.len).is_err();
             }
         }
     }
