@@ -18,8 +18,10 @@ const DATASET_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 use crate::config::{Config, Endpoint, Flow, StorageModeSpec, DEFAULT_DATA_DIR};
 use crate::datasets::DatasetStore;
+use crate::deadletter::DeadLetters;
 use crate::endpoint::{self, SinkContext};
 use crate::flow::{FlowRunner, RunnerSettings};
+use crate::health::FlowHealth;
 use crate::http::{self, HttpState};
 use crate::metrics::Metrics;
 
@@ -82,6 +84,8 @@ pub async fn run(
     let mut tasks = JoinSet::new();
     let (stop, stopped) = watch::channel(false);
     let datasets = Arc::new(DatasetStore::open(config.dir.as_deref()));
+    let dead_letters = DeadLetters::new(&data_dir);
+    let health = Arc::new(FlowHealth::default());
     tasks.spawn({
         let datasets = datasets.clone();
         let stopped = stopped.clone();
@@ -105,9 +109,11 @@ pub async fn run(
             destination: flow.destination.clone(),
             sink,
             metrics: metrics.flow(&flow.name, &flow.endpoint),
-            settings: RunnerSettings::default(),
+            settings: runner_settings(endpoint),
             transform: flow.transform.clone(),
             datasets: datasets.clone(),
+            dead_letters: dead_letters.clone(),
+            health: health.clone(),
             topic_sets_destination: matches!(endpoint, Endpoint::Mqtt(_)),
         };
         warn_missing_datasets(flow, &datasets);
@@ -117,6 +123,8 @@ pub async fn run(
         metrics,
         ready: AtomicBool::new(false),
         datasets,
+        dead_letters,
+        health,
     });
     let http_task = tokio::spawn(http::serve(http_listener, state.clone()));
     let mut listener_tasks = JoinSet::new();
@@ -156,5 +164,18 @@ fn warn_missing_datasets(flow: &Flow, datasets: &DatasetStore) {
         if loaded.get(key).is_none() {
             warn!(flow = %flow.name, dataset = key, "dataset has no data yet: add datasets/{key}.jsonl to the configuration directory or PUT /api/v1/datasets/{key}");
         }
+    }
+}
+
+/// Batch sizes from the endpoint's batching settings, where it has them.
+fn runner_settings(endpoint: &Endpoint) -> RunnerSettings {
+    match endpoint {
+        Endpoint::EventHubs(hubs) => RunnerSettings {
+            max_batch_messages: hubs.max_messages,
+            max_batch_bytes: hubs.max_bytes,
+            linger: hubs.linger,
+            ..RunnerSettings::default()
+        },
+        _ => RunnerSettings::default(),
     }
 }

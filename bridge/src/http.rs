@@ -13,12 +13,16 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::datasets::{valid_key, DatasetStore};
+use crate::deadletter::DeadLetters;
+use crate::health::FlowHealth;
 use crate::metrics::Metrics;
 
 pub struct HttpState {
     pub metrics: Metrics,
     pub ready: AtomicBool,
     pub datasets: Arc<DatasetStore>,
+    pub dead_letters: DeadLetters,
+    pub health: Arc<FlowHealth>,
 }
 
 pub fn router(state: Arc<HttpState>) -> Router {
@@ -27,6 +31,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/api/v1/datasets", get(list_datasets))
+        .route("/api/v1/deadletters/{flow}", get(list_dead_letters))
         .route("/api/v1/datasets/{key}", put(put_dataset))
         .with_state(state)
 }
@@ -38,11 +43,43 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
     )
 }
 
+/// 200 once running with no parked flow; 503 while starting, or naming
+/// each parked flow and why.
 async fn ready(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    if !state.ready.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "starting\n".to_string());
+    }
+    let parked = state.health.parked();
+    if parked.is_empty() {
+        return (StatusCode::OK, "ready\n".to_string());
+    }
+    let lines: String = parked
+        .iter()
+        .map(|(flow, reason)| format!("flow '{flow}' parked: {reason}\n"))
+        .collect();
+    (StatusCode::SERVICE_UNAVAILABLE, lines)
+}
+
+/// `{"flow": "...", "deadLetters": [...]}`
+async fn list_dead_letters(
+    State(state): State<Arc<HttpState>>,
+    Path(flow): Path<String>,
+) -> impl IntoResponse {
+    if !valid_key(&flow) {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({"error": "invalid flow name"})),
+        );
+    }
+    match state.dead_letters.list(&flow) {
+        Ok(letters) => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"flow": flow, "deadLetters": letters})),
+        ),
+        Err(err) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(serde_json::json!({"error": err.to_string()})),
+        ),
     }
 }
 

@@ -14,8 +14,10 @@
 pub mod app;
 pub mod config;
 pub mod datasets;
+pub mod deadletter;
 pub mod endpoint;
 pub mod flow;
+pub mod health;
 pub mod http;
 pub mod metrics;
 

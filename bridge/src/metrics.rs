@@ -23,6 +23,7 @@ pub const DROP_REASONS: &[&str] = &[
     "unresolved_destination",
     "expired",
     "transform_error",
+    "too_large",
 ];
 
 /// The registry of one appliance.
@@ -33,6 +34,7 @@ pub struct Metrics {
     dropped: IntCounterVec,
     send_errors: IntCounterVec,
     endpoint_up: IntGaugeVec,
+    parked: IntGaugeVec,
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -71,6 +73,11 @@ impl Metrics {
             "1 when the flow's last send succeeded, 0 after a failure.",
             &["flow", "endpoint"],
         );
+        let parked = gauge_vec(
+            "backhaul_flow_parked",
+            "1 while the flow's endpoint refuses it for good (authorization, configuration); its data stays queued.",
+            &["flow"],
+        );
         let state = StateCollector::new(queues, store, broker);
         for collector in [
             Box::new(delivered.clone()) as Box<dyn Collector>,
@@ -78,6 +85,7 @@ impl Metrics {
             Box::new(dropped.clone()),
             Box::new(send_errors.clone()),
             Box::new(endpoint_up.clone()),
+            Box::new(parked.clone()),
             Box::new(state),
         ] {
             registry
@@ -91,6 +99,7 @@ impl Metrics {
             dropped,
             send_errors,
             endpoint_up,
+            parked,
         }
     }
 
@@ -105,6 +114,7 @@ impl Metrics {
             flow: flow.to_string(),
             delivered: self.delivered.with_label_values(&[flow]),
             filtered: self.filtered.with_label_values(&[flow]),
+            parked: self.parked.with_label_values(&[flow]),
             endpoint_up,
             dropped: self.dropped.clone(),
             send_errors: self.send_errors.clone(),
@@ -129,6 +139,7 @@ pub struct FlowMetrics {
     pub delivered: IntCounter,
     pub filtered: IntCounter,
     pub endpoint_up: IntGauge,
+    pub parked: IntGauge,
     dropped: IntCounterVec,
     send_errors: IntCounterVec,
 }

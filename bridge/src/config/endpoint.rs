@@ -30,7 +30,7 @@ pub struct DataflowEndpointSpec {
     pub fabric_one_lake_settings: Option<serde_yaml::Value>,
     pub data_explorer_settings: Option<serde_yaml::Value>,
     pub open_telemetry_settings: Option<serde_yaml::Value>,
-    pub event_hubs_settings: Option<serde_yaml::Value>,
+    pub event_hubs_settings: Option<EventHubsSettings>,
     pub http_settings: Option<serde_yaml::Value>,
 }
 
@@ -101,4 +101,62 @@ pub struct LocalStorageSettings {
     /// Backhaul extension: a file is closed and a new one started once it
     /// reaches this size (default 64 MiB).
     pub max_file_bytes: Option<u64>,
+}
+
+ci_enum!(
+    /// Backhaul extension: how events are placed on Event Hubs partitions.
+    PartitionStrategySpec { Default, Topic, Property, Static }
+);
+
+ci_enum!(EventHubsAuthMethod {
+    ConnectionString,
+    ClientSecret,
+    ClientCertificate
+});
+
+/// Backhaul extension: `endpointType: EventHubs` (native AMQP through the
+/// official SDK), in the style of the Kafka endpoint.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EventHubsSettings {
+    /// The namespace, `NAME.servicebus.windows.net`.
+    pub host: Option<String>,
+    pub authentication: Option<EventHubsAuthentication>,
+    pub batching: Option<BatchingSettings>,
+    pub partition_strategy: Option<PartitionStrategySpec>,
+    /// The MQTT user property whose value is the key (`Property`).
+    pub partition_key_property: Option<String>,
+    /// The partition every event goes to (`Static`).
+    pub partition_id: Option<String>,
+    pub copy_mqtt_properties: Option<Toggle>,
+    /// `amqp://` or `amqps://` address to connect to instead of the namespace.
+    pub custom_endpoint: Option<String>,
+    /// Longest wait for one SDK call before the connection is replaced
+    /// (default 30).
+    pub operation_timeout_seconds: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EventHubsAuthentication {
+    pub method: EventHubsAuthMethod,
+    pub connection_string_settings: Option<SecretRefSettings>,
+    pub client_secret_settings: Option<serde_yaml::Value>,
+    pub client_certificate_settings: Option<serde_yaml::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretRefSettings {
+    pub secret_ref: String,
+}
+
+/// As the Kafka endpoint spells it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BatchingSettings {
+    pub mode: Option<Toggle>,
+    pub latency_ms: Option<u32>,
+    pub max_messages: Option<u32>,
+    pub max_bytes: Option<u64>,
 }

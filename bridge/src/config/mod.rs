@@ -18,7 +18,9 @@ pub mod document;
 pub mod endpoint;
 pub mod enums;
 pub mod error;
+mod event_hubs;
 pub mod profile;
+pub mod secrets;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -30,6 +32,7 @@ use backhaul_broker::{ListenerSettings, TopicFilter};
 pub use self::appliance::StorageModeSpec;
 pub use self::endpoint::RetainPolicy;
 pub use self::error::{ConfigError, ConfigErrors, Origin};
+use crate::endpoint::eventhubs::EventHubsEndpoint;
 use crate::flow::TopicTemplate;
 use crate::mapping::Transform;
 
@@ -81,6 +84,19 @@ pub enum Endpoint {
     LocalBroker,
     Mqtt(MqttEndpoint),
     LocalStorage(LocalStorageEndpoint),
+    EventHubs(EventHubsConfig),
+}
+
+/// An Event Hubs endpoint: the sink's settings and how flows batch for it.
+#[derive(Debug, Clone)]
+pub struct EventHubsConfig {
+    pub settings: EventHubsEndpoint,
+    /// Most messages a flow sends at once (`batching.maxMessages`).
+    pub max_messages: usize,
+    /// About the most bytes a flow sends at once (`batching.maxBytes`).
+    pub max_bytes: usize,
+    /// How long a flow waits to fill a batch (`batching.latencyMs`).
+    pub linger: std::time::Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,7 +185,7 @@ impl Config {
             .iter()
             .map(|(f, t)| (f.as_str(), t.as_str()))
             .collect();
-        let config = Self::from_texts(&borrowed);
+        let config = Self::from_texts_in(&borrowed, Some(dir));
         let datasets = crate::datasets::check_dir(dir);
         match (config, datasets) {
             (Ok(config), Ok(_)) => Ok(Self {
@@ -191,12 +207,17 @@ impl Config {
 
     /// Validates documents given as `(file name, text)` pairs.
     pub fn from_texts(files: &[(&str, &str)]) -> Result<Self, ConfigErrors> {
+        Self::from_texts_in(files, None)
+    }
+
+    /// Like [`Config::from_texts`], resolving secrets under `dir`.
+    pub fn from_texts_in(files: &[(&str, &str)], dir: Option<&Path>) -> Result<Self, ConfigErrors> {
         let mut errors = Vec::new();
         let resources: Vec<_> = files
             .iter()
             .flat_map(|(file, text)| document::read_documents(file, text, &mut errors))
             .collect();
-        let config = validate::validate(&resources, &mut errors);
+        let config = validate::validate(&resources, dir, &mut errors);
         match config {
             Some(config) if errors.is_empty() => Ok(config),
             _ => Err(ConfigErrors(errors)),

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use backhaul_broker::{ListenerSettings, TopicFilter};
 
@@ -16,6 +16,7 @@ use super::endpoint::{
 };
 use super::enums::Toggle;
 use super::error::{ConfigError, Origin};
+use super::event_hubs;
 use super::profile::DataflowProfileSpec;
 use super::{
     Appliance, Config, Endpoint, Flow, LocalStorageEndpoint, MqttEndpoint, DEFAULT_LISTENER,
@@ -29,7 +30,11 @@ use crate::mapping::{SerializationFormat, Transform, TransformSettings};
 pub const LOCAL_BROKER_ENDPOINT: &str = "default";
 const DEFAULT_MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
-pub(super) fn validate(resources: &[RawResource], errors: &mut Vec<ConfigError>) -> Option<Config> {
+pub(super) fn validate(
+    resources: &[RawResource],
+    dir: Option<&Path>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Config> {
     check_unique_names(resources, errors);
     let of_kind = |kind: &'static str| resources.iter().filter(move |r| r.kind == kind);
 
@@ -56,7 +61,7 @@ pub(super) fn validate(resources: &[RawResource], errors: &mut Vec<ConfigError>)
     let mut endpoints = BTreeMap::new();
     for resource in of_kind("DataflowEndpoint") {
         if let Some(spec) = parse_required_spec::<DataflowEndpointSpec>(resource, errors) {
-            if let Some(endpoint) = endpoint(resource, &spec, errors) {
+            if let Some(endpoint) = endpoint(resource, &spec, dir, errors) {
                 endpoints.insert(resource.name.clone(), endpoint);
             }
         }
@@ -221,16 +226,21 @@ fn not_supported(what: impl std::fmt::Display) -> String {
 fn endpoint(
     resource: &RawResource,
     spec: &DataflowEndpointSpec,
+    dir: Option<&Path>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Endpoint> {
     let origin = &resource.origin;
     let settings_field = match spec.endpoint_type {
         EndpointType::Mqtt => "mqttSettings",
         EndpointType::LocalStorage => "localStorageSettings",
+        EndpointType::EventHubs => "eventHubsSettings",
         other => {
             errors.push(origin.error(
                 "spec.endpointType",
-                format!("{} (supported: Mqtt, LocalStorage)", not_supported(other)),
+                format!(
+                    "{} (supported: Mqtt, LocalStorage, EventHubs)",
+                    not_supported(other)
+                ),
             ));
             return None;
         }
@@ -250,6 +260,10 @@ fn endpoint(
         EndpointType::Mqtt => match &spec.mqtt_settings {
             Some(mqtt) => mqtt_endpoint(origin, spec.host_type.as_deref(), resource, mqtt, errors),
             None => missing(origin, "spec.mqttSettings", errors),
+        },
+        EndpointType::EventHubs => match &spec.event_hubs_settings {
+            Some(hubs) => event_hubs::endpoint(origin, hubs, dir, errors),
+            None => missing(origin, "spec.eventHubsSettings", errors),
         },
         _ => match &spec.local_storage_settings {
             Some(local) => local_storage_endpoint(origin, local, errors),
@@ -617,6 +631,7 @@ fn destination_of(
             return None;
         }
         Endpoint::Mqtt(_) => TopicTemplate::parse(&settings.data_destination),
+        Endpoint::EventHubs(_) => event_hubs::hub_name(&settings.data_destination),
         Endpoint::LocalStorage(_) => TopicTemplate::folder(&settings.data_destination),
     };
     match template {

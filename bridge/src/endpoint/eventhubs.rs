@@ -482,10 +482,7 @@ fn close_in_background(client: ProducerClient) {
 }
 
 fn fatal(message: impl Into<String>) -> SendError {
-    SendError {
-        kind: ErrorKind::Fatal,
-        message: message.into(),
-    }
+    SendError::new(ErrorKind::Fatal, message.into())
 }
 
 /// The connection string to open with: checked, and given the namespace as
@@ -526,10 +523,7 @@ fn checked_connection_string(settings: &EventHubsEndpoint) -> Result<String, Sen
 
 /// A classified [`SendError`] for an SDK error.
 fn sdk_error(doing: &str, err: &EventHubsError) -> SendError {
-    SendError {
-        kind: classify(err),
-        message: format!("{doing}: {err}"),
-    }
+    SendError::new(classify(err), format!("{doing}: {err}"))
 }
 
 /// How the flow should treat an SDK error.

@@ -53,39 +53,43 @@ impl ErrorKind {
 pub struct SendError {
     pub kind: ErrorKind,
     pub message: String,
+    /// Set when message `index` of the batch can never be sent (too large
+    /// for the destination even alone) and the messages before it were
+    /// delivered: the flow dead-letters it and goes on with the rest.
+    pub too_large: Option<usize>,
 }
 
 impl SendError {
-    pub fn transient(message: impl Into<String>) -> Self {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
-            kind: ErrorKind::Transient,
+            kind,
             message: message.into(),
+            too_large: None,
         }
     }
 
-    /// Message `index` of the batch (id `id`) can never be sent: it is too
-    /// large for the destination even alone. The messages before it were
-    /// delivered; the flow should dead-letter this one and go on with the
-    /// rest. Its kind is `Fatal`, so a flow that does not check
-    /// [`Self::too_large_index`] parks instead of dropping anything. (Carried
-    /// in the message so that the struct and `ErrorKind` keep their shape.)
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Transient, message)
+    }
+
+    /// Message `index` of the batch (id `id`) can never be sent; see
+    /// [`SendError::too_large`]. Its kind is `Fatal`: a caller that ignores
+    /// the index parks the flow rather than dropping anything.
     pub fn too_large(index: usize, id: &str, detail: impl std::fmt::Display) -> Self {
         Self {
-            kind: ErrorKind::Fatal,
-            message: format!("{TOO_LARGE}{index} ({id}): {detail}"),
+            too_large: Some(index),
+            ..Self::new(
+                ErrorKind::Fatal,
+                format!("message {index} ({id}) is too large to send: {detail}"),
+            )
         }
     }
 
-    /// For an error made by [`Self::too_large`]: the index of the message
-    /// that cannot be sent.
+    /// The index of the message that cannot be sent, if that is the error.
     pub fn too_large_index(&self) -> Option<usize> {
-        let rest = self.message.strip_prefix(TOO_LARGE)?;
-        let digits = rest.split(' ').next()?;
-        digits.parse().ok()
+        self.too_large
     }
 }
-
-const TOO_LARGE: &str = "too large to send, message ";
 
 /// A destination of one data flow.
 #[async_trait]
@@ -112,6 +116,10 @@ pub fn build(endpoint: &Endpoint, flow: &Flow, context: &SinkContext) -> Option<
         Endpoint::Mqtt(settings) => Some(Box::new(mqtt::MqttSink::new(
             settings.clone(),
             mqtt::client_id(settings, &context.appliance_id, &flow.name),
+        ))),
+        Endpoint::EventHubs(hubs) => Some(Box::new(eventhubs::EventHubsSink::new(
+            hubs.settings.clone(),
+            format!("backhaul-{}-{}", context.appliance_id, flow.name),
         ))),
         Endpoint::LocalStorage(settings) => Some(Box::new(local_storage::LocalStorageSink::new(
             settings.folder(&context.data_dir),

@@ -185,10 +185,7 @@ fn connack_error(code: ConnectReturnCode, endpoint: &str) -> SendError {
         | ConnectReturnCode::UnsupportedProtocolVersion => ErrorKind::Fatal,
         _ => ErrorKind::Transient,
     };
-    SendError {
-        kind,
-        message: format!("{endpoint} refused the connection: {code:?}"),
-    }
+    SendError::new(kind, format!("{endpoint} refused the connection: {code:?}"))
 }
 
 fn check_puback(reason: PubAckReason) -> Result<(), SendError> {
@@ -198,10 +195,10 @@ fn check_puback(reason: PubAckReason) -> Result<(), SendError> {
         PubAckReason::NotAuthorized | PubAckReason::TopicNameInvalid => ErrorKind::Fatal,
         _ => ErrorKind::Transient,
     };
-    Err(SendError {
+    Err(SendError::new(
         kind,
-        message: format!("the broker refused a publish: {reason:?}"),
-    })
+        format!("the broker refused a publish: {reason:?}"),
+    ))
 }
 
 #[async_trait]

@@ -10,7 +10,9 @@ use tracing::{info, warn, Instrument};
 
 use super::TopicTemplate;
 use crate::datasets::DatasetStore;
-use crate::endpoint::{ErrorKind, OutboundMessage, Sink};
+use crate::deadletter::DeadLetters;
+use crate::endpoint::{ErrorKind, OutboundMessage, SendError, Sink};
+use crate::health::FlowHealth;
 use crate::mapping::{Datasets, Message, Outcome, Transform};
 use crate::metrics::FlowMetrics;
 
@@ -23,6 +25,9 @@ pub struct RunnerSettings {
     pub max_backoff: Duration,
     /// Retry interval of a flow parked by a fatal endpoint error.
     pub parked_retry: Duration,
+    /// How long to wait for more messages when a read did not fill a batch
+    /// (the endpoint's `batching.latencyMs`); zero sends at once.
+    pub linger: Duration,
 }
 
 impl Default for RunnerSettings {
@@ -33,6 +38,7 @@ impl Default for RunnerSettings {
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),
             parked_retry: Duration::from_secs(60),
+            linger: Duration::ZERO,
         }
     }
 }
@@ -77,6 +83,8 @@ pub struct FlowRunner {
     /// The flow's compiled BuiltInTransformation.
     pub transform: Option<Transform>,
     pub datasets: Arc<DatasetStore>,
+    pub dead_letters: DeadLetters,
+    pub health: Arc<FlowHealth>,
     /// Whether a topic written by the transformation (`$metadata.topic`)
     /// becomes the destination topic (MQTT destinations).
     pub topic_sets_destination: bool,
@@ -89,15 +97,7 @@ impl FlowRunner {
         async move {
             let mut next: Seq = 1;
             while !*shutdown.borrow() {
-                let records = match self
-                    .queue
-                    .read(
-                        next,
-                        self.settings.max_batch_messages,
-                        self.settings.max_batch_bytes,
-                    )
-                    .await
-                {
+                let records = match self.read_batch(next, &mut shutdown).await {
                     Ok(records) => records,
                     Err(err) => {
                         warn!(%err, "reading the queue failed; retrying");
@@ -113,11 +113,11 @@ impl FlowRunner {
                     continue;
                 };
                 let batch = self.prepare(records);
-                if !batch.is_empty() && !self.deliver(&batch, &mut shutdown).await {
+                let Some(delivered) = self.deliver(&batch, &mut shutdown).await else {
                     break;
-                }
+                };
                 acknowledge(&self.queue, last, &mut shutdown).await;
-                self.metrics.delivered.inc_by(batch.len() as u64);
+                self.metrics.delivered.inc_by(delivered as u64);
                 next = last + 1;
             }
             self.sink.close().await;
@@ -125,6 +125,35 @@ impl FlowRunner {
         }
         .instrument(span)
         .await
+    }
+
+    /// Reads a batch from `next`; when it is not full and the endpoint
+    /// batches with a latency, waits that long once for more.
+    async fn read_batch(
+        &mut self,
+        next: Seq,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Vec<QueuedRecord>, backhaul_storage::StorageError> {
+        let (max, bytes) = (
+            self.settings.max_batch_messages,
+            self.settings.max_batch_bytes,
+        );
+        let mut records = self.queue.read(next, max, bytes).await?;
+        let linger = self.settings.linger;
+        if records.is_empty() || records.len() >= max || linger.is_zero() {
+            return Ok(records);
+        }
+        sleep_or_shutdown(linger, shutdown).await;
+        let after = records.last().map_or(next, |r| r.seq + 1);
+        let used: usize = records.iter().map(|r| r.data.len()).sum();
+        if used < bytes {
+            let more = self
+                .queue
+                .read(after, max - records.len(), bytes - used)
+                .await?;
+            records.extend(more);
+        }
+        Ok(records)
     }
 
     /// Decodes, transforms and addresses records; drops (and counts) what
@@ -182,46 +211,111 @@ impl FlowRunner {
         })
     }
 
-    /// Sends until the endpoint confirms; `false` if shut down first.
+    /// Sends until the endpoint confirmed every message except those it
+    /// can never take, which are dead-lettered. Returns how many were
+    /// delivered, or `None` if shut down first.
     async fn deliver(
         &mut self,
         batch: &[OutboundMessage],
         shutdown: &mut watch::Receiver<bool>,
-    ) -> bool {
-        let mut backoff = ExponentialBackoff {
+    ) -> Option<usize> {
+        let mut backoff = self.backoff();
+        let mut rest = batch;
+        let mut delivered = 0;
+        while !rest.is_empty() {
+            let result = tokio::select! {
+                result = self.sink.send(rest) => result,
+                _ = shutdown.changed() => return None,
+            };
+            let err = match result {
+                Ok(()) => {
+                    self.healthy();
+                    return Some(delivered + rest.len());
+                }
+                Err(err) => err,
+            };
+            if let Some(index) = err.too_large.filter(|i| *i < rest.len()) {
+                self.dead_letter(&rest[index], &err.message, shutdown)
+                    .await?;
+                delivered += index;
+                rest = &rest[index + 1..];
+                backoff = self.backoff();
+                continue;
+            }
+            let delay = self.failed(&err, &mut backoff, rest.len());
+            if !sleep_or_shutdown(delay, shutdown).await {
+                return None;
+            }
+        }
+        self.healthy();
+        Some(delivered)
+    }
+
+    fn backoff(&self) -> ExponentialBackoff {
+        ExponentialBackoff {
             initial_interval: self.settings.initial_backoff,
             max_interval: self.settings.max_backoff,
             multiplier: 2.0,
             randomization_factor: 0.5,
             max_elapsed_time: None,
             ..ExponentialBackoff::default()
+        }
+    }
+
+    fn healthy(&self) {
+        self.metrics.endpoint_up.set(1);
+        self.metrics.parked.set(0);
+        self.health.unpark(&self.name);
+    }
+
+    /// Records a failed send; returns how long to wait before the retry.
+    fn failed(
+        &self,
+        err: &SendError,
+        backoff: &mut ExponentialBackoff,
+        messages: usize,
+    ) -> Duration {
+        self.metrics.endpoint_up.set(0);
+        self.metrics.send_error(err.kind.as_str()).inc();
+        let delay = match err.kind {
+            ErrorKind::Fatal => {
+                self.metrics.parked.set(1);
+                self.health.park(&self.name, &err.message);
+                self.settings.parked_retry
+            }
+            ErrorKind::Throttled => backoff
+                .next_backoff()
+                .unwrap_or(self.settings.max_backoff)
+                .max(self.settings.max_backoff / 4),
+            ErrorKind::Transient => backoff.next_backoff().unwrap_or(self.settings.max_backoff),
         };
+        warn!(err = %err, kind = err.kind.as_str(), retry_in = ?delay, messages, "send failed; the batch stays queued");
+        delay
+    }
+
+    /// Keeps a message the destination can never take; retries until the
+    /// dead letter is on disk, so nothing is dropped unrecorded.
+    async fn dead_letter(
+        &mut self,
+        outbound: &OutboundMessage,
+        why: &str,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<()> {
         loop {
-            let result = tokio::select! {
-                result = self.sink.send(batch) => result,
-                _ = shutdown.changed() => return false,
-            };
-            match result {
+            match self
+                .dead_letters
+                .keep(&self.name, outbound, "too_large")
+                .await
+            {
                 Ok(()) => {
-                    self.metrics.endpoint_up.set(1);
-                    return true;
+                    warn!(id = %outbound.id, %why, "message dead-lettered");
+                    self.metrics.dropped("too_large").inc();
+                    return Some(());
                 }
                 Err(err) => {
-                    self.metrics.endpoint_up.set(0);
-                    self.metrics.send_error(err.kind.as_str()).inc();
-                    let delay = match err.kind {
-                        ErrorKind::Fatal => self.settings.parked_retry,
-                        ErrorKind::Throttled => backoff
-                            .next_backoff()
-                            .unwrap_or(self.settings.max_backoff)
-                            .max(self.settings.max_backoff / 4),
-                        ErrorKind::Transient => {
-                            backoff.next_backoff().unwrap_or(self.settings.max_backoff)
-                        }
-                    };
-                    warn!(%err, kind = err.kind.as_str(), retry_in = ?delay, messages = batch.len(), "send failed; the batch stays queued");
-                    if !sleep_or_shutdown(delay, shutdown).await {
-                        return false;
+                    warn!(id = %outbound.id, %err, "cannot write the dead letter; retrying");
+                    if !sleep_or_shutdown(Duration::from_secs(1), shutdown).await {
+                        return None;
                     }
                 }
             }

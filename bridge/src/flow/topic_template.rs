@@ -32,6 +32,8 @@ pub enum TemplateError {
     Wildcard(String),
     #[error("'{0}' must be a relative folder without '..' or variables")]
     BadFolder(String),
+    #[error("'{0}' is not an event hub name: 1-256 letters, digits, '.', '_' or '-'")]
+    BadHubName(String),
 }
 
 impl TopicTemplate {

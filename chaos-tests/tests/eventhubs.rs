@@ -1,0 +1,327 @@
+//! Event Hubs end to end: devices publish MQTT to the built `backhaul`
+//! binary; the flow sends to the in-tree Event Hubs peer through the
+//! official SDK over real AMQP. Contents, ids and partition keys; a
+//! blackholed peer while devices keep publishing; kill -9 with the peer
+//! blackholed; an oversized event dead-lettered while the rest goes on.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backhaul_chaos_tests::eventhubs_peer::{EventHubsPeer, PeerOptions, ReceivedEvent};
+use backhaul_chaos_tests::free_port;
+use backhaul_chaos_tests::mqtt::publish_numbered;
+use backhaul_chaos_tests::process::{http_get, Backhaul};
+use rumqttc::v5::mqttbytes::v5::PublishProperties;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+
+const FLOW: &str = "to-hub";
+const HUB: &str = "telemetry";
+
+struct Edge {
+    mqtt_port: u16,
+    metrics_port: u16,
+    config: std::path::PathBuf,
+    data: std::path::PathBuf,
+}
+
+fn write_config(dir: &Path, peer: &EventHubsPeer, strategy: &str) -> Edge {
+    let edge = Edge {
+        mqtt_port: free_port(),
+        metrics_port: free_port(),
+        config: dir.join("config"),
+        data: dir.join("data"),
+    };
+    std::fs::create_dir_all(edge.config.join("secrets/hub-conn")).unwrap();
+    std::fs::write(
+        edge.config.join("secrets/hub-conn/connectionString"),
+        peer.connection_string(None),
+    )
+    .unwrap();
+    std::fs::write(
+        edge.config.join("appliance.yaml"),
+        format!(
+            "apiVersion: backhaul.dev/v1alpha1\nkind: Appliance\nmetadata: {{name: test-edge}}\n\
+             spec:\n  listeners: [{{address: \"127.0.0.1:{}\"}}]\n  storage: {{mode: Disk}}\n  \
+             metrics: {{address: \"127.0.0.1:{}\"}}\n",
+            edge.mqtt_port, edge.metrics_port
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        edge.config.join("flows.yaml"),
+        format!(
+            r#"apiVersion: connectivity.iotoperations.azure.com/v1
+kind: DataflowEndpoint
+metadata: {{name: hubs}}
+spec:
+  endpointType: EventHubs
+  eventHubsSettings:
+    host: {namespace}
+    customEndpoint: "{endpoint}"
+    authentication:
+      method: ConnectionString
+      connectionStringSettings: {{secretRef: hub-conn}}
+    partitionStrategy: {strategy}
+    batching: {{latencyMs: 5, maxMessages: 200}}
+    operationTimeoutSeconds: 3
+---
+apiVersion: connectivity.iotoperations.azure.com/v1
+kind: Dataflow
+metadata: {{name: {FLOW}}}
+spec:
+  profileRef: default
+  operations:
+    - operationType: Source
+      sourceSettings: {{endpointRef: default, dataSources: ["factory/#"]}}
+    - operationType: Destination
+      destinationSettings: {{endpointRef: hubs, dataDestination: {HUB}}}
+"#,
+            namespace = peer.namespace(),
+            endpoint = peer.endpoint(),
+        ),
+    )
+    .unwrap();
+    edge
+}
+
+fn numbers(events: &[ReceivedEvent]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| e.body_text().parse().expect("numeric body"))
+        .collect()
+}
+
+/// Every id once or more, duplicates only with the same body, order by id.
+fn check_ids(events: &[ReceivedEvent]) -> Vec<u64> {
+    let mut bodies: BTreeMap<String, String> = BTreeMap::new();
+    for event in events {
+        let id = event.message_id.clone().expect("every event has its id");
+        let body = event.body_text().into_owned();
+        if let Some(previous) = bodies.insert(id.clone(), body.clone()) {
+            assert_eq!(
+                previous, body,
+                "a duplicate carries the same id and body ({id})"
+            );
+        }
+    }
+    let mut seqs: Vec<u64> = bodies
+        .keys()
+        .map(|id| {
+            assert!(id.starts_with(&format!("test-edge/{FLOW}/")), "{id}");
+            id.rsplit('/').next().unwrap().parse().unwrap()
+        })
+        .collect();
+    seqs.sort();
+    seqs
+}
+
+async fn wait_drained(backhaul: &Backhaul) {
+    let sample = format!("backhaul_queue_messages{{flow=\"{FLOW}\"}}");
+    for _ in 0..600 {
+        if backhaul.metric(&sample).unwrap() == 0.0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the queue did not drain:\n{}", backhaul.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_and_5_messages_arrive_with_ids_properties_and_partition_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let peer = EventHubsPeer::start().await.unwrap();
+    let edge = write_config(tmp.path(), &peer, "Topic");
+    let backhaul = Backhaul::start(&edge.config, &edge.data, edge.metrics_port).unwrap();
+
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    publish_numbered(edge.mqtt_port, "plc-a", "factory/a", 300, acked.clone())
+        .await
+        .unwrap();
+    publish_numbered(edge.mqtt_port, "plc-b", "factory/b", 300, acked.clone())
+        .await
+        .unwrap();
+    let (client, mut eventloop) = AsyncClient::new(
+        MqttOptions::new("sensor-5", "127.0.0.1", edge.mqtt_port),
+        10,
+    );
+    let props = PublishProperties {
+        content_type: Some("application/json".into()),
+        user_properties: vec![("line".into(), "7".into())],
+        ..PublishProperties::default()
+    };
+    client
+        .publish_with_properties("factory/c", QoS::AtLeastOnce, false, "{\"t\":1}", props)
+        .await
+        .unwrap();
+    loop {
+        if let Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::PubAck(_)) =
+            eventloop.poll().await.unwrap()
+        {
+            break;
+        }
+    }
+
+    let events = peer
+        .wait_for_events(601, Duration::from_secs(60))
+        .await
+        .unwrap();
+    wait_drained(&backhaul).await;
+    assert_eq!(check_ids(&peer.events()), (1..=601).collect::<Vec<u64>>());
+    for key in ["factory/a", "factory/b"] {
+        let of_key: Vec<ReceivedEvent> = events
+            .iter()
+            .filter(|e| e.partition_key.as_deref() == Some(key))
+            .cloned()
+            .collect();
+        assert_eq!(
+            numbers(&of_key),
+            (0..300).collect::<Vec<u64>>(),
+            "{key}: all, in order"
+        );
+        assert!(of_key.iter().all(|e| e.hub == HUB));
+    }
+    let v5 = events
+        .iter()
+        .find(|e| e.partition_key.as_deref() == Some("factory/c"))
+        .expect("the MQTT 5 message");
+    assert_eq!(v5.body_text(), "{\"t\":1}");
+    assert_eq!(v5.content_type.as_deref(), Some("application/json"));
+    assert_eq!(v5.property("line").and_then(|v| v.as_str()), Some("7"));
+    let delivered = format!("backhaul_flow_delivered_total{{flow=\"{FLOW}\"}}");
+    assert_eq!(backhaul.metric(&delivered).unwrap(), 601.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_peer_while_devices_publish_loses_nothing_and_keeps_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let peer = EventHubsPeer::start().await.unwrap();
+    let edge = write_config(tmp.path(), &peer, "Default");
+    let backhaul = Backhaul::start(&edge.config, &edge.data, edge.metrics_port).unwrap();
+
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let publisher = tokio::spawn(publish_numbered(
+        edge.mqtt_port,
+        "plc",
+        "factory/line",
+        3_000,
+        acked.clone(),
+    ));
+    while acked.lock().unwrap().len() < 500 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    peer.blackhole(true);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let queued = backhaul
+        .metric(&format!("backhaul_queue_messages{{flow=\"{FLOW}\"}}"))
+        .unwrap();
+    assert!(
+        queued > 0.0,
+        "the backlog grew while the peer was blackholed"
+    );
+    peer.blackhole(false);
+    publisher.await.unwrap().unwrap();
+    wait_drained(&backhaul).await;
+
+    let events = peer.events();
+    assert_eq!(
+        check_ids(&events),
+        (1..=3_000).collect::<Vec<u64>>(),
+        "every PUBACKed message"
+    );
+    // In order: the first arrival of each message follows publish order.
+    let mut seen = HashSet::new();
+    let first_arrivals: Vec<u64> = numbers(&events)
+        .into_iter()
+        .filter(|n| seen.insert(*n))
+        .collect();
+    assert_eq!(first_arrivals, (0..3_000).collect::<Vec<u64>>());
+    let errors = backhaul
+        .metric(&format!(
+            "backhaul_flow_send_errors_total{{flow=\"{FLOW}\",kind=\"transient\"}}"
+        ))
+        .unwrap();
+    assert!(errors >= 1.0, "the blackhole was seen as a failed send");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_the_peer_blackholed_loses_no_pubacked_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let peer = EventHubsPeer::start().await.unwrap();
+    peer.blackhole(true);
+    let edge = write_config(tmp.path(), &peer, "Default");
+    let backhaul = Backhaul::start(&edge.config, &edge.data, edge.metrics_port).unwrap();
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let publisher = tokio::spawn(publish_numbered(
+        edge.mqtt_port,
+        "plc",
+        "factory/line",
+        1_000_000,
+        acked.clone(),
+    ));
+    while acked.lock().unwrap().len() < 2_000 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    backhaul.kill9().unwrap();
+    assert!(publisher.await.unwrap().is_err());
+    let acked: HashSet<u64> = acked.lock().unwrap().iter().copied().collect();
+
+    peer.blackhole(false);
+    let backhaul = Backhaul::start(&edge.config, &edge.data, edge.metrics_port).unwrap();
+    wait_drained(&backhaul).await;
+    let delivered: HashSet<u64> = numbers(&peer.events()).into_iter().collect();
+    let lost = acked.difference(&delivered).count();
+    assert_eq!(lost, 0, "{lost} of {} PUBACKed messages lost", acked.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_event_is_dead_lettered_and_the_rest_delivered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let peer = EventHubsPeer::start_with(PeerOptions {
+        max_message_size: 16 * 1024,
+        ..PeerOptions::default()
+    })
+    .await
+    .unwrap();
+    let edge = write_config(tmp.path(), &peer, "Default");
+    let backhaul = Backhaul::start(&edge.config, &edge.data, edge.metrics_port).unwrap();
+    let (client, mut eventloop) =
+        AsyncClient::new(MqttOptions::new("plc", "127.0.0.1", edge.mqtt_port), 10);
+    let big = "x".repeat(64 * 1024);
+    for payload in ["before", big.as_str(), "after"] {
+        client
+            .publish("factory/x", QoS::AtLeastOnce, false, payload.to_string())
+            .await
+            .unwrap();
+        loop {
+            if let Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::PubAck(_)) =
+                eventloop.poll().await.unwrap()
+            {
+                break;
+            }
+        }
+    }
+    wait_drained(&backhaul).await;
+    let bodies: Vec<String> = peer
+        .events()
+        .iter()
+        .map(|e| e.body_text().into_owned())
+        .collect();
+    assert_eq!(bodies, ["before", "after"]);
+    let dropped = format!("backhaul_flow_dropped_total{{flow=\"{FLOW}\",reason=\"too_large\"}}");
+    assert_eq!(backhaul.metric(&dropped).unwrap(), 1.0);
+    let (status, body) =
+        http_get(edge.metrics_port, &format!("/api/v1/deadletters/{FLOW}")).unwrap();
+    assert_eq!(status, 200);
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let letters = listed["deadLetters"].as_array().unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0]["id"], format!("test-edge/{FLOW}/2"));
+    assert_eq!(letters[0]["reason"], "too_large");
+    assert_eq!(
+        letters[0]["payload"].as_str().map(str::len),
+        Some(64 * 1024)
+    );
+}
