@@ -28,10 +28,14 @@ use backhaul_storage::{AppendEntry, FlowSpec, QueueStore, StorageMode, StoreOpti
 use bytes::Bytes;
 
 const RECORD: usize = 200;
-const RUNS: usize = 3;
 /// Each ingest measurement stops after this long (the disk's sync latency
 /// varies 25x on the reference VM).
 const TIME_LIMIT: Duration = Duration::from_secs(4);
+
+/// Runs per measurement (`BACKHAUL_BENCH_RUNS`, default 3).
+fn runs() -> usize {
+    env_usize("BACKHAUL_BENCH_RUNS", 3).max(1)
+}
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -119,7 +123,11 @@ fn ingest(root: &Path, appenders: usize, window: usize, total: usize, pipelined:
                 Arc::new(backend),
                 &[FlowSpec::new("bench")],
                 StoreOptions {
-                    pipelined,
+                    pipeline_min_records: if pipelined {
+                        StoreOptions::default().pipeline_min_records
+                    } else {
+                        None
+                    },
                     ..StoreOptions::default()
                 },
             )
@@ -298,16 +306,25 @@ fn main() {
         .unwrap_or_else(|_| std::env::temp_dir().join("backhaul-bench"));
     std::fs::create_dir_all(&root).expect("bench root");
     let total = env_usize("BACKHAUL_BENCH_RECORDS", 1_000_000);
+    // `BACKHAUL_BENCH_ONLY=ingest` skips the raw rows and the replay;
+    // `BACKHAUL_BENCH_WINDOWS=256,1024` chooses the inflight windows.
+    let only_ingest = std::env::var("BACKHAUL_BENCH_ONLY").is_ok_and(|v| v == "ingest");
+    let windows: Vec<usize> = std::env::var("BACKHAUL_BENCH_WINDOWS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|w| w.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 64, 256]);
     println!(
-        "backhaul-storage queue benchmark: {RECORD}-byte records, dir {}, medians of {RUNS} runs [runs]",
-        root.display()
+        "backhaul-storage queue benchmark: {RECORD}-byte records, dir {}, medians of {} runs [runs]",
+        root.display(),
+        runs()
     );
     println!();
     println!("| measurement | value |");
     println!("|---|---|");
     let mut raw = Vec::new();
-    for batch in [16usize, 100, 1000] {
-        let runs = (0..RUNS)
+    let batches: &[usize] = if only_ingest { &[] } else { &[16, 100, 1000] };
+    for &batch in batches {
+        let runs = (0..runs())
             .map(|_| raw_ceiling(&root, batch, total))
             .collect();
         raw.push((
@@ -319,12 +336,12 @@ fn main() {
             ),
         ));
     }
-    for window in [1usize, 64, 256] {
+    for window in windows {
         // Plain and pipelined commits alternate run by run, so that both
         // see the same disk states.
         let mut plain = Vec::new();
         let mut pipelined = Vec::new();
-        for run in 0..RUNS {
+        for run in 0..runs() {
             for mode in [run % 2 == 1, run % 2 == 0] {
                 let result = ingest(&root, 16, window, total, mode);
                 if mode {
@@ -368,7 +385,7 @@ fn main() {
         for (mode, (rate, group)) in ["plain", "pipelined"].iter().zip(rates.iter().zip(&groups)) {
             let label = format!("engine ({mode} commit): 16 appenders x {window} in flight");
             let batch = group.round().max(1.0) as usize;
-            let runs = (0..RUNS)
+            let runs = (0..runs())
                 .map(|_| raw_ceiling(&root, batch, total))
                 .collect();
             let ceiling = row(
@@ -386,8 +403,12 @@ fn main() {
             rates[1] / rates[0].max(1.0)
         );
     }
+    if only_ingest {
+        let _ = std::fs::remove_dir_all(&root);
+        return;
+    }
     let backlog = total;
-    let runs: Vec<Replay> = (0..RUNS).map(|_| replay(&root, backlog)).collect();
+    let runs: Vec<Replay> = (0..runs()).map(|_| replay(&root, backlog)).collect();
     row(
         &format!("replay: read 1000 + ack, backlog of {backlog}, records/s"),
         runs.iter().map(|r| r.rate).collect(),

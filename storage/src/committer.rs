@@ -39,6 +39,15 @@ use crate::{FlowIndex, Seq, StorageError};
 /// Upper bound of records in one group, so one flush stays short.
 pub const MAX_GROUP_RECORDS: usize = 8192;
 
+/// Pipelined commits hand a group to the syncing thread only from this
+/// many records on; smaller groups (light load) are synced by the
+/// committer itself. Splitting a light load over two groups in flight
+/// costs a second sync for the same records, which the overlap does not
+/// pay back (measured in `BENCHMARKS.md`: half the throughput with 16
+/// appends in flight); with thousands in flight the overlap of sequencing
+/// and releasing with the sync gains 12-14 %.
+pub const PIPELINE_MIN_RECORDS: usize = 1024;
+
 /// Upper bounds (seconds) of the commit latency histogram buckets: the time
 /// from [`crate::QueueStore::append`] to the resolved ticket.
 pub const COMMIT_LATENCY_BOUNDS: [f64; 12] = [
@@ -356,8 +365,9 @@ pub(crate) struct Committer {
     pub(crate) next_seq: Vec<Seq>,
     pub(crate) limits: StoreLimits,
     pub(crate) clock: Arc<dyn Clock>,
-    /// Whether the next group is written while the previous one syncs.
-    pub(crate) pipelined: bool,
+    /// Groups of at least this many records are synced by the syncing
+    /// thread while the next one is written; `None`: never.
+    pub(crate) pipeline_min: Option<usize>,
     /// The epoch the writer's sequences and files are in.
     epoch: u64,
 }
@@ -368,21 +378,21 @@ impl Committer {
         next_seq: Vec<Seq>,
         limits: StoreLimits,
         clock: Arc<dyn Clock>,
-        pipelined: bool,
+        pipeline_min: Option<usize>,
     ) -> Self {
         Self {
             shared,
             next_seq,
             limits,
             clock,
-            pipelined,
+            pipeline_min,
             epoch: 0,
         }
     }
 
     /// Runs until every sender is gone.
     pub(crate) fn run(mut self, requests: Receiver<CommitRequest>) {
-        let syncer = if self.pipelined {
+        let syncer = if self.pipeline_min.is_some() {
             let (jobs, receiver) = mpsc::sync_channel::<Job>(0);
             let shared = self.shared.clone();
             let spawned = std::thread::Builder::new()
@@ -415,14 +425,20 @@ impl Committer {
                 }
             }
             let job = self.prepare(group, records);
-            *lock(&self.shared.in_flight) += 1;
+            let hand_over = self.pipeline_min.is_some_and(|min| job.records >= min);
             match &syncer {
-                Some((jobs, _)) => {
+                Some((jobs, _)) if hand_over => {
+                    *lock(&self.shared.in_flight) += 1;
                     if let Err(mpsc::SendError(job)) = jobs.send(job) {
                         self.shared.finish(job);
                     }
                 }
-                None => self.shared.finish(job),
+                _ => {
+                    // In order: after the groups in flight.
+                    self.shared.wait_drained();
+                    *lock(&self.shared.in_flight) += 1;
+                    self.shared.finish(job);
+                }
             }
         }
         if let Some((jobs, handle)) = syncer {

@@ -23,7 +23,18 @@
 //!   power cut may re-deliver records acknowledged in the last second
 //!   (at-least-once); a killed process re-delivers nothing acknowledged.
 //! - Every record is framed with a version and a CRC32C; a corrupt record is
-//!   moved aside (quarantined), counted, and never blocks the queue.
+//!   moved aside (quarantined), counted, and never blocks the queue. The
+//!   frame keeps the append time (the store's clock), for expiry and the
+//!   oldest-record age; storage never looks inside the data.
+//! - Limits ([`limits`]): per flow `max_messages` / `max_bytes` with
+//!   `DropOldest` (counted drops) or `RejectNew`
+//!   ([`StorageError::QuotaExceeded`]), a TTL (expired records are never
+//!   returned, and counted), a store budget and a free-space watermark that
+//!   refuse appends for every flow until space returns. An append to
+//!   several flows is refused whole if any of them refuses it.
+//! - Accounting per flow ([`QueueStats`]): appended = acknowledged +
+//!   dropped by overflow + expired + quarantined + queued (since the store
+//!   was opened, plus what it recovered).
 //!
 //! Layout:
 //! - [`limits`]: per-flow limits (size, overflow policy, expiry) and

@@ -33,10 +33,12 @@ pub struct StoreOptions {
     pub limits: StoreLimits,
     /// The clock appends are stamped with.
     pub clock: Arc<dyn Clock>,
-    /// Whether the next group is written while the previous one syncs
-    /// (default: yes; `false` is the plain one-group-at-a-time commit, kept
-    /// for comparison in the benchmark).
-    pub pipelined: bool,
+    /// Pipelined group commit: a group of at least this many records is
+    /// synced (and its publishers released) by a second thread while the
+    /// committer sequences and writes the next group. `None`: every group
+    /// is written, synced and released before the next one starts (the
+    /// plain commit). Default: [`crate::committer::PIPELINE_MIN_RECORDS`].
+    pub pipeline_min_records: Option<usize>,
 }
 
 impl Default for StoreOptions {
@@ -44,7 +46,7 @@ impl Default for StoreOptions {
         Self {
             limits: StoreLimits::default(),
             clock: Arc::new(SystemClock),
-            pipelined: true,
+            pipeline_min_records: Some(crate::committer::PIPELINE_MIN_RECORDS),
         }
     }
 }
@@ -53,7 +55,7 @@ impl std::fmt::Debug for StoreOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreOptions")
             .field("limits", &self.limits)
-            .field("pipelined", &self.pipelined)
+            .field("pipeline_min_records", &self.pipeline_min_records)
             .finish_non_exhaustive()
     }
 }
@@ -142,7 +144,7 @@ impl QueueStore {
         let StoreOptions {
             limits,
             clock,
-            pipelined,
+            pipeline_min_records,
         } = options;
         let names: Vec<String> = flows.iter().map(|f| f.name.clone()).collect();
         let recovered = backend.recover(&names)?;
@@ -165,7 +167,13 @@ impl QueueStore {
             stats.clone(),
             next_seq.clone(),
         ));
-        let committer = Committer::new(shared, next_seq, limits, clock.clone(), pipelined);
+        let committer = Committer::new(
+            shared,
+            next_seq,
+            limits,
+            clock.clone(),
+            pipeline_min_records,
+        );
         let committer = std::thread::Builder::new()
             .name("queue-commit".into())
             .spawn(move || committer.run(receiver))

@@ -44,7 +44,7 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn open(fs: &ModelFs, pipelined: bool) -> QueueStore {
+fn open(fs: &ModelFs, pipeline_min_records: Option<usize>) -> QueueStore {
     let config = SegmentConfig {
         max_segment_bytes: 700,
         max_record_bytes: 1 << 16,
@@ -56,7 +56,7 @@ fn open(fs: &ModelFs, pipelined: bool) -> QueueStore {
         Arc::new(backend),
         &flows,
         StoreOptions {
-            pipelined,
+            pipeline_min_records,
             ..StoreOptions::default()
         },
     )
@@ -103,7 +103,7 @@ async fn check(store: &QueueStore, expected: &Expected) -> Result<(), TestCaseEr
     Ok(())
 }
 
-fn run(pipelined: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
+fn run(pipelined: Option<usize>, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -172,14 +172,17 @@ proptest! {
     #[test]
     fn pipelined_commits_keep_exactly_the_acknowledged_appends(
         ops in prop::collection::vec(op(), 1..30),
+        min in prop_oneof![Just(1usize), 2usize..40],
     ) {
-        run(true, ops)?;
+        // Small thresholds: every group (or most) goes through the syncing
+        // thread, some are synced inline between them.
+        run(Some(min), ops)?;
     }
 
     #[test]
     fn plain_commits_keep_exactly_the_acknowledged_appends(
         ops in prop::collection::vec(op(), 1..30),
     ) {
-        run(false, ops)?;
+        run(None, ops)?;
     }
 }
