@@ -4,16 +4,29 @@
 //! state store is done by the caller.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value as Json;
 
 use super::error::DatasetError;
 
 /// Reference data records, by state-store key.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct Datasets {
     records: HashMap<String, Vec<Json>>,
+    /// Changes with every modification (unique across stores), so compiled
+    /// transforms can cache indexes of the records.
+    generation: u64,
 }
+
+impl PartialEq for Datasets {
+    fn eq(&self, other: &Self) -> bool {
+        self.records == other.records
+    }
+}
+
+/// Generations handed out so far; 0 is every store that was never modified.
+static GENERATIONS: AtomicU64 = AtomicU64::new(0);
 
 impl Datasets {
     /// An empty store.
@@ -21,9 +34,19 @@ impl Datasets {
         Self::default()
     }
 
+    /// Identifies the current content: equal generations mean equal records.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn modified(&mut self) {
+        self.generation = GENERATIONS.fetch_add(1, Ordering::Relaxed) + 1;
+    }
+
     /// Replaces the records stored under `key`.
     pub fn set(&mut self, key: impl Into<String>, records: Vec<Json>) {
         self.records.insert(key.into(), records);
+        self.modified();
     }
 
     /// Parses JSON Lines text and stores it under `key`.
@@ -39,6 +62,7 @@ impl Datasets {
 
     /// Removes a key; returns its records.
     pub fn remove(&mut self, key: &str) -> Option<Vec<Json>> {
+        self.modified();
         self.records.remove(key)
     }
 
@@ -125,6 +149,22 @@ mod tests {
         assert_eq!(d.get("j"), Some(&[json!({"y": 2})][..]));
         assert!(d.remove("k").is_some());
         assert!(d.get("k").is_none());
+    }
+
+    #[test]
+    fn generation_changes_with_every_modification() {
+        let mut a = Datasets::new();
+        let mut b = Datasets::new();
+        assert_eq!(a.generation(), b.generation());
+        a.set("k", vec![]);
+        b.set("k", vec![]);
+        assert_ne!(a.generation(), b.generation());
+        assert_eq!(a, b);
+        let c = a.clone();
+        assert_eq!(c.generation(), a.generation());
+        let before = a.generation();
+        a.remove("k");
+        assert_ne!(a.generation(), before);
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! * `&&`, `||`, `!` need booleans; `&&`/`||` short-circuit.
 //! * Any other operator with an Empty operand gives Empty.
 
+use std::borrow::Cow;
+
 use super::functions::{self, Func};
 use super::value::Value;
 
@@ -79,76 +81,100 @@ pub enum Expr {
     Call(&'static str, Func, Vec<Expr>),
 }
 
-/// Evaluates an expression against the rule's input values.
-pub fn eval(e: &Expr, inputs: &[Value]) -> Result<Value, String> {
-    match e {
-        Expr::Lit(v) => Ok(v.clone()),
-        Expr::Input(i) => Ok(inputs.get(*i).cloned().unwrap_or(Value::Empty)),
-        Expr::Unary(op, a) => unary(*op, eval(a, inputs)?),
-        Expr::Binary(BinOp::And, a, b) => logic(true, a, b, inputs),
-        Expr::Binary(BinOp::Or, a, b) => logic(false, a, b, inputs),
-        Expr::Binary(op, a, b) => binary(*op, eval(a, inputs)?, eval(b, inputs)?),
-        Expr::Tuple(items) => Ok(Value::Tuple(
+/// Evaluates an expression against the rule's input values. Inputs and
+/// literals are borrowed, not copied.
+pub fn eval<'a>(e: &'a Expr, inputs: &'a [Value]) -> Result<Cow<'a, Value>, String> {
+    Ok(match e {
+        Expr::Lit(v) => Cow::Borrowed(v),
+        Expr::Input(i) => Cow::Borrowed(inputs.get(*i).unwrap_or(&EMPTY)),
+        Expr::Unary(op, a) => Cow::Owned(unary(*op, eval(a, inputs)?.as_ref())?),
+        Expr::Binary(BinOp::And, a, b) => Cow::Owned(logic(true, a, b, inputs)?),
+        Expr::Binary(BinOp::Or, a, b) => Cow::Owned(logic(false, a, b, inputs)?),
+        Expr::Binary(op, a, b) => Cow::Owned(binary(*op, eval(a, inputs)?, eval(b, inputs)?)?),
+        Expr::Tuple(items) => Cow::Owned(Value::Tuple(
             items
                 .iter()
-                .map(|x| eval(x, inputs))
+                .map(|x| eval(x, inputs).map(Cow::into_owned))
                 .collect::<Result<_, _>>()?,
         )),
-        Expr::Call(name, Func::If, args) => {
-            let cond = match args.first() {
-                Some(c) => eval(c, inputs)?,
-                None => Value::Empty,
-            };
-            match cond {
-                Value::Bool(true) => args.get(1).map_or(Ok(Value::Empty), |x| eval(x, inputs)),
-                Value::Bool(false) => args.get(2).map_or(Ok(Value::Empty), |x| eval(x, inputs)),
-                Value::Empty => Ok(Value::Empty),
-                other => Err(format!(
-                    "{name}: condition must be a boolean, got {}",
-                    other.type_name()
-                )),
-            }
-        }
-        Expr::Call(name, f, args) => {
-            let vals = args
-                .iter()
-                .map(|x| eval(x, inputs))
-                .collect::<Result<Vec<_>, _>>()?;
-            functions::call(name, *f, &vals)
-        }
+        Expr::Call(name, Func::If, args) => return choose(name, args, inputs),
+        Expr::Call(name, f, args) => Cow::Owned(with_args(args, inputs, |vals| {
+            functions::call(name, *f, vals)
+        })??),
+    })
+}
+
+static EMPTY: Value = Value::Empty;
+
+/// `if(cond, then, else)`: only the chosen branch is evaluated.
+fn choose<'a>(name: &str, args: &'a [Expr], inputs: &'a [Value]) -> Result<Cow<'a, Value>, String> {
+    let branch = |k: usize| {
+        args.get(k)
+            .map_or(Ok(Cow::Borrowed(&EMPTY)), |x| eval(x, inputs))
+    };
+    let cond = branch(0)?;
+    match cond.as_ref() {
+        Value::Bool(true) => branch(1),
+        Value::Bool(false) => branch(2),
+        Value::Empty => Ok(Cow::Borrowed(&EMPTY)),
+        other => Err(format!(
+            "{name}: condition must be a boolean, got {}",
+            other.type_name()
+        )),
     }
+}
+
+/// Evaluates call arguments, on the stack for up to four of them.
+fn with_args<'a, R>(
+    args: &'a [Expr],
+    inputs: &'a [Value],
+    f: impl FnOnce(&[Cow<'a, Value>]) -> R,
+) -> Result<R, String> {
+    const ON_STACK: usize = 4;
+    if args.len() > ON_STACK {
+        let vals = args
+            .iter()
+            .map(|x| eval(x, inputs))
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(f(&vals));
+    }
+    let mut vals: [Cow<'a, Value>; ON_STACK] = std::array::from_fn(|_| Cow::Borrowed(&EMPTY));
+    for (slot, x) in vals.iter_mut().zip(args) {
+        *slot = eval(x, inputs)?;
+    }
+    Ok(f(&vals[..args.len()]))
 }
 
 fn logic(is_and: bool, a: &Expr, b: &Expr, inputs: &[Value]) -> Result<Value, String> {
     let sym = if is_and { "&&" } else { "||" };
-    let check = |v: Value| -> Result<Option<bool>, String> {
+    let check = |v: &Value| -> Result<Option<bool>, String> {
         match v {
-            Value::Bool(x) => Ok(Some(x)),
+            Value::Bool(x) => Ok(Some(*x)),
             Value::Empty => Ok(None),
             other => Err(format!("'{sym}' needs booleans, got {}", other.type_name())),
         }
     };
-    let Some(l) = check(eval(a, inputs)?)? else {
+    let Some(l) = check(eval(a, inputs)?.as_ref())? else {
         return Ok(Value::Empty);
     };
     if l != is_and {
         return Ok(Value::Bool(l));
     }
-    Ok(match check(eval(b, inputs)?)? {
+    Ok(match check(eval(b, inputs)?.as_ref())? {
         Some(r) => Value::Bool(r),
         None => Value::Empty,
     })
 }
 
-fn unary(op: UnOp, v: Value) -> Result<Value, String> {
+fn unary(op: UnOp, v: &Value) -> Result<Value, String> {
     match (op, v) {
         (_, Value::Empty) => Ok(Value::Empty),
-        (UnOp::Not, Value::Bool(b)) => Ok(Value::Bool(!b)),
+        (UnOp::Not, Value::Bool(b)) => Ok(Value::Bool(!*b)),
         (UnOp::Neg, Value::Int(i)) => i
             .checked_neg()
             .map(Value::Int)
             .ok_or_else(|| "integer overflow in '-'".to_string()),
-        (UnOp::Neg, Value::Float(f)) => Ok(Value::Float(-f)),
+        (UnOp::Neg, Value::Float(f)) => Ok(Value::Float(-*f)),
         (UnOp::Not, other) => Err(format!("'!' needs a boolean, got {}", other.type_name())),
         (UnOp::Neg, other) => Err(format!("'-' needs a number, got {}", other.type_name())),
     }
@@ -167,26 +193,41 @@ fn overflow(op: BinOp) -> String {
     format!("integer overflow in '{}'", op.symbol())
 }
 
-fn binary(op: BinOp, a: Value, b: Value) -> Result<Value, String> {
+/// `a + b` with a string operand; an owned left string is extended in place.
+fn concat(a: Cow<'_, Value>, b: &Value) -> Result<Value, String> {
+    let mut text = match a {
+        Cow::Owned(Value::Str(s)) => s,
+        other => other.to_text()?,
+    };
+    b.write_text(&mut text)?;
+    Ok(Value::Str(text))
+}
+
+fn binary(op: BinOp, a: Cow<'_, Value>, b: Cow<'_, Value>) -> Result<Value, String> {
+    let (a_ref, b) = (a.as_ref(), b.as_ref());
     match op {
-        BinOp::Eq => return Ok(Value::Bool(a.loose_eq(&b))),
-        BinOp::Ne => return Ok(Value::Bool(!a.loose_eq(&b))),
+        BinOp::Eq => return Ok(Value::Bool(a_ref.loose_eq(b))),
+        BinOp::Ne => return Ok(Value::Bool(!a_ref.loose_eq(b))),
         _ => {}
     }
-    if matches!(a, Value::Empty) || matches!(b, Value::Empty) {
+    if matches!(a_ref, Value::Empty) || matches!(b, Value::Empty) {
         return Ok(Value::Empty);
     }
-    if op == BinOp::Add && (matches!(a, Value::Str(_)) || matches!(b, Value::Str(_))) {
-        return Ok(Value::Str(format!("{}{}", a.to_text()?, b.to_text()?)));
+    if op == BinOp::Add && (matches!(a_ref, Value::Str(_)) || matches!(b, Value::Str(_))) {
+        return concat(a, b);
     }
+    arithmetic_or_compare(op, a_ref, b)
+}
+
+fn arithmetic_or_compare(op: BinOp, a: &Value, b: &Value) -> Result<Value, String> {
     match op {
         BinOp::Lt | BinOp::Gt | BinOp::Le | BinOp::Ge => {
-            let ord = match (&a, &b) {
+            let ord = match (a, b) {
                 (Value::Int(x), Value::Int(y)) => x.partial_cmp(y),
                 (Value::Str(x), Value::Str(y)) => x.partial_cmp(y),
                 _ => match (a.as_f64(), b.as_f64()) {
                     (Some(x), Some(y)) => x.partial_cmp(&y),
-                    _ => return Err(type_error(op, &a, &b)),
+                    _ => return Err(type_error(op, a, b)),
                 },
             };
             let Some(ord) = ord else {
@@ -201,12 +242,12 @@ fn binary(op: BinOp, a: Value, b: Value) -> Result<Value, String> {
             }));
         }
         BinOp::And | BinOp::Or | BinOp::Eq | BinOp::Ne => {
-            return Err(type_error(op, &a, &b));
+            return Err(type_error(op, a, b));
         }
         _ => {}
     }
     // Arithmetic.
-    if let (Value::Int(x), Value::Int(y)) = (&a, &b) {
+    if let (Value::Int(x), Value::Int(y)) = (a, b) {
         let (x, y) = (*x, *y);
         let r = match op {
             BinOp::Add => x.checked_add(y),
@@ -226,7 +267,7 @@ fn binary(op: BinOp, a: Value, b: Value) -> Result<Value, String> {
         return r.map(Value::Int).ok_or_else(|| overflow(op));
     }
     let (Some(x), Some(y)) = (a.as_f64(), b.as_f64()) else {
-        return Err(type_error(op, &a, &b));
+        return Err(type_error(op, a, b));
     };
     Ok(Value::Float(match op {
         BinOp::Add => x + y,

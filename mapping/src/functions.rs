@@ -314,11 +314,21 @@ fn to_int(name: &str, f: f64) -> Result<Value, String> {
     }
 }
 
-fn min_max(name: &str, args: &[Value], want_max: bool) -> Result<Value, String> {
-    let items: &[Value] = match args {
-        [Value::Tuple(items)] => items,
-        _ => args,
-    };
+fn min_max<A: AsRef<Value>>(name: &str, args: &[A], want_max: bool) -> Result<Value, String> {
+    match args {
+        [one] => match one.as_ref() {
+            Value::Tuple(items) => best_of(name, items, want_max),
+            single => best_of(name, [single], want_max),
+        },
+        _ => best_of(name, args.iter().map(AsRef::as_ref), want_max),
+    }
+}
+
+fn best_of<'v>(
+    name: &str,
+    items: impl IntoIterator<Item = &'v Value>,
+    want_max: bool,
+) -> Result<Value, String> {
     let mut best: Option<&Value> = None;
     for v in items {
         if matches!(v, Value::Empty) {
@@ -375,25 +385,25 @@ fn contains(name: &str, coll: &Value, v: &Value) -> Result<bool, String> {
 }
 
 /// Calls a function on evaluated arguments. `if` is not handled here.
-pub fn call(name: &str, f: Func, args: &[Value]) -> Result<Value, String> {
+pub fn call<A: AsRef<Value>>(name: &str, f: Func, args: &[A]) -> Result<Value, String> {
+    let arg = |k: usize| args.get(k).map_or(&Value::Empty, AsRef::as_ref);
     if f == Func::TypeOf {
-        return Ok(Value::Str(
-            args.first().map_or("empty", Value::type_name).to_string(),
-        ));
+        return Ok(Value::Str(arg(0).type_name().to_string()));
     }
-    if args.iter().any(|a| matches!(a, Value::Empty)) && !matches!(f, Func::Min | Func::Max) {
+    let any_empty = args.iter().any(|a| matches!(a.as_ref(), Value::Empty));
+    if any_empty && !matches!(f, Func::Min | Func::Max) {
         return Ok(Value::Empty);
     }
-    let a0 = args.first().unwrap_or(&Value::Empty);
-    let a1 = args.get(1).unwrap_or(&Value::Empty);
+    let a0 = arg(0);
+    let a1 = arg(1);
     Ok(match f {
         Func::Unit(u) => Value::Float(u.apply(num(name, a0)?)),
         Func::Scale => {
             let x = num(name, a0)?;
             let lo = num(name, a1)?;
-            let hi = num(name, args.get(2).unwrap_or(&Value::Empty))?;
-            let dlo = num(name, args.get(3).unwrap_or(&Value::Empty))?;
-            let dhi = num(name, args.get(4).unwrap_or(&Value::Empty))?;
+            let hi = num(name, arg(2))?;
+            let dlo = num(name, arg(3))?;
+            let dhi = num(name, arg(4))?;
             if hi == lo {
                 return Err(format!("{name}: source range is empty (srcLo == srcHi)"));
             }
@@ -462,7 +472,7 @@ pub fn call(name: &str, f: Func, args: &[Value]) -> Result<Value, String> {
         Func::Substring => {
             let s = string(name, a0)?;
             let start = int(name, a1)?;
-            let end = int(name, args.get(2).unwrap_or(&Value::Empty))?;
+            let end = int(name, arg(2))?;
             if start < 0 || end < 0 {
                 return Err(format!("{name}: indices must not be negative"));
             }

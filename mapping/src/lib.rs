@@ -58,6 +58,8 @@
 //!   `get`, `remove`) and [`parse_json_lines`] ([`DatasetError`] names the line).
 
 mod dataset;
+mod dataset_index;
+mod dataset_match;
 mod error;
 mod expr;
 mod functions;
@@ -66,11 +68,14 @@ pub mod fuzzing;
 mod last_value;
 mod lexer;
 mod parser;
+mod passthrough;
 mod path;
+mod read;
 mod rules;
 mod settings;
 mod transform;
 mod value;
+mod write;
 
 pub use self::dataset::{parse_json_lines, Datasets};
 pub use self::error::{CompileError, DatasetError, TransformError};

@@ -253,7 +253,7 @@ mod tests {
 
     fn ev(src: &str, inputs: &[Value]) -> Value {
         let e = parse(src, inputs.len()).unwrap();
-        eval(&e, inputs).unwrap()
+        eval(&e, inputs).unwrap().into_owned()
     }
 
     fn ev0(src: &str) -> Value {

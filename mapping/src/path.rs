@@ -38,6 +38,25 @@ impl Pattern {
         }
         v
     }
+
+    /// The concrete segments once `capture` replaces the `*`, borrowed.
+    pub fn segments<'s>(&'s self, capture: &'s [String]) -> impl Iterator<Item = &'s String> {
+        let (capture, suffix): (&[String], &[String]) = if self.wildcard {
+            (capture, &self.suffix)
+        } else {
+            (&[], &[])
+        };
+        self.prefix.iter().chain(capture).chain(suffix)
+    }
+
+    /// Calls `f` with the concrete segments, copying them only for a wildcard.
+    pub fn with_segments<R>(&self, capture: &[String], f: impl FnOnce(&[String]) -> R) -> R {
+        if self.wildcard {
+            f(&self.substitute(capture))
+        } else {
+            f(&self.prefix)
+        }
+    }
 }
 
 /// Something a path designates.
@@ -411,6 +430,16 @@ mod tests {
         assert_eq!(payload("Tag 10.x y"), pat(&["Tag 10", "x y"], false, &[]));
         assert_eq!(payload("\"*\""), pat(&["*"], false, &[]));
         assert_eq!(payload("2022.10"), pat(&["2022", "10"], false, &[]));
+    }
+
+    #[test]
+    fn segments_substitute_the_capture() {
+        let capture = ["x".to_string(), "y".to_string()];
+        for p in [pat(&["a"], true, &["b"]), pat(&["a", "b"], false, &[])] {
+            let borrowed: Vec<String> = p.segments(&capture).cloned().collect();
+            assert_eq!(borrowed, p.substitute(&capture));
+            assert_eq!(p.with_segments(&capture, <[String]>::to_vec), borrowed);
+        }
     }
 
     #[test]

@@ -1,19 +1,18 @@
 //! Compiled dataset, filter and map rules, and how they read and write a
 //! message (§2.1–§2.3, §2.7–§2.9).
 
-use std::collections::HashSet;
-
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 
 use super::dataset::split_key_alias;
+use super::dataset_match::Matcher;
 use super::error::{CompileError, LocalError};
 use super::expr::{eval, Expr};
 use super::last_value::LastValues;
 use super::parser::parse;
 use super::path::{parse_input, parse_output, OutputPath, Pattern, Root, Target};
+use super::read::{enumerate, Env, Found};
 use super::settings::{DatasetSettings, FilterSettings, MapSettings};
-use super::transform::Message;
-use super::value::{json_to_text, Value};
+use super::value::Value;
 
 /// The JSON tree a path reads from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +43,7 @@ pub struct Input {
 }
 
 impl Input {
-    fn wildcard(&self) -> bool {
+    pub fn wildcard(&self) -> bool {
         matches!(&self.access, Access::Tree(_, p) if p.wildcard)
     }
 }
@@ -175,8 +174,7 @@ pub struct DatasetRule {
     pub index: usize,
     /// State-store key.
     pub key: String,
-    pub inputs: Vec<Input>,
-    pub expr: Expr,
+    pub matcher: Matcher,
 }
 
 /// Dataset names (aliases) of the settings, checked for duplicates.
@@ -220,38 +218,8 @@ impl DatasetRule {
         Ok(DatasetRule {
             index,
             key,
-            inputs,
-            expr,
+            matcher: Matcher::new(inputs, expr),
         })
-    }
-
-    /// The first record matching the condition.
-    pub fn find<'d>(
-        &self,
-        msg: &Message,
-        records: &'d [Json],
-        last: &LastValues<Access>,
-    ) -> Result<Option<&'d Json>, String> {
-        for rec in records {
-            let env = Env {
-                msg,
-                contexts: &[],
-                record: Some(rec),
-                last,
-            };
-            let vals = read_values(&env, &self.inputs, &[]);
-            match eval(&self.expr, &vals)? {
-                Value::Bool(true) => return Ok(Some(rec)),
-                Value::Bool(false) | Value::Empty => {}
-                other => {
-                    return Err(format!(
-                        "match condition must be a boolean, got {}",
-                        other.type_name()
-                    ))
-                }
-            }
-        }
-        Ok(None)
     }
 }
 
@@ -286,10 +254,10 @@ impl FilterRule {
     }
 
     /// Whether this rule drops the message (`true` drops; Empty keeps).
-    pub fn drops(&self, env: &Env<'_>) -> Result<bool, String> {
-        let vals = read_values(env, &self.inputs, &[]);
-        match eval(&self.expr, &vals)? {
-            Value::Bool(b) => Ok(b),
+    pub fn drops(&self, env: &Env<'_>, vals: &mut Vec<Value>) -> Result<bool, String> {
+        env.read_values(&self.inputs, &[], vals);
+        match eval(&self.expr, vals)?.as_ref() {
+            Value::Bool(b) => Ok(*b),
             Value::Empty => Ok(false),
             other => Err(format!(
                 "filter condition must be a boolean, got {}",
@@ -426,12 +394,21 @@ impl MapRule {
     }
 
     /// Computes the value for one resolution (`None`: Empty / missing).
-    pub fn value(&self, env: &Env<'_>, capture: &[String]) -> Result<Option<Json>, String> {
+    pub fn value(
+        &self,
+        env: &Env<'_>,
+        capture: &[String],
+        vals: &mut Vec<Value>,
+    ) -> Result<Option<Json>, String> {
         match &self.expr {
-            None => Ok(self.inputs.first().and_then(|i| env.read_input(i, capture))),
+            None => Ok(self
+                .inputs
+                .first()
+                .and_then(|i| env.read_input(i, capture))
+                .map(Found::to_json)),
             Some(e) => {
-                let vals = read_values(env, &self.inputs, capture);
-                eval(e, &vals)?.to_json()
+                env.read_values(&self.inputs, capture, vals);
+                eval(e, vals)?.into_owned().into_json()
             }
         }
     }
@@ -517,284 +494,5 @@ pub fn specialize(earlier: &mut [Resolution], new: &[Resolution]) {
                 e.alive = false;
             }
         }
-    }
-}
-
-/// What rules can read while evaluating one message.
-pub struct Env<'a> {
-    pub msg: &'a Message,
-    /// Matched record per dataset (by position), `None` when nothing matched.
-    pub contexts: &'a [Option<&'a Json>],
-    /// Candidate record (dataset match rules only).
-    pub record: Option<&'a Json>,
-    pub last: &'a LastValues<Access>,
-}
-
-/// Reads a location (wildcard replaced by `capture`); `None` when absent.
-pub fn read_raw(
-    msg: &Message,
-    contexts: &[Option<&Json>],
-    record: Option<&Json>,
-    access: &Access,
-    capture: &[String],
-) -> Option<Json> {
-    match access {
-        Access::Tree(src, pat) => {
-            let root = tree_root(msg, contexts, record, src)?;
-            get_path(root, &pat.substitute(capture)).cloned()
-        }
-        Access::Topic => Some(Json::String(msg.topic.clone())),
-        Access::UserProperty(k) => msg
-            .user_properties
-            .iter()
-            .find(|(name, _)| name == k)
-            .map(|(_, v)| Json::String(v.clone())),
-        Access::ContentType => msg.content_type.clone().map(Json::String),
-    }
-}
-
-fn tree_root<'j>(
-    msg: &'j Message,
-    contexts: &[Option<&'j Json>],
-    record: Option<&'j Json>,
-    src: &Src,
-) -> Option<&'j Json> {
-    match src {
-        Src::Payload => Some(&msg.payload),
-        Src::Context(i) => contexts.get(*i).copied().flatten(),
-        Src::Record => record,
-    }
-}
-
-impl<'a> Env<'a> {
-    fn root(&self, src: &Src) -> Option<&'a Json> {
-        tree_root(self.msg, self.contexts, self.record, src)
-    }
-
-    /// Reads a location (wildcard replaced by `capture`); `None` when absent.
-    pub fn read(&self, access: &Access, capture: &[String]) -> Option<Json> {
-        read_raw(self.msg, self.contexts, self.record, access, capture)
-    }
-
-    /// Reads an input, falling back to its last known value.
-    pub fn read_input(&self, input: &Input, capture: &[String]) -> Option<Json> {
-        let v = self.read(&input.access, capture);
-        match (v, input.last) {
-            (None | Some(Json::Null), Some(slot)) => self.last.get(slot).cloned(),
-            (v, _) => v,
-        }
-    }
-}
-
-fn read_values(env: &Env<'_>, inputs: &[Input], capture: &[String]) -> Vec<Value> {
-    inputs
-        .iter()
-        .map(|i| {
-            env.read_input(i, capture)
-                .as_ref()
-                .map_or(Value::Empty, Value::from_json)
-        })
-        .collect()
-}
-
-/// Navigates objects by key.
-pub fn get_path<'j>(root: &'j Json, segments: &[String]) -> Option<&'j Json> {
-    segments
-        .iter()
-        .try_fold(root, |node, seg| node.as_object()?.get(seg))
-}
-
-/// All matches of a wildcard pattern: (captured segments, value).
-///
-/// `*` at the end (or alone) captures down to the leaves (any non-object
-/// value, or an empty object); `*` followed by more segments captures any
-/// object path (one or more segments) under which those segments exist.
-pub fn enumerate<'j>(root: &'j Json, pat: &Pattern) -> Vec<(Vec<String>, &'j Json)> {
-    let mut out = Vec::new();
-    let Some(start) = get_path(root, &pat.prefix) else {
-        return out;
-    };
-    let mut path = Vec::new();
-    walk(start, &pat.suffix, &mut path, &mut out);
-    out
-}
-
-fn walk<'j>(
-    node: &'j Json,
-    suffix: &[String],
-    path: &mut Vec<String>,
-    out: &mut Vec<(Vec<String>, &'j Json)>,
-) {
-    let Some(obj) = node.as_object() else { return };
-    for (k, v) in obj {
-        path.push(k.clone());
-        if suffix.is_empty() {
-            match v.as_object() {
-                Some(o) if !o.is_empty() => walk(v, suffix, path, out),
-                _ => out.push((path.clone(), v)),
-            }
-        } else {
-            if let Some(found) = get_path(v, suffix) {
-                out.push((path.clone(), found));
-            }
-            walk(v, suffix, path, out);
-        }
-        path.pop();
-    }
-}
-
-fn show_path(segments: &[String]) -> String {
-    segments
-        .iter()
-        .map(|s| {
-            if s.contains('.') {
-                format!("\"{s}\"")
-            } else {
-                s.clone()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(".")
-}
-
-/// Writes into a JSON object tree, creating intermediate objects.
-pub fn set_path(root: &mut Json, segments: &[String], value: Json) -> Result<(), String> {
-    let Some((last, parents)) = segments.split_last() else {
-        return Err("cannot write an empty path".to_string());
-    };
-    let mut node = root;
-    for (i, seg) in parents.iter().enumerate() {
-        let Some(obj) = node.as_object_mut() else {
-            return Err(format!(
-                "cannot write '{}': '{}' is not an object",
-                show_path(segments),
-                show_path(&segments[..i])
-            ));
-        };
-        node = obj
-            .entry(seg.clone())
-            .or_insert_with(|| Json::Object(Map::new()));
-    }
-    match node.as_object_mut() {
-        Some(obj) => {
-            obj.insert(last.clone(), value);
-            Ok(())
-        }
-        None => Err(format!(
-            "cannot write '{}': '{}' is not an object",
-            show_path(segments),
-            show_path(parents)
-        )),
-    }
-}
-
-/// Writes one map result into the output message.
-pub fn write_output(
-    out: &mut Message,
-    written_props: &mut HashSet<String>,
-    output: &OutputPath,
-    capture: &[String],
-    value: Option<Json>,
-) -> Result<(), String> {
-    let value = match value {
-        Some(Json::Null) if !matches!(output, OutputPath::Payload(_)) => None,
-        v => v,
-    };
-    match output {
-        OutputPath::Discard => Ok(()),
-        OutputPath::Payload(pat) => match value {
-            None => Ok(()),
-            Some(v) => set_path(&mut out.payload, &pat.substitute(capture), v),
-        },
-        OutputPath::Topic => {
-            let Some(v) = value else {
-                return Err("$metadata.topic cannot be removed".to_string());
-            };
-            let t = json_to_text(&v);
-            if t.is_empty() {
-                return Err("$metadata.topic cannot be empty".to_string());
-            }
-            if t.contains(['+', '#', '\0']) {
-                return Err(format!("topic '{t}' contains a wildcard or NUL character"));
-            }
-            out.topic = t;
-            Ok(())
-        }
-        OutputPath::UserProperty(k) => {
-            match value {
-                None => {
-                    out.user_properties.retain(|(name, _)| name != k);
-                    written_props.remove(k);
-                }
-                Some(v) => {
-                    if written_props.insert(k.clone()) {
-                        out.user_properties.retain(|(name, _)| name != k);
-                    }
-                    out.user_properties.push((k.clone(), json_to_text(&v)));
-                }
-            }
-            Ok(())
-        }
-        OutputPath::ContentType => {
-            out.content_type = value.map(|v| json_to_text(&v));
-            Ok(())
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn pat(prefix: &[&str], wildcard: bool, suffix: &[&str]) -> Pattern {
-        Pattern {
-            prefix: prefix.iter().map(|s| s.to_string()).collect(),
-            wildcard,
-            suffix: suffix.iter().map(|s| s.to_string()).collect(),
-        }
-    }
-
-    fn caps(root: &Json, p: &Pattern) -> Vec<(String, Json)> {
-        enumerate(root, p)
-            .into_iter()
-            .map(|(c, v)| (c.join("|"), v.clone()))
-            .collect()
-    }
-
-    #[test]
-    fn enumerate_leaves_and_suffix() {
-        let doc = json!({"a": {"b": 1, "c": {"d": 2}, "e": {}}, "f": [1]});
-        assert_eq!(
-            caps(&doc, &pat(&[], true, &[])),
-            vec![
-                ("a|b".into(), json!(1)),
-                ("a|c|d".into(), json!(2)),
-                ("a|e".into(), json!({})),
-                ("f".into(), json!([1]))
-            ]
-        );
-        assert_eq!(
-            caps(&doc, &pat(&["a"], true, &[])),
-            vec![
-                ("b".into(), json!(1)),
-                ("c|d".into(), json!(2)),
-                ("e".into(), json!({}))
-            ]
-        );
-        assert_eq!(
-            caps(&doc, &pat(&[], true, &["d"])),
-            vec![("a|c".into(), json!(2))]
-        );
-        assert!(caps(&doc, &pat(&["zz"], true, &[])).is_empty());
-    }
-
-    #[test]
-    fn set_path_creates_and_rejects() {
-        let mut v = json!({});
-        set_path(&mut v, &["a".into(), "b".into()], json!(1)).unwrap();
-        assert_eq!(v, json!({"a": {"b": 1}}));
-        let e = set_path(&mut v, &["a".into(), "b".into(), "c".into()], json!(1)).unwrap_err();
-        assert_eq!(e, "cannot write 'a.b.c': 'a.b' is not an object");
     }
 }

@@ -1,17 +1,18 @@
 //! The compiled transform: datasets → filter → map on one message.
 
-use std::collections::HashSet;
-
 use serde_json::{Map, Value as Json};
 
 use super::dataset::Datasets;
 use super::error::{CompileError, TransformError};
 use super::last_value::LastValues;
+use super::passthrough::PassThrough;
+use super::read::{read_raw, Env, Found};
 use super::rules::{
-    dataset_names, read_raw, specialize, write_output, Access, CompileCtx, DatasetRule, Env,
-    FilterRule, MapRule, Resolution,
+    dataset_names, specialize, Access, CompileCtx, DatasetRule, FilterRule, MapRule, Resolution,
 };
 use super::settings::{SerializationFormat, TransformSettings};
+use super::value::Value;
+use super::write::{write_output, WrittenProps};
 
 /// A message as seen by the transform.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +54,8 @@ pub struct Transform {
     datasets: Vec<DatasetRule>,
     filters: Vec<FilterRule>,
     maps: Vec<MapRule>,
+    /// `map[0]` when it is a whole-payload pass-through applied by moving.
+    passthrough: Option<PassThrough>,
     last: LastValues<Access>,
     serialization_format: SerializationFormat,
     schema_ref: Option<String>,
@@ -88,6 +91,7 @@ impl Transform {
         Ok(Transform {
             datasets,
             filters,
+            passthrough: PassThrough::detect(&maps),
             maps,
             last,
             serialization_format: s.serialization_format,
@@ -117,12 +121,21 @@ impl Transform {
 
     /// Runs datasets → filter → map on one message.
     pub fn apply(&mut self, msg: Message, datasets: &Datasets) -> Result<Outcome, TransformError> {
+        // Scratch space for rule input values, reused by every rule.
+        let mut vals = Vec::new();
+
         // 1. Datasets: first matching record per dataset.
         let mut contexts: Vec<Option<&Json>> = Vec::with_capacity(self.datasets.len());
-        for d in &self.datasets {
+        for d in &mut self.datasets {
             let records = datasets.get(&d.key).unwrap_or(&[]);
             let found = d
-                .find(&msg, records, &self.last)
+                .matcher
+                .find(
+                    &msg,
+                    (records, datasets.generation()),
+                    &self.last,
+                    &mut vals,
+                )
                 .map_err(|m| err(format!("datasets[{}]", d.index), m))?;
             contexts.push(found);
         }
@@ -130,7 +143,8 @@ impl Transform {
         // Last known values: recorded as the message arrives.
         {
             let (m, c) = (&msg, &contexts);
-            self.last.record(|a| read_raw(m, c, None, a, &[]));
+            self.last
+                .record(|a| read_raw(m, c, None, a, &[]).map(Found::to_json));
         }
 
         let env = Env {
@@ -143,7 +157,7 @@ impl Transform {
         // 2. Filter: any rule evaluating to true drops the message.
         for f in &self.filters {
             let drops = f
-                .drops(&env)
+                .drops(&env, &mut vals)
                 .map_err(|m| err(format!("filter[{}]", f.index), m))?;
             if drops {
                 return Ok(Outcome::Filtered);
@@ -154,35 +168,102 @@ impl Transform {
         if self.maps.is_empty() {
             return Ok(Outcome::Emit(msg));
         }
-        let mut resolutions: Vec<Resolution> = Vec::new();
-        for (pos, rule) in self.maps.iter().enumerate() {
-            let mut new = Vec::new();
-            rule.resolve(&env, pos, &mut new);
-            specialize(&mut resolutions, &new);
-            resolutions.extend(new);
-        }
-        let mut out = Message {
-            topic: msg.topic.clone(),
-            payload: Json::Object(Map::new()),
-            user_properties: msg.user_properties.clone(),
-            content_type: msg.content_type.clone(),
+        let resolutions;
+        let results = match &self.passthrough {
+            Some(_) => evaluate(&env, self.maps[1..].iter().map(|r| (r, &[][..])), &mut vals),
+            None => {
+                resolutions = resolve(&self.maps, &env);
+                let alive = resolutions.iter().filter(|r| r.alive);
+                let todo = alive.map(|r| (&self.maps[r.rule], r.capture.as_slice()));
+                evaluate(&env, todo, &mut vals)
+            }
         };
-        let mut written_props = HashSet::new();
-        for r in resolutions.iter().filter(|r| r.alive) {
-            let rule = &self.maps[r.rule];
-            let loc = || format!("map[{}]", rule.index);
-            let value = rule.value(&env, &r.capture).map_err(|m| err(loc(), m))?;
-            write_output(
-                &mut out,
-                &mut written_props,
-                &rule.output,
-                &r.capture,
-                value,
-            )
-            .map_err(|m| err(loc(), m))?;
-        }
+        let Message {
+            topic,
+            payload,
+            user_properties,
+            content_type,
+        } = msg;
+        let payload = match &self.passthrough {
+            Some(p) => p.apply(payload),
+            None => Json::Object(Map::new()),
+        };
+        let mut out = Message {
+            topic,
+            payload,
+            user_properties,
+            content_type,
+        };
+        results.write(&mut out)?;
         Ok(Outcome::Emit(out))
     }
+}
+
+/// Resolves every map rule top-down, applying the specialization rule.
+fn resolve(maps: &[MapRule], env: &Env<'_>) -> Vec<Resolution> {
+    let mut resolutions: Vec<Resolution> = Vec::new();
+    let mut new = Vec::new();
+    for (pos, rule) in maps.iter().enumerate() {
+        rule.resolve(env, pos, &mut new);
+        specialize(&mut resolutions, &new);
+        resolutions.append(&mut new);
+    }
+    resolutions
+}
+
+/// A map result waiting to be written.
+struct Pending<'r> {
+    rule: &'r MapRule,
+    capture: &'r [String],
+    value: Option<Json>,
+}
+
+/// Map results in rule order, up to the first rule that failed.
+struct Results<'r> {
+    pending: Vec<Pending<'r>>,
+    failure: Option<TransformError>,
+}
+
+/// Computes each resolution's value while the input message can be read.
+fn evaluate<'r>(
+    env: &Env<'_>,
+    todo: impl Iterator<Item = (&'r MapRule, &'r [String])>,
+    vals: &mut Vec<Value>,
+) -> Results<'r> {
+    let mut pending = Vec::with_capacity(todo.size_hint().0);
+    for (rule, capture) in todo {
+        match rule.value(env, capture, vals) {
+            Ok(value) => pending.push(Pending {
+                rule,
+                capture,
+                value,
+            }),
+            Err(m) => {
+                let failure = Some(err(map_loc(rule), m));
+                return Results { pending, failure };
+            }
+        }
+    }
+    Results {
+        pending,
+        failure: None,
+    }
+}
+
+impl Results<'_> {
+    /// Writes in rule order; a write error before the failed rule comes first.
+    fn write(self, out: &mut Message) -> Result<(), TransformError> {
+        let mut written = WrittenProps::new();
+        for p in self.pending {
+            write_output(out, &mut written, &p.rule.output, p.capture, p.value)
+                .map_err(|m| err(map_loc(p.rule), m))?;
+        }
+        self.failure.map_or(Ok(()), Err)
+    }
+}
+
+fn map_loc(rule: &MapRule) -> String {
+    format!("map[{}]", rule.index)
 }
 
 fn err(rule: String, message: String) -> TransformError {

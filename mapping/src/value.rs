@@ -51,6 +51,14 @@ impl Value {
         }
     }
 
+    /// Like [`Value::to_json`], moving strings instead of copying them.
+    pub fn into_json(self) -> Result<Option<Json>, String> {
+        match self {
+            Value::Str(s) => Ok(Some(Json::String(s))),
+            other => other.to_json(),
+        }
+    }
+
     fn to_json_inner(&self) -> Result<Json, String> {
         Ok(match self {
             Value::Empty => Json::Null,
@@ -96,13 +104,22 @@ impl Value {
     /// `str::from` / string concatenation / metadata text form.
     /// Floats use the JSON spelling (`3.0`), tuples and objects their JSON text.
     pub fn to_text(&self) -> Result<String, String> {
-        Ok(match self {
-            Value::Empty => String::new(),
-            Value::Str(s) => s.clone(),
-            Value::Bool(b) => b.to_string(),
-            Value::Int(i) => i.to_string(),
-            other => other.to_json_inner()?.to_string(),
-        })
+        let mut text = String::new();
+        self.write_text(&mut text)?;
+        Ok(text)
+    }
+
+    /// Appends the [`Value::to_text`] form to `out`.
+    pub fn write_text(&self, out: &mut String) -> Result<(), String> {
+        use std::fmt::Write;
+        match self {
+            Value::Empty => {}
+            Value::Str(s) => out.push_str(s),
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Int(i) => write!(out, "{i}").expect("writing to a String"),
+            other => write!(out, "{}", other.to_json_inner()?).expect("writing to a String"),
+        }
+        Ok(())
     }
 
     /// Equality used by `==`, `!=`, `contains`, `contains_any`:
@@ -120,13 +137,36 @@ impl Value {
             _ => self == other,
         }
     }
+
+    /// `self.loose_eq(&Value::from_json(j))` without converting `j`.
+    pub fn loose_eq_json(&self, j: &Json) -> bool {
+        match (self, j) {
+            (Value::Empty, Json::Null) => true,
+            (Value::Bool(a), Json::Bool(b)) => a == b,
+            (Value::Int(_) | Value::Float(_), Json::Number(_)) => {
+                self.loose_eq(&Value::from_json(j))
+            }
+            (Value::Str(a), Json::String(b)) => a == b,
+            (Value::Tuple(a), Json::Array(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.loose_eq_json(y))
+            }
+            (Value::Object(a), Json::Object(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl AsRef<Value> for Value {
+    fn as_ref(&self) -> &Value {
+        self
+    }
 }
 
 /// Text of a raw JSON value written to a metadata field (topic, user
 /// property, content type): strings as-is, everything else as JSON text.
-pub fn json_to_text(j: &Json) -> String {
+pub fn json_into_text(j: Json) -> String {
     match j {
-        Json::String(s) => s.clone(),
+        Json::String(s) => s,
         other => other.to_string(),
     }
 }
@@ -166,6 +206,48 @@ mod tests {
                 .unwrap(),
             "[1,\"a\"]"
         );
+    }
+
+    #[test]
+    fn loose_equality_with_raw_json_matches_converted_json() {
+        let samples = [
+            json!(null),
+            json!(true),
+            json!(false),
+            json!(2),
+            json!(2.0),
+            json!(2.5),
+            json!(u64::MAX),
+            json!("2"),
+            json!(""),
+            json!([1, "a"]),
+            json!([1.0, "a"]),
+            json!([null]),
+            json!([]),
+            json!({"a": 1}),
+            json!({"a": 1.0}),
+            json!({}),
+        ];
+        for a in &samples {
+            let v = Value::from_json(a);
+            for b in &samples {
+                let expected = v.loose_eq(&Value::from_json(b));
+                assert_eq!(v.loose_eq_json(b), expected, "{a} == {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn moving_conversions_match_copies() {
+        for v in [Value::Str("s".into()), Value::Int(1), Value::Empty] {
+            assert_eq!(v.clone().into_json(), v.to_json());
+        }
+        assert_eq!(json_into_text(json!("s")), "s");
+        assert_eq!(json_into_text(json!([1.5, "s"])), "[1.5,\"s\"]");
+        let mut out = String::from(">");
+        Value::Float(1.0).write_text(&mut out).unwrap();
+        Value::Bool(false).write_text(&mut out).unwrap();
+        assert_eq!(out, ">1.0false");
     }
 
     #[test]
