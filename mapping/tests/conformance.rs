@@ -184,10 +184,7 @@ fn run_case(case: &Yaml) -> Result<(), String> {
 
 #[test]
 fn conformance() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/conformance.yaml"
-    );
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/conformance.yaml");
     let text = std::fs::read_to_string(path).expect("read conformance.yaml");
     let cases: Vec<Yaml> = serde_yaml::from_str(&text).expect("parse conformance.yaml");
     let mut names = std::collections::HashSet::new();
