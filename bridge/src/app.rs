@@ -16,7 +16,7 @@ use tracing::{info, warn};
 /// How often dataset files are checked for changes.
 const DATASET_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
-use crate::config::{Config, Endpoint, Flow, StorageModeSpec, DEFAULT_DATA_DIR};
+use crate::config::{Config, Endpoint, Flow, Retry, StorageModeSpec, DEFAULT_DATA_DIR};
 use crate::datasets::DatasetStore;
 use crate::deadletter::DeadLetters;
 use crate::endpoint::{self, SinkContext};
@@ -109,7 +109,7 @@ pub async fn run(
             destination: flow.destination.clone(),
             sink,
             metrics: metrics.flow(&flow.name, &flow.endpoint),
-            settings: runner_settings(endpoint),
+            settings: runner_settings(endpoint, config.appliance.retry),
             transform: flow.transform.clone(),
             datasets: datasets.clone(),
             dead_letters: dead_letters.clone(),
@@ -167,15 +167,22 @@ fn warn_missing_datasets(flow: &Flow, datasets: &DatasetStore) {
     }
 }
 
-/// Batch sizes from the endpoint's batching settings, where it has them.
-fn runner_settings(endpoint: &Endpoint) -> RunnerSettings {
+/// Retry timing from the appliance; batch sizes from the endpoint's
+/// batching settings, where it has them.
+fn runner_settings(endpoint: &Endpoint, retry: Retry) -> RunnerSettings {
+    let settings = RunnerSettings {
+        initial_backoff: retry.initial_backoff,
+        max_backoff: retry.max_backoff,
+        parked_retry: retry.parked_retry,
+        ..RunnerSettings::default()
+    };
     match endpoint {
         Endpoint::EventHubs(hubs) => RunnerSettings {
             max_batch_messages: hubs.max_messages,
             max_batch_bytes: hubs.max_bytes,
             linger: hubs.linger,
-            ..RunnerSettings::default()
+            ..settings
         },
-        _ => RunnerSettings::default(),
+        _ => settings,
     }
 }

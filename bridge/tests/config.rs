@@ -94,6 +94,11 @@ fn loads_aio_resources_written_as_in_azure_iot_operations() {
     assert_eq!(appliance.listeners[0].address.to_string(), "0.0.0.0:1883");
     assert_eq!(appliance.storage_mode, StorageModeSpec::Memory);
     assert_eq!(appliance.metrics_address.to_string(), "127.0.0.1:9700");
+    assert_eq!(
+        appliance.retry.parked_retry,
+        std::time::Duration::from_secs(60),
+        "default"
+    );
 
     let Endpoint::Mqtt(mqtt) = &config.endpoints["cloud-broker"] else {
         panic!("cloud-broker is an MQTT endpoint");
@@ -275,7 +280,7 @@ spec:
         errors(&[("k.yaml", kafka)]),
         [
             "k.yaml: document 1 (DataflowEndpoint 'eventhub'): spec.endpointType: Kafka is not \
-          supported yet (supported: Mqtt, LocalStorage)"
+          supported yet (supported: Mqtt, LocalStorage, EventHubs)"
         ]
     );
     let x509 = REMOTE.replace("method: Anonymous", "method: X509Certificate");
@@ -364,5 +369,86 @@ fn the_readme_example_directory_is_valid() {
             .render("factory/a/telemetry/t")
             .as_deref(),
         Some("line-7/factory/a/telemetry/t")
+    );
+}
+
+const HUBS: &str = r#"
+apiVersion: connectivity.iotoperations.azure.com/v1
+kind: DataflowEndpoint
+metadata: {name: hubs}
+spec:
+  endpointType: EventHubs
+  eventHubsSettings:
+    host: plant.servicebus.windows.net
+    authentication:
+      method: ConnectionString
+      connectionStringSettings: {secretRef: eh-conn}
+    partitionStrategy: Property
+    partitionKeyProperty: deviceId
+    batching: {latencyMs: 20, maxMessages: 250, maxBytes: 500000}
+"#;
+
+#[test]
+fn event_hubs_endpoints_read_their_secret_and_batching() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("secrets/eh-conn")).unwrap();
+    std::fs::write(
+        dir.path().join("secrets/eh-conn/connectionString"),
+        "Endpoint=sb://plant.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=c2VjcmV0\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("e.yaml"), HUBS).unwrap();
+    let config = Config::load_dir(dir.path()).unwrap();
+    let Endpoint::EventHubs(hubs) = &config.endpoints["hubs"] else {
+        panic!("an Event Hubs endpoint");
+    };
+    assert_eq!(hubs.settings.namespace, "plant.servicebus.windows.net");
+    assert_eq!((hubs.max_messages, hubs.max_bytes), (250, 500_000));
+    assert_eq!(hubs.linger, std::time::Duration::from_millis(20));
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("c2VjcmV0"), "the key never shows: {debug}");
+
+    std::fs::remove_file(dir.path().join("secrets/eh-conn/connectionString")).unwrap();
+    let err = Config::load_dir(dir.path()).unwrap_err().to_string();
+    let secret = dir
+        .path()
+        .join("secrets/eh-conn/connectionString")
+        .display()
+        .to_string();
+    assert!(
+        err.ends_with(&format!(
+            "spec.eventHubsSettings.authentication.connectionStringSettings.secretRef: secret \
+             'eh-conn' has no key 'connectionString': expected {secret} or the environment \
+             variable BACKHAUL_SECRET_EH_CONN_CONNECTIONSTRING"
+        )),
+        "{err}"
+    );
+
+    std::fs::write(
+        dir.path().join("secrets/eh-conn/connectionString"),
+        "Endpoint=sb://x/;SharedAccessKeyName=send",
+    )
+    .unwrap();
+    let err = Config::load_dir(dir.path()).unwrap_err().to_string();
+    assert!(err.ends_with("secret 'eh-conn' is not a usable connection string: it needs SharedAccessKeyName and SharedAccessKey, or SharedAccessSignature"), "{err}");
+    assert!(!err.contains("Endpoint=sb"), "the secret is never echoed");
+}
+
+#[test]
+fn event_hub_names_are_static() {
+    // The secret from the environment (no configuration directory here).
+    std::env::set_var(
+        "BACKHAUL_SECRET_HUB_ENV_CONNECTIONSTRING",
+        "Endpoint=sb://plant.servicebus.windows.net/;SharedAccessSignature=sig",
+    );
+    let hubs = HUBS.replace("secretRef: eh-conn", "secretRef: hub-env");
+    let flow = FLOW.replace("endpointRef: cloud-broker", "endpointRef: hubs");
+    let got = errors(&[("e.yaml", &hubs), ("f.yaml", &flow)]);
+    assert!(
+        got.iter().any(|e| e.ends_with(
+            "spec.operations[1].destinationSettings.dataDestination: 'processed/${inputTopic.2}' \
+             is not an event hub name: 1-256 letters, digits, '.', '_' or '-'"
+        )),
+        "{got:?}"
     );
 }

@@ -45,7 +45,8 @@ fn write_config(dir: &Path, peer: &EventHubsPeer, strategy: &str) -> Edge {
         format!(
             "apiVersion: backhaul.dev/v1alpha1\nkind: Appliance\nmetadata: {{name: test-edge}}\n\
              spec:\n  listeners: [{{address: \"127.0.0.1:{}\"}}]\n  storage: {{mode: Disk}}\n  \
-             metrics: {{address: \"127.0.0.1:{}\"}}\n",
+             metrics: {{address: \"127.0.0.1:{}\"}}\n  \
+             retry: {{initialBackoffMs: 100, maxBackoffSeconds: 2, parkedRetrySeconds: 2}}\n",
             edge.mqtt_port, edge.metrics_port
         ),
     )
@@ -324,4 +325,50 @@ async fn an_oversized_event_is_dead_lettered_and_the_rest_delivered() {
         letters[0]["payload"].as_str().map(str::len),
         Some(64 * 1024)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unauthorized_flow_is_parked_keeps_its_data_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let peer = EventHubsPeer::start().await.unwrap();
+    peer.reject_tokens(true);
+    let edge = write_config(tmp.path(), &peer, "Default");
+    let backhaul = Backhaul::start(&edge.config, &edge.data, edge.metrics_port).unwrap();
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    publish_numbered(edge.mqtt_port, "plc", "factory/line", 500, acked.clone())
+        .await
+        .unwrap();
+
+    let parked = format!("backhaul_flow_parked{{flow=\"{FLOW}\"}}");
+    for _ in 0..200 {
+        if backhaul.metric(&parked).unwrap() == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        backhaul.metric(&parked).unwrap(),
+        1.0,
+        "{}",
+        backhaul.log_text()
+    );
+    let (status, body) = http_get(edge.metrics_port, "/readyz").unwrap();
+    assert_eq!(status, 503);
+    assert!(
+        body.starts_with(&format!("flow '{FLOW}' parked: ")),
+        "{body}"
+    );
+    let queued = format!("backhaul_queue_messages{{flow=\"{FLOW}\"}}");
+    assert_eq!(
+        backhaul.metric(&queued).unwrap(),
+        500.0,
+        "nothing dropped while parked"
+    );
+    assert!(peer.events().is_empty());
+
+    peer.reject_tokens(false);
+    wait_drained(&backhaul).await;
+    assert_eq!(check_ids(&peer.events()), (1..=500).collect::<Vec<u64>>());
+    assert_eq!(backhaul.metric(&parked).unwrap(), 0.0);
+    assert_eq!(http_get(edge.metrics_port, "/readyz").unwrap().0, 200);
 }

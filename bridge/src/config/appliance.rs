@@ -13,6 +13,19 @@ pub struct ApplianceSpec {
     pub listeners: Option<Vec<ListenerSpec>>,
     pub storage: Option<StorageSpec>,
     pub metrics: Option<MetricsSpec>,
+    pub retry: Option<RetrySpec>,
+}
+
+/// How data flows retry a failed send.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetrySpec {
+    /// First back-off after a failure (default 200 ms); doubles with jitter.
+    pub initial_backoff_ms: Option<u64>,
+    /// Longest back-off (default 30 s).
+    pub max_backoff_seconds: Option<u64>,
+    /// Retry interval of a parked flow (default 60 s).
+    pub parked_retry_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

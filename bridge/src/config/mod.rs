@@ -75,6 +75,15 @@ pub struct Appliance {
     /// The data directory, if the configuration names one.
     pub data_dir: Option<PathBuf>,
     pub metrics_address: SocketAddr,
+    pub retry: Retry,
+}
+
+/// How data flows retry failed sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    pub initial_backoff: std::time::Duration,
+    pub max_backoff: std::time::Duration,
+    pub parked_retry: std::time::Duration,
 }
 
 /// A destination (or the local broker, as a source).

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use backhaul_broker::{ListenerSettings, TopicFilter};
 
-use super::appliance::{ApplianceSpec, StorageModeSpec};
+use super::appliance::{ApplianceSpec, RetrySpec, StorageModeSpec};
 use super::dataflow::{DataflowSpec, OperationSpec, OperationType};
 use super::document::{parse_required_spec, parse_spec, RawResource};
 use super::endpoint::{
@@ -19,7 +19,7 @@ use super::error::{ConfigError, Origin};
 use super::event_hubs;
 use super::profile::DataflowProfileSpec;
 use super::{
-    Appliance, Config, Endpoint, Flow, LocalStorageEndpoint, MqttEndpoint, DEFAULT_LISTENER,
+    Appliance, Config, Endpoint, Flow, LocalStorageEndpoint, MqttEndpoint, Retry, DEFAULT_LISTENER,
     DEFAULT_METRICS,
 };
 use crate::flow::TopicTemplate;
@@ -192,14 +192,35 @@ fn appliance(resource: Option<&RawResource>, errors: &mut Vec<ConfigError>) -> O
             format!("'{id}' must be non-empty and without spaces"),
         ));
     }
+    let retry = retry(&origin, spec.retry.clone().unwrap_or_default(), errors);
     (errors.len() == before).then_some(())?;
     Some(Appliance {
+        retry,
         id,
         listeners,
         storage_mode: storage.mode.unwrap_or(StorageModeSpec::Disk),
         data_dir: storage.path.map(PathBuf::from),
         metrics_address: metrics_address?,
     })
+}
+
+fn retry(origin: &Origin, spec: RetrySpec, errors: &mut Vec<ConfigError>) -> Retry {
+    use std::time::Duration;
+    let retry = Retry {
+        initial_backoff: Duration::from_millis(spec.initial_backoff_ms.unwrap_or(200)),
+        max_backoff: Duration::from_secs(spec.max_backoff_seconds.unwrap_or(30)),
+        parked_retry: Duration::from_secs(spec.parked_retry_seconds.unwrap_or(60)),
+    };
+    if retry.initial_backoff.is_zero() || retry.initial_backoff > retry.max_backoff {
+        errors.push(origin.error(
+            "spec.retry.initialBackoffMs",
+            "must be at least 1 and at most maxBackoffSeconds",
+        ));
+    }
+    if retry.parked_retry.is_zero() {
+        errors.push(origin.error("spec.retry.parkedRetrySeconds", "must be at least 1"));
+    }
+    retry
 }
 
 fn check_profile(
