@@ -306,7 +306,8 @@ fn main() {
         .unwrap_or_else(|_| std::env::temp_dir().join("backhaul-bench"));
     std::fs::create_dir_all(&root).expect("bench root");
     let total = env_usize("BACKHAUL_BENCH_RECORDS", 1_000_000);
-    // `BACKHAUL_BENCH_ONLY=ingest` skips the raw rows and the replay;
+    // `BACKHAUL_BENCH_ONLY=ingest` skips the raw rows and the replay,
+    // `BACKHAUL_BENCH_ONLY=replay` everything but the replay;
     // `BACKHAUL_BENCH_WINDOWS=256,1024` chooses the inflight windows.
     let only_ingest = std::env::var("BACKHAUL_BENCH_ONLY").is_ok_and(|v| v == "ingest");
     let windows: Vec<usize> = std::env::var("BACKHAUL_BENCH_WINDOWS")
@@ -322,7 +323,13 @@ fn main() {
     println!("| measurement | value |");
     println!("|---|---|");
     let mut raw = Vec::new();
-    let batches: &[usize] = if only_ingest { &[] } else { &[16, 100, 1000] };
+    let only_replay = std::env::var("BACKHAUL_BENCH_ONLY").is_ok_and(|v| v == "replay");
+    let batches: &[usize] = if only_ingest || only_replay {
+        &[]
+    } else {
+        &[16, 100, 1000]
+    };
+    let windows = if only_replay { Vec::new() } else { windows };
     for &batch in batches {
         let runs = (0..runs())
             .map(|_| raw_ceiling(&root, batch, total))

@@ -44,8 +44,9 @@ pub const MAX_GROUP_RECORDS: usize = 8192;
 /// committer itself. Splitting a light load over two groups in flight
 /// costs a second sync for the same records, which the overlap does not
 /// pay back (measured in `BENCHMARKS.md`: half the throughput with 16
-/// appends in flight); with thousands in flight the overlap of sequencing
-/// and releasing with the sync gains 12-14 %.
+/// appends in flight); with thousands in flight the overlap of sequencing,
+/// writing and releasing with the sync gains about 5-10 % (1.2x with
+/// 16,384 in flight) on the reference VM.
 pub const PIPELINE_MIN_RECORDS: usize = 1024;
 
 /// Upper bounds (seconds) of the commit latency histogram buckets: the time

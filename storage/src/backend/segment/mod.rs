@@ -12,9 +12,14 @@
 //!    segment `S` holds `S.base ..= next.base - 1`, frame by frame, each frame
 //!    naming its sequence. Only the group-commit thread appends.
 //! 2. A record is visible to readers (and its append reported durable) only
-//!    after its group was written and `fdatasync`ed. A failed group is cut
-//!    off again (`set_len` to the committed length) before anything else is
-//!    written, so no failed bytes ever sit between committed ones.
+//!    after its group was written and `fdatasync`ed. With pipelined commits
+//!    ([`Backend::write`] then [`Backend::sync`]) the next group may be
+//!    written after a group that is still syncing; groups are synced and
+//!    made visible in the order written. A failed write is cut off (`set_len`
+//!    to where it started); a failed sync fails every group written after
+//!    it and cuts the log back to the committed length before anything else
+//!    is written, so no failed bytes ever sit between committed ones. A
+//!    segment is rolled only while none of the flow's groups is in flight.
 //! 3. The newest segment of a flow is never deleted, so its name and its
 //!    last frame keep the next sequence across restarts, also when the
 //!    queue ran empty. Older segments are deleted once every record in them
