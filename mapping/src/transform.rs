@@ -269,3 +269,62 @@ fn map_loc(rule: &MapRule) -> String {
 fn err(rule: String, message: String) -> TransformError {
     TransformError { rule, message }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn compile(map: Json) -> Transform {
+        let settings = json!({"datasets": [{"key": "d", "inputs": ["$source.id", "$context.id"], "expression": "$1 == $2"}], "map": map});
+        let settings: TransformSettings = serde_json::from_value(settings).unwrap();
+        Transform::compile(&settings).unwrap()
+    }
+
+    /// The pass-through applied by moving gives what resolving every leaf
+    /// and specializing gives, errors included.
+    #[test]
+    fn moved_pass_through_equals_the_general_resolution() {
+        let maps = [
+            json!([{"inputs": ["*"], "output": "*"}]),
+            json!([
+                {"inputs": ["*"], "output": "*"},
+                {"inputs": ["a.b"], "output": "a.c", "expression": "$1 * 2"},
+                {"inputs": ["x"], "output": ""},
+                {"inputs": ["e.f", "a.z"], "output": "sum", "expression": "$1 + $2"},
+                {"inputs": ["$context(d).site"], "output": "site"},
+                {"inputs": ["$metadata.topic"], "output": "$metadata.user_property.t"},
+                {"inputs": [], "output": "k", "expression": "1"}
+            ]),
+            json!([
+                {"inputs": ["*"], "output": "*"},
+                {"inputs": ["a"], "output": "a.deeper", "expression": "$1"},
+                {"inputs": ["s"], "output": "s.t"},
+                {"inputs": ["a.b"], "output": "id.below"},
+                {"inputs": ["e.f"], "output": "bad", "expression": "$1 / 0"}
+            ]),
+        ];
+        let payloads = [
+            json!({"id": 1, "a": {"b": 2, "z": 3}, "x": {"y": 1}, "e": {"f": 4, "g": {}}, "s": "t"}),
+            json!({"id": 2, "a": 5, "e": {"f": 1}, "s": {"t": 1}}),
+            json!({"a": {"b": 1}, "x": 1}),
+            json!({}),
+            json!([1, 2]),
+            json!("text"),
+        ];
+        let mut datasets = Datasets::new();
+        datasets.set("d", vec![json!({"id": 1, "site": "p"})]);
+        for map in &maps {
+            let mut fast = compile(map.clone());
+            let mut general = compile(map.clone());
+            assert!(fast.passthrough.is_some());
+            general.passthrough = None;
+            for payload in &payloads {
+                let mut msg = Message::new("t/1", payload.clone());
+                msg.user_properties.push(("t".into(), "old".into()));
+                let expected = general.apply(msg.clone(), &datasets);
+                assert_eq!(fast.apply(msg, &datasets), expected, "{map} on {payload}");
+            }
+        }
+    }
+}

@@ -9,7 +9,12 @@
 use serde_json::Value as Json;
 
 /// A value seen by the expression evaluator.
+///
+/// The 8-byte tag keeps every payload word-aligned, so the evaluator moves
+/// values as whole words (a 1-byte tag let `bool` payloads sit at offset 1
+/// and made every move a slow unaligned copy).
 #[derive(Debug, Clone, PartialEq)]
+#[repr(u64)]
 pub enum Value {
     /// Missing field or JSON `null`; written as "no field".
     Empty,
