@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use backhaul_broker::{Broker, BrokerSettings, DurableGate, FlowRoute};
-use backhaul_storage::{QueueStore, StorageMode};
+use backhaul_storage::{FlowSpec, QueueStore, StorageMode};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -42,14 +42,22 @@ pub async fn run(
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let flows: Vec<_> = config.enabled_flows().cloned().collect();
-    let names: Vec<String> = flows.iter().map(|f| f.name.clone()).collect();
+    let specs: Vec<FlowSpec> = flows
+        .iter()
+        .map(|f| FlowSpec {
+            name: f.name.clone(),
+            limits: config.appliance.limits_of(&f.name),
+        })
+        .collect();
+    let store_limits = config.appliance.store_limits;
     let mode = match config.appliance.storage_mode {
         StorageModeSpec::Disk => StorageMode::Disk(data_dir.join("queues")),
         StorageModeSpec::Memory => StorageMode::Memory,
     };
-    let store = tokio::task::spawn_blocking(move || QueueStore::open(&mode, &names))
-        .await?
-        .with_context(|| format!("cannot open the queues under {}", data_dir.display()))?;
+    let store =
+        tokio::task::spawn_blocking(move || QueueStore::open_with(&mode, &specs, store_limits))
+            .await?
+            .with_context(|| format!("cannot open the queues under {}", data_dir.display()))?;
     let store = Arc::new(store);
     for queue in store.queues() {
         let stats = queue.stats();

@@ -9,11 +9,12 @@
 use std::sync::Arc;
 
 use backhaul_broker::BrokerStats;
-use backhaul_storage::{FlowQueue, QueueStore};
+use backhaul_storage::{FlowQueue, QueueStore, COMMIT_LATENCY_BOUNDS, GROUP_SIZE_BOUNDS};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use std::sync::atomic::Ordering;
 
@@ -169,6 +170,10 @@ struct Snapshot {
     received: IntCounterVec,
     recovered: IntGaugeVec,
     quarantined: IntCounterVec,
+    overflow_dropped: IntCounterVec,
+    expired: IntCounterVec,
+    rejected: IntCounterVec,
+    oldest_age: GaugeVec,
     commits: IntCounter,
     committed_records: IntCounter,
     commit_seconds: Gauge,
@@ -176,6 +181,10 @@ struct Snapshot {
     connections: IntGauge,
     publishes: IntCounter,
     publishes_refused: IntCounter,
+    fsyncs: IntCounter,
+    bytes_written: IntCounter,
+    disk_bytes: IntGauge,
+    free_bytes: IntGauge,
 }
 
 impl Snapshot {
@@ -207,6 +216,29 @@ impl Snapshot {
                 "Corrupt queue records moved aside.",
                 &["flow"],
             ),
+            overflow_dropped: counter_vec(
+                "backhaul_queue_overflow_dropped_total",
+                "Oldest records dropped by the DropOldest overflow policy.",
+                &["flow"],
+            ),
+            expired: counter_vec(
+                "backhaul_queue_expired_total",
+                "Records skipped because their queue TTL passed.",
+                &["flow"],
+            ),
+            rejected: counter_vec(
+                "backhaul_queue_rejected_total",
+                "Publishes refused by a queue or store limit (RejectNew, budget, free space).",
+                &["flow"],
+            ),
+            oldest_age: GaugeVec::new(
+                Opts::new(
+                    "backhaul_queue_oldest_age_seconds",
+                    "Age of the oldest queued record.",
+                ),
+                &["flow"],
+            )
+            .expect("valid metric"),
             commits: counter(
                 "backhaul_store_commits_total",
                 "Group commits (one flush each in disk mode).",
@@ -232,8 +264,26 @@ impl Snapshot {
             ),
             publishes_refused: counter(
                 "backhaul_broker_publishes_refused_total",
-                "Publishes not acknowledged because the durable append failed.",
+                "Publishes refused because the durable append failed or a limit was reached.",
             ),
+            fsyncs: counter(
+                "backhaul_store_fsyncs_total",
+                "fdatasync calls of the disk queues.",
+            ),
+            bytes_written: counter(
+                "backhaul_store_bytes_written_total",
+                "Bytes written to the disk queues (flash wear).",
+            ),
+            disk_bytes: IntGauge::new(
+                "backhaul_store_disk_bytes",
+                "Bytes of the disk queues' segment files.",
+            )
+            .expect("valid metric"),
+            free_bytes: IntGauge::new(
+                "backhaul_store_free_bytes",
+                "Free bytes on the data directory's filesystem.",
+            )
+            .expect("valid metric"),
         }
     }
 
@@ -244,6 +294,10 @@ impl Snapshot {
             &self.received,
             &self.recovered,
             &self.quarantined,
+            &self.overflow_dropped,
+            &self.expired,
+            &self.rejected,
+            &self.oldest_age,
             &self.commits,
             &self.committed_records,
             &self.commit_seconds,
@@ -251,8 +305,45 @@ impl Snapshot {
             &self.connections,
             &self.publishes,
             &self.publishes_refused,
+            &self.fsyncs,
+            &self.bytes_written,
+            &self.disk_bytes,
+            &self.free_bytes,
         ]
     }
+}
+
+/// A Prometheus histogram from cumulative bucket counts kept elsewhere.
+fn histogram_family(
+    name: &str,
+    help: &str,
+    bounds: &[f64],
+    cumulative: &[u64],
+    count: u64,
+    sum: f64,
+) -> MetricFamily {
+    let mut histogram = prometheus::proto::Histogram::default();
+    histogram.set_sample_count(count);
+    histogram.set_sample_sum(sum);
+    let buckets = bounds
+        .iter()
+        .zip(cumulative)
+        .map(|(bound, count)| {
+            let mut bucket = prometheus::proto::Bucket::default();
+            bucket.set_upper_bound(*bound);
+            bucket.set_cumulative_count(*count);
+            bucket
+        })
+        .collect();
+    histogram.set_bucket(buckets);
+    let mut metric = prometheus::proto::Metric::default();
+    metric.set_histogram(histogram);
+    let mut family = MetricFamily::default();
+    family.set_name(name.to_string());
+    family.set_help(help.to_string());
+    family.set_field_type(prometheus::proto::MetricType::HISTOGRAM);
+    family.mut_metric().push(metric);
+    family
 }
 
 impl StateCollector {
@@ -296,21 +387,58 @@ impl Collector for StateCollector {
             s.quarantined
                 .with_label_values(&flow)
                 .inc_by(stats.quarantined_total);
+            s.overflow_dropped
+                .with_label_values(&flow)
+                .inc_by(stats.dropped_overflow_total);
+            s.expired
+                .with_label_values(&flow)
+                .inc_by(stats.expired_total);
+            s.rejected
+                .with_label_values(&flow)
+                .inc_by(stats.rejected_total);
+            let age = stats.oldest_age.map_or(0.0, |a| a.as_secs_f64());
+            s.oldest_age.with_label_values(&flow).set(age);
         }
         let commit = self.store.commit_stats();
         s.commits.inc_by(commit.commits);
         s.committed_records.inc_by(commit.records);
         s.commit_seconds.set(commit.commit_seconds);
         s.commit_failures.inc_by(commit.failures);
+        if let Some(io) = self.store.io_stats() {
+            s.fsyncs.inc_by(io.fsyncs);
+            s.bytes_written.inc_by(io.bytes_written);
+        }
+        s.disk_bytes
+            .set(self.store.disk_bytes().unwrap_or(0) as i64);
+        s.free_bytes
+            .set(self.store.free_bytes().unwrap_or(0) as i64);
         s.connections
             .set(self.broker.connections_active.load(Ordering::Relaxed) as i64);
         s.publishes
             .inc_by(self.broker.publishes_received.load(Ordering::Relaxed));
         s.publishes_refused
             .inc_by(self.broker.publishes_refused.load(Ordering::Relaxed));
-        s.collectors()
+        let mut families: Vec<MetricFamily> = s
+            .collectors()
             .into_iter()
             .flat_map(|c| c.collect())
-            .collect()
+            .collect();
+        families.push(histogram_family(
+            "backhaul_store_commit_latency_seconds",
+            "Time from a publish's append to its durable commit.",
+            &COMMIT_LATENCY_BOUNDS,
+            &commit.commit_latency.le,
+            commit.commit_latency.count,
+            commit.commit_latency.sum,
+        ));
+        families.push(histogram_family(
+            "backhaul_store_group_size_records",
+            "Records per group commit.",
+            &GROUP_SIZE_BOUNDS,
+            &commit.group_size.le,
+            commit.group_size.count,
+            commit.group_size.sum,
+        ));
+        families
     }
 }

@@ -452,3 +452,42 @@ fn event_hub_names_are_static() {
         "{got:?}"
     );
 }
+
+#[test]
+fn queue_limits_come_from_the_appliance_with_per_flow_overrides() {
+    use backhaul_storage::Overflow;
+    let appliance = APPLIANCE.replace(
+        "  metrics: {address: 127.0.0.1:9700}\n",
+        "  metrics: {address: 127.0.0.1:9700}\n  queues:\n    defaults: {maxMessages: 1000000, messageTtlSeconds: 86400}\n    flows:\n      oven-to-cloud: {maxBytes: 1048576, overflow: RejectNew}\n",
+    );
+    let config = load(&[("a.yaml", &appliance), ("e.yaml", REMOTE), ("f.yaml", FLOW)]).unwrap();
+    let limits = config.appliance.limits_of("oven-to-cloud");
+    assert_eq!(
+        limits.max_messages,
+        Some(1_000_000),
+        "inherited from defaults"
+    );
+    assert_eq!(limits.max_bytes, Some(1_048_576));
+    assert_eq!(limits.overflow, Overflow::RejectNew);
+    assert_eq!(limits.ttl, Some(std::time::Duration::from_secs(86_400)));
+    assert_eq!(
+        config.appliance.limits_of("other").overflow,
+        Overflow::DropOldest
+    );
+    assert_eq!(
+        config.appliance.store_limits.min_free_bytes, None,
+        "memory mode"
+    );
+
+    let typo = appliance.replace("oven-to-cloud: {", "oven-to-clud: {");
+    assert_eq!(
+        errors(&[("a.yaml", &typo), ("e.yaml", REMOTE), ("f.yaml", FLOW)]),
+        ["a.yaml: document 1 (Appliance 'edge-01'): spec.queues.flows.oven-to-clud: no Dataflow named 'oven-to-clud'"]
+    );
+    let embedded = Config::embedded().unwrap();
+    assert_eq!(
+        embedded.appliance.store_limits.min_free_bytes,
+        Some(100 * 1024 * 1024),
+        "disk mode keeps 100 MiB free by default"
+    );
+}

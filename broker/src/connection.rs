@@ -330,28 +330,57 @@ impl Connection {
         result: Result<Vec<u64>, StorageError>,
         shared: &Shared,
     ) -> Result<(), ConnectionError> {
-        if let Err(err) = result {
-            // No PUBACK: the client keeps the message and sends it again
-            // after reconnecting.
-            shared
-                .stats
-                .publishes_refused
-                .fetch_add(1, Ordering::Relaxed);
-            return Err(ConnectionError::Storage(err));
-        }
-        let packet = if kind == 2 {
-            let rec = PubRec {
-                pkid: header.pkid,
-                reason: PubRecReason::Success,
-            };
-            Packet::PubRec(rec, None)
-        } else {
-            let ack = PubAck {
-                pkid: header.pkid,
-                reason: PubAckReason::Success,
-            };
-            Packet::PubAck(ack, None)
+        let accepted = match result {
+            Ok(_) => true,
+            Err(err) => {
+                shared
+                    .stats
+                    .publishes_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                // A full queue or disk is temporary. MQTT 5 says so with
+                // reason 0x97; an MQTT 3.1.1 client has no negative PUBACK,
+                // so it is disconnected without one and sends the message
+                // again after reconnecting. Any other failure closes the
+                // connection the same way.
+                let full = matches!(err, StorageError::QuotaExceeded { .. }) || err.is_disk_full();
+                if !(full && self.codec.is_v5()) {
+                    return Err(ConnectionError::Storage(err));
+                }
+                debug!(%err, pkid = header.pkid, "publish refused with Quota exceeded");
+                false
+            }
         };
+        let packet = if kind == 2 {
+            let reason = if accepted {
+                PubRecReason::Success
+            } else {
+                PubRecReason::QuotaExceeded
+            };
+            Packet::PubRec(
+                PubRec {
+                    pkid: header.pkid,
+                    reason,
+                },
+                None,
+            )
+        } else {
+            let reason = if accepted {
+                PubAckReason::Success
+            } else {
+                PubAckReason::QuotaExceeded
+            };
+            Packet::PubAck(
+                PubAck {
+                    pkid: header.pkid,
+                    reason,
+                },
+                None,
+            )
+        };
+        if !accepted && kind == 2 {
+            // A refused QoS 2 message is not held: a resend is a new one.
+            self.qos2_received.remove(&header.pkid);
+        }
         self.codec.write(packet, &mut self.outbuf)?;
         Ok(())
     }

@@ -185,3 +185,86 @@ async fn keep_alive_zero_is_accepted_and_pubacks_follow_publish_order() {
         "factory/a publishes queued"
     );
 }
+
+/// A gate over one flow whose queue holds at most 2 messages and refuses
+/// more (`RejectNew`).
+async fn start_full_after_two() -> std::net::SocketAddr {
+    use backhaul_storage::{FlowSpec, Overflow, QueueLimits, StoreLimits};
+    let limits = QueueLimits {
+        max_messages: Some(2),
+        overflow: Overflow::RejectNew,
+        ..QueueLimits::default()
+    };
+    let store = QueueStore::open_with(
+        &StorageMode::Memory,
+        &[FlowSpec::with_limits("f", limits)],
+        StoreLimits::default(),
+    )
+    .unwrap();
+    start_broker(Arc::new(store)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_mqtt_5_publishes_with_quota_exceeded() {
+    use rumqttc::v5::mqttbytes::v5::{Packet as Packet5, PubAckReason};
+    use rumqttc::v5::{AsyncClient as Client5, Event as Event5, MqttOptions as Options5};
+
+    let address = start_full_after_two().await;
+    let (client, mut eventloop) = Client5::new(
+        Options5::new("v5", address.ip().to_string(), address.port()),
+        10,
+    );
+    let mut reasons = Vec::new();
+    for i in 0..3 {
+        client
+            .publish(
+                "factory/x",
+                rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                false,
+                format!("{i}"),
+            )
+            .await
+            .unwrap();
+        loop {
+            if let Event5::Incoming(Packet5::PubAck(ack)) = eventloop.poll().await.unwrap() {
+                reasons.push(ack.reason);
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        reasons,
+        [
+            PubAckReason::Success,
+            PubAckReason::Success,
+            PubAckReason::QuotaExceeded
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_disconnects_mqtt_3_publishers_without_a_puback() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let address = start_full_after_two().await;
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    socket.write_all(&raw::connect("plc-3", 30)).await.unwrap();
+    let mut connack = [0u8; 4];
+    socket.read_exact(&mut connack).await.unwrap();
+    for pkid in 1..=3u16 {
+        socket
+            .write_all(&raw::publish_qos1("factory/x", pkid, b"v"))
+            .await
+            .unwrap();
+    }
+    let mut received = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut received))
+        .await
+        .expect("the broker closes the connection")
+        .unwrap();
+    assert_eq!(
+        received,
+        [0x40, 2, 0, 1, 0x40, 2, 0, 2],
+        "PUBACKs for the two accepted, then the connection closed without the third"
+    );
+}

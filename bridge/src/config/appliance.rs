@@ -14,6 +14,31 @@ pub struct ApplianceSpec {
     pub storage: Option<StorageSpec>,
     pub metrics: Option<MetricsSpec>,
     pub retry: Option<RetrySpec>,
+    pub queues: Option<QueuesSpec>,
+}
+
+ci_enum!(
+    /// What a full queue does with a new message.
+    OverflowSpec { DropOldest, RejectNew }
+);
+
+/// Limits of data flow queues: `defaults` for every flow, `flows.<name>`
+/// overriding them field by field.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QueuesSpec {
+    pub defaults: Option<QueueLimitsSpec>,
+    #[serde(default)]
+    pub flows: std::collections::BTreeMap<String, QueueLimitsSpec>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QueueLimitsSpec {
+    pub max_messages: Option<u64>,
+    pub max_bytes: Option<u64>,
+    pub overflow: Option<OverflowSpec>,
+    pub message_ttl_seconds: Option<u64>,
 }
 
 /// How data flows retry a failed send.
@@ -47,6 +72,12 @@ pub struct StorageSpec {
     pub mode: Option<StorageModeSpec>,
     /// The data directory (queues, local-storage output).
     pub path: Option<String>,
+    /// Budget of the queues on disk, in bytes: past it, publishes for data
+    /// flows are refused (MQTT 5 PUBACK 0x97).
+    pub max_disk_bytes: Option<u64>,
+    /// Publishes for data flows are refused while the filesystem would keep
+    /// less free than this (default 100 MiB in Disk mode).
+    pub min_free_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

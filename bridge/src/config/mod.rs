@@ -28,6 +28,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use backhaul_broker::{ListenerSettings, TopicFilter};
+use backhaul_storage::{QueueLimits, StoreLimits};
 
 pub use self::appliance::StorageModeSpec;
 pub use self::endpoint::RetainPolicy;
@@ -76,6 +77,21 @@ pub struct Appliance {
     pub data_dir: Option<PathBuf>,
     pub metrics_address: SocketAddr,
     pub retry: Retry,
+    /// Store-wide limits (budget, free-space watermark).
+    pub store_limits: StoreLimits,
+    /// Each flow's queue limits, by flow name (flows not listed: defaults).
+    pub queue_limits: BTreeMap<String, QueueLimits>,
+    pub default_queue_limits: QueueLimits,
+}
+
+impl Appliance {
+    /// The queue limits of flow `name`.
+    pub fn limits_of(&self, name: &str) -> QueueLimits {
+        self.queue_limits
+            .get(name)
+            .copied()
+            .unwrap_or(self.default_queue_limits)
+    }
 }
 
 /// How data flows retry failed sends.

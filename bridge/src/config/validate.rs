@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use backhaul_broker::{ListenerSettings, TopicFilter};
 
-use super::appliance::{ApplianceSpec, RetrySpec, StorageModeSpec};
+use super::appliance::{ApplianceSpec, OverflowSpec, QueueLimitsSpec, RetrySpec, StorageModeSpec};
 use super::dataflow::{DataflowSpec, OperationSpec, OperationType};
 use super::document::{parse_required_spec, parse_spec, RawResource};
 use super::endpoint::{
@@ -24,11 +24,14 @@ use super::{
 };
 use crate::flow::TopicTemplate;
 use crate::mapping::{SerializationFormat, Transform, TransformSettings};
+use backhaul_storage::{Overflow, QueueLimits, StoreLimits};
 
 /// The endpoint name Azure IoT Operations gives its local broker; it need
 /// not be declared.
 pub const LOCAL_BROKER_ENDPOINT: &str = "default";
 const DEFAULT_MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+/// Free space kept on the data directory's filesystem by default.
+const DEFAULT_MIN_FREE_BYTES: u64 = 100 * 1024 * 1024;
 
 pub(super) fn validate(
     resources: &[RawResource],
@@ -70,19 +73,41 @@ pub(super) fn validate(
         .entry(LOCAL_BROKER_ENDPOINT.to_string())
         .or_insert(Endpoint::LocalBroker);
 
-    let flows = of_kind("Dataflow")
+    let flows: Vec<Flow> = of_kind("Dataflow")
         .filter_map(|r| {
             let spec = parse_required_spec::<DataflowSpec>(r, errors)?;
             dataflow(r, &spec, &endpoints, &profiles, errors)
         })
         .collect();
 
+    let appliance = appliance?;
+    check_queue_flow_names(appliances.first().copied(), &appliance, &flows, errors);
     Some(Config {
-        appliance: appliance?,
+        appliance,
         endpoints,
         flows,
         dir: None,
     })
+}
+
+/// `queues.flows` may only name data flows that exist.
+fn check_queue_flow_names(
+    resource: Option<&RawResource>,
+    appliance: &Appliance,
+    flows: &[Flow],
+    errors: &mut Vec<ConfigError>,
+) {
+    let Some(resource) = resource else {
+        return;
+    };
+    for name in appliance.queue_limits.keys() {
+        if !flows.iter().any(|f| &f.name == name) {
+            errors.push(resource.origin.error(
+                format!("spec.queues.flows.{name}"),
+                format!("no Dataflow named '{name}'"),
+            ));
+        }
+    }
 }
 
 fn describe(origin: &Origin) -> String {
@@ -193,15 +218,53 @@ fn appliance(resource: Option<&RawResource>, errors: &mut Vec<ConfigError>) -> O
         ));
     }
     let retry = retry(&origin, spec.retry.clone().unwrap_or_default(), errors);
+    let mode = storage.mode.unwrap_or(StorageModeSpec::Disk);
+    let store_limits = StoreLimits {
+        max_disk_bytes: storage.max_disk_bytes,
+        min_free_bytes: match mode {
+            StorageModeSpec::Disk => Some(storage.min_free_bytes.unwrap_or(DEFAULT_MIN_FREE_BYTES)),
+            StorageModeSpec::Memory => None,
+        },
+    };
+    let queues = spec.queues.clone().unwrap_or_default();
+    let defaults = queue_limits(QueueLimits::default(), queues.defaults.as_ref());
+    let queue_limits = queues
+        .flows
+        .iter()
+        .map(|(flow, limits)| (flow.clone(), queue_limits(defaults, Some(limits))))
+        .collect();
     (errors.len() == before).then_some(())?;
     Some(Appliance {
         retry,
+        store_limits,
+        queue_limits,
+        default_queue_limits: defaults,
         id,
         listeners,
-        storage_mode: storage.mode.unwrap_or(StorageModeSpec::Disk),
+        storage_mode: mode,
         data_dir: storage.path.map(PathBuf::from),
         metrics_address: metrics_address?,
     })
+}
+
+/// `spec` over `base`, field by field.
+fn queue_limits(base: QueueLimits, spec: Option<&QueueLimitsSpec>) -> QueueLimits {
+    let Some(spec) = spec else {
+        return base;
+    };
+    QueueLimits {
+        max_messages: spec.max_messages.or(base.max_messages),
+        max_bytes: spec.max_bytes.or(base.max_bytes),
+        overflow: match spec.overflow {
+            Some(OverflowSpec::DropOldest) => Overflow::DropOldest,
+            Some(OverflowSpec::RejectNew) => Overflow::RejectNew,
+            None => base.overflow,
+        },
+        ttl: spec
+            .message_ttl_seconds
+            .map(std::time::Duration::from_secs)
+            .or(base.ttl),
+    }
 }
 
 fn retry(origin: &Origin, spec: RetrySpec, errors: &mut Vec<ConfigError>) -> Retry {

@@ -112,12 +112,19 @@ impl FlowRunner {
                     }
                     continue;
                 };
+                let batch_len = records.len();
                 let batch = self.prepare(records);
                 let Some(delivered) = self.deliver(&batch, &mut shutdown).await else {
                     break;
                 };
-                acknowledge(&self.queue, last, &mut shutdown).await;
-                self.metrics.delivered.inc_by(delivered as u64);
+                let in_batch = batch_len;
+                let acked = acknowledge(&self.queue, last, &mut shutdown).await;
+                // Records the DropOldest policy removed while they were in
+                // flight are counted as dropped by the queue, not twice.
+                let overflowed = in_batch.saturating_sub(acked as usize);
+                self.metrics
+                    .delivered
+                    .inc_by(delivered.saturating_sub(overflowed) as u64);
                 next = last + 1;
             }
             self.sink.close().await;
@@ -357,12 +364,18 @@ fn transform_message(
     Ok(())
 }
 
-/// Acknowledges up to `last`, retrying until it is recorded.
-async fn acknowledge(queue: &FlowQueue, last: Seq, shutdown: &mut watch::Receiver<bool>) {
-    while let Err(err) = queue.ack(last).await {
-        warn!(%err, "acknowledging in the queue failed; retrying");
-        if !sleep_or_shutdown(Duration::from_secs(1), shutdown).await {
-            return;
+/// Acknowledges up to `last`, retrying until it is recorded; returns how
+/// many records it removed.
+async fn acknowledge(queue: &FlowQueue, last: Seq, shutdown: &mut watch::Receiver<bool>) -> u64 {
+    loop {
+        match queue.ack(last).await {
+            Ok(removed) => return removed,
+            Err(err) => {
+                warn!(%err, "acknowledging in the queue failed; retrying");
+                if !sleep_or_shutdown(Duration::from_secs(1), shutdown).await {
+                    return 0;
+                }
+            }
         }
     }
 }
