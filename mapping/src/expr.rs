@@ -124,13 +124,13 @@ fn choose<'a>(name: &str, args: &'a [Expr], inputs: &'a [Value]) -> Result<Cow<'
     }
 }
 
-/// Evaluates call arguments, on the stack for up to four of them.
+/// Evaluates call arguments, on the stack for up to five (`scale`).
 fn with_args<'a, R>(
     args: &'a [Expr],
     inputs: &'a [Value],
     f: impl FnOnce(&[Cow<'a, Value>]) -> R,
 ) -> Result<R, String> {
-    const ON_STACK: usize = 4;
+    const ON_STACK: usize = 5;
     if args.len() > ON_STACK {
         let vals = args
             .iter()

@@ -38,10 +38,9 @@ pub fn set_path(root: &mut Json, segments: &[String], value: Json) -> Result<(),
         let Some(obj) = node.as_object_mut() else {
             return Err(not_an_object(segments, i));
         };
-        if !obj.contains_key(seg) {
-            obj.insert(seg.clone(), Json::Object(Map::new()));
-        }
-        node = obj.get_mut(seg).expect("inserted above");
+        node = obj
+            .entry(seg.clone())
+            .or_insert_with(|| Json::Object(Map::new()));
     }
     let Some(obj) = node.as_object_mut() else {
         return Err(not_an_object(segments, parents.len()));
