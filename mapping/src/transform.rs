@@ -123,79 +123,87 @@ impl Transform {
     pub fn apply(&mut self, msg: Message, datasets: &Datasets) -> Result<Outcome, TransformError> {
         // Scratch space for rule input values, reused by every rule.
         let mut vals = Vec::new();
-
-        // 1. Datasets: first matching record per dataset.
-        let mut contexts: Vec<Option<&Json>> = Vec::with_capacity(self.datasets.len());
-        for d in &mut self.datasets {
-            let records = datasets.get(&d.key).unwrap_or(&[]);
-            let found = d
-                .matcher
-                .find(
-                    &msg,
-                    (records, datasets.generation()),
-                    &self.last,
-                    &mut vals,
-                )
-                .map_err(|m| err(format!("datasets[{}]", d.index), m))?;
-            contexts.push(found);
-        }
-
-        // Last known values: recorded as the message arrives.
-        {
-            let (m, c) = (&msg, &contexts);
-            self.last
-                .record(|a| read_raw(m, c, None, a, &[]).map(Found::to_json));
-        }
-
+        let contexts = self.match_datasets(&msg, datasets, &mut vals)?;
+        self.record_last_values(&msg, &contexts);
         let env = Env {
             msg: &msg,
             contexts: &contexts,
             record: None,
             last: &self.last,
         };
-
-        // 2. Filter: any rule evaluating to true drops the message.
-        for f in &self.filters {
-            let drops = f
-                .drops(&env, &mut vals)
-                .map_err(|m| err(format!("filter[{}]", f.index), m))?;
-            if drops {
-                return Ok(Outcome::Filtered);
-            }
+        if self.filtered(&env, &mut vals)? {
+            return Ok(Outcome::Filtered);
         }
-
-        // 3. Map: only mapped outputs are emitted.
         if self.maps.is_empty() {
             return Ok(Outcome::Emit(msg));
         }
-        let resolutions;
-        let results = match &self.passthrough {
-            Some(_) => evaluate(&env, self.maps[1..].iter().map(|r| (r, &[][..])), &mut vals),
-            None => {
-                resolutions = resolve(&self.maps, &env);
-                let alive = resolutions.iter().filter(|r| r.alive);
-                let todo = alive.map(|r| (&self.maps[r.rule], r.capture.as_slice()));
-                evaluate(&env, todo, &mut vals)
-            }
-        };
-        let Message {
-            topic,
-            payload,
-            user_properties,
-            content_type,
-        } = msg;
-        let payload = match &self.passthrough {
-            Some(p) => p.apply(payload),
-            None => Json::Object(Map::new()),
-        };
-        let mut out = Message {
-            topic,
-            payload,
-            user_properties,
-            content_type,
-        };
+        let results = self.evaluate_map(&env, &mut vals);
+        let mut out = self.output_of(msg);
         results.write(&mut out)?;
         Ok(Outcome::Emit(out))
+    }
+
+    /// Stage 1: the first matching record per dataset.
+    fn match_datasets<'d>(
+        &mut self,
+        msg: &Message,
+        datasets: &'d Datasets,
+        vals: &mut Vec<Value>,
+    ) -> Result<Vec<Option<&'d Json>>, TransformError> {
+        let mut contexts = Vec::with_capacity(self.datasets.len());
+        for d in &mut self.datasets {
+            let records = datasets.get(&d.key).unwrap_or(&[]);
+            let found = d
+                .matcher
+                .find(msg, (records, datasets.generation()), &self.last, vals)
+                .map_err(|m| err(format!("datasets[{}]", d.index), m))?;
+            contexts.push(found);
+        }
+        Ok(contexts)
+    }
+
+    /// Last known values are recorded as the message arrives.
+    fn record_last_values(&mut self, msg: &Message, contexts: &[Option<&Json>]) {
+        self.last
+            .record(|a| read_raw(msg, contexts, None, a, &[]).map(Found::to_json));
+    }
+
+    /// Stage 2: whether a filter rule drops the message.
+    fn filtered(&self, env: &Env<'_>, vals: &mut Vec<Value>) -> Result<bool, TransformError> {
+        for f in &self.filters {
+            let drops = f
+                .drops(env, vals)
+                .map_err(|m| err(format!("filter[{}]", f.index), m))?;
+            if drops {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Stage 3, reading: the value of every map resolution that is alive.
+    fn evaluate_map(&self, env: &Env<'_>, vals: &mut Vec<Value>) -> Results<'_> {
+        match &self.passthrough {
+            Some(_) => {
+                let later = self.maps[1..].iter().map(|r| (r, Vec::new()));
+                evaluate(env, later, vals)
+            }
+            None => {
+                let resolutions = resolve(&self.maps, env).into_iter();
+                let alive = resolutions.filter(|r| r.alive);
+                evaluate(env, alive.map(|r| (&self.maps[r.rule], r.capture)), vals)
+            }
+        }
+    }
+
+    /// Stage 3, writing: the message map results are written into (its
+    /// metadata carried over, the payload the pass-through's or empty).
+    fn output_of(&self, msg: Message) -> Message {
+        let payload = match &self.passthrough {
+            Some(p) => p.apply(msg.payload),
+            None => Json::Object(Map::new()),
+        };
+        Message { payload, ..msg }
     }
 }
 
@@ -214,7 +222,7 @@ fn resolve(maps: &[MapRule], env: &Env<'_>) -> Vec<Resolution> {
 /// A map result waiting to be written.
 struct Pending<'r> {
     rule: &'r MapRule,
-    capture: &'r [String],
+    capture: Vec<String>,
     value: Option<Json>,
 }
 
@@ -227,12 +235,12 @@ struct Results<'r> {
 /// Computes each resolution's value while the input message can be read.
 fn evaluate<'r>(
     env: &Env<'_>,
-    todo: impl Iterator<Item = (&'r MapRule, &'r [String])>,
+    todo: impl Iterator<Item = (&'r MapRule, Vec<String>)>,
     vals: &mut Vec<Value>,
 ) -> Results<'r> {
     let mut pending = Vec::with_capacity(todo.size_hint().0);
     for (rule, capture) in todo {
-        match rule.value(env, capture, vals) {
+        match rule.value(env, &capture, vals) {
             Ok(value) => pending.push(Pending {
                 rule,
                 capture,
@@ -255,7 +263,7 @@ impl Results<'_> {
     fn write(self, out: &mut Message) -> Result<(), TransformError> {
         let mut written = WrittenProps::new();
         for p in self.pending {
-            write_output(out, &mut written, &p.rule.output, p.capture, p.value)
+            write_output(out, &mut written, &p.rule.output, &p.capture, p.value)
                 .map_err(|m| err(map_loc(p.rule), m))?;
         }
         self.failure.map_or(Ok(()), Err)
