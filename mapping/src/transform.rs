@@ -312,7 +312,7 @@ mod tests {
                 {"inputs": ["e.f"], "output": "bad", "expression": "$1 / 0"}
             ]),
         ];
-        let payloads = [
+        let mut payloads = vec![
             json!({"id": 1, "a": {"b": 2, "z": 3}, "x": {"y": 1}, "e": {"f": 4, "g": {}}, "s": "t"}),
             json!({"id": 2, "a": 5, "e": {"f": 1}, "s": {"t": 1}}),
             json!({"a": {"b": 1}, "x": 1}),
@@ -320,6 +320,7 @@ mod tests {
             json!([1, 2]),
             json!("text"),
         ];
+        payloads.extend(corpus_payloads());
         let mut datasets = Datasets::new();
         datasets.set("d", vec![json!({"id": 1, "site": "p"})]);
         for map in &maps {
@@ -334,5 +335,53 @@ mod tests {
                 assert_eq!(fast.apply(msg, &datasets), expected, "{map} on {payload}");
             }
         }
+    }
+
+    /// The same on every fuzz corpus case that has a leading pass-through.
+    #[test]
+    fn moved_pass_through_equals_the_general_resolution_on_the_fuzz_corpus() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/message");
+        let mut datasets = Datasets::new();
+        datasets.set("d", vec![json!({"a": 1, "site": "x"}), json!({"a": 2})]);
+        let mut compared = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let data = std::fs::read(entry.unwrap().path()).unwrap();
+            let Some((mut fast, msg)) = corpus_case(&data) else {
+                continue;
+            };
+            let mut general = fast.clone();
+            general.passthrough = None;
+            for _ in 0..2 {
+                let expected = general.apply(msg.clone(), &datasets);
+                assert_eq!(fast.apply(msg.clone(), &datasets), expected);
+            }
+            compared += 1;
+        }
+        assert!(compared > 10, "only {compared} cases with a pass-through");
+    }
+
+    /// The payloads of the fuzz corpus (after the NUL of each case).
+    fn corpus_payloads() -> Vec<Json> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/message");
+        let files = std::fs::read_dir(dir).unwrap();
+        let data = files.map(|e| std::fs::read(e.unwrap().path()).unwrap());
+        data.filter_map(|d| {
+            let at = d.iter().position(|b| *b == 0)?;
+            serde_json::from_slice(&d[at + 1..]).ok()
+        })
+        .collect()
+    }
+
+    /// A corpus case (settings YAML, NUL, payload JSON) with a pass-through.
+    fn corpus_case(data: &[u8]) -> Option<(Transform, Message)> {
+        let at = data.iter().position(|b| *b == 0)?;
+        let settings: Json = serde_yaml::from_slice(&data[..at]).ok()?;
+        let settings: TransformSettings = serde_json::from_value(settings).ok()?;
+        let transform = Transform::compile(&settings).ok()?;
+        transform.passthrough.as_ref()?;
+        let payload = serde_json::from_slice(&data[at + 1..]).ok()?;
+        let mut msg = Message::new("t/1", payload);
+        msg.user_properties.push(("k".into(), "v".into()));
+        Some((transform, msg))
     }
 }
