@@ -18,6 +18,7 @@ pub fn parse(src: &str, n_inputs: usize) -> Result<Expr, LocalError> {
         toks,
         pos: 0,
         n_inputs,
+        depth: 0,
     };
     if p.peek().tok == Tok::Eof {
         return Err(LocalError::new("empty expression", 1));
@@ -40,7 +41,15 @@ struct Parser {
     toks: Vec<Token>,
     pos: usize,
     n_inputs: usize,
+    /// Nesting of sub-expressions and unary operators so far.
+    depth: usize,
 }
+
+/// Deepest nesting of parentheses, calls, tuples and unary operators an
+/// expression may have. Parsing and evaluation recurse, so input from a
+/// configuration file must not choose the depth (a fuzzer found a stack
+/// overflow at 218 levels); real rules nest a few levels.
+pub const MAX_NESTING: usize = 32;
 
 type Level = fn(&Tok) -> Option<BinOp>;
 
@@ -114,7 +123,24 @@ impl Parser {
     }
 
     fn expr(&mut self) -> Result<Expr, LocalError> {
-        self.level(0)
+        self.nested(|p| p.level(0))
+    }
+
+    /// Runs `parse` one nesting level deeper, refusing past [`MAX_NESTING`].
+    fn nested(
+        &mut self,
+        parse: impl FnOnce(&mut Self) -> Result<Expr, LocalError>,
+    ) -> Result<Expr, LocalError> {
+        if self.depth >= MAX_NESTING {
+            return Err(LocalError::new(
+                format!("expression nested more than {MAX_NESTING} levels deep"),
+                self.peek().col,
+            ));
+        }
+        self.depth += 1;
+        let result = parse(self);
+        self.depth -= 1;
+        result
     }
 
     fn level(&mut self, i: usize) -> Result<Expr, LocalError> {
@@ -137,7 +163,7 @@ impl Parser {
             _ => return self.primary(),
         };
         self.bump();
-        let inner = self.unary()?;
+        let inner = self.nested(Self::unary)?;
         // Fold negative literals so `-9223372036854775808`-style constants stay literals.
         Ok(match (op, inner) {
             (UnOp::Neg, Expr::Lit(Value::Int(i))) if i != i64::MIN => Expr::Lit(Value::Int(-i)),
@@ -351,6 +377,23 @@ mod tests {
             ev0("str::to_uppercase(\"ab\") + \"c\""),
             Value::Str("ABc".into())
         );
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let ok = format!(
+            "{}1{}",
+            "(".repeat(MAX_NESTING - 1),
+            ")".repeat(MAX_NESTING - 1)
+        );
+        assert!(parse(&ok, 0).is_ok());
+        let deep = format!("{}1{}", "(".repeat(300), ")".repeat(300));
+        let e = parse(&deep, 0).unwrap_err();
+        assert_eq!(
+            e.message,
+            format!("expression nested more than {MAX_NESTING} levels deep")
+        );
+        assert!(parse(&"-".repeat(300), 0).is_err(), "unary chains too");
     }
 
     #[test]
