@@ -11,11 +11,10 @@ pub struct TestAppliance {
     pub storage: &'static str,
 }
 
-/// Writes an Appliance document and one flow `factory/#` → the MQTT broker on
-/// `remote_port`, topic `cloud/${inputTopic}`.
-pub fn write_mqtt_bridge(dir: &Path, appliance: &TestAppliance, remote_port: u16) {
-    std::fs::create_dir_all(dir).expect("config dir");
-    let appliance_yaml = format!(
+/// The Appliance document of `appliance` (id `test-edge`), with `extra`
+/// lines (indented two spaces) added to its spec.
+pub fn appliance_yaml(appliance: &TestAppliance, extra: &str) -> String {
+    format!(
         r#"apiVersion: backhaul.dev/v1alpha1
 kind: Appliance
 metadata: {{name: test-edge}}
@@ -23,11 +22,18 @@ spec:
   listeners: [{{name: devices, address: "127.0.0.1:{mqtt}"}}]
   storage: {{mode: {storage}}}
   metrics: {{address: "127.0.0.1:{metrics}"}}
-"#,
+{extra}"#,
         mqtt = appliance.mqtt_port,
         metrics = appliance.metrics_port,
         storage = appliance.storage,
-    );
+    )
+}
+
+/// Writes an Appliance document and one flow `factory/#` → the MQTT broker on
+/// `remote_port`, topic `cloud/${inputTopic}`.
+pub fn write_mqtt_bridge(dir: &Path, appliance: &TestAppliance, remote_port: u16) {
+    std::fs::create_dir_all(dir).expect("config dir");
+    let appliance_yaml = appliance_yaml(appliance, "");
     let flows_yaml = format!(
         r#"apiVersion: connectivity.iotoperations.azure.com/v1
 kind: DataflowEndpoint
@@ -60,19 +66,7 @@ spec:
 /// ports: `factory/#` → JSON Lines files under `<data>/local-storage/files/factory`.
 pub fn write_local_files(dir: &Path, appliance: &TestAppliance) {
     std::fs::create_dir_all(dir).expect("config dir");
-    let appliance_yaml = format!(
-        r#"apiVersion: backhaul.dev/v1alpha1
-kind: Appliance
-metadata: {{name: test-edge}}
-spec:
-  listeners: [{{name: devices, address: "127.0.0.1:{mqtt}"}}]
-  storage: {{mode: {storage}}}
-  metrics: {{address: "127.0.0.1:{metrics}"}}
-"#,
-        mqtt = appliance.mqtt_port,
-        metrics = appliance.metrics_port,
-        storage = appliance.storage,
-    );
+    let appliance_yaml = appliance_yaml(appliance, "");
     let flows = include_str!("../../bridge/default-config/dataflows.yaml");
     std::fs::write(dir.join("appliance.yaml"), appliance_yaml).expect("write config");
     std::fs::write(dir.join("dataflows.yaml"), flows).expect("write config");

@@ -67,6 +67,34 @@ pub async fn publish_numbered(
     result
 }
 
+/// Publishes one QoS 1 message with MQTT 5 `properties` and waits for its
+/// PUBACK; returns the PUBACK's reason.
+pub async fn publish_v5(
+    client: &Client5,
+    eventloop: &mut rumqttc::v5::EventLoop,
+    topic: &str,
+    payload: &str,
+    properties: rumqttc::v5::mqttbytes::v5::PublishProperties,
+) -> Result<rumqttc::v5::mqttbytes::v5::PubAckReason, String> {
+    client
+        .publish_with_properties(
+            topic,
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            false,
+            payload.to_string(),
+            properties,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    loop {
+        if let Event5::Incoming(Packet5::PubAck(ack)) =
+            eventloop.poll().await.map_err(|e| e.to_string())?
+        {
+            return Ok(ack.reason);
+        }
+    }
+}
+
 /// One message as the subscriber saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {

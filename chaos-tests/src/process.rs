@@ -10,6 +10,9 @@ use anyhow::{bail, Context, Result};
 
 /// The `backhaul` binary: `$BACKHAUL_BIN`, else the one built beside this
 /// test executable (`target/<profile>/backhaul`), else built now.
+/// `cargo test --workspace` (the test command) rebuilds it with the bridge's
+/// tests; after `cargo test -p backhaul-chaos-tests` alone it may be stale,
+/// so build it first (`cargo build -p backhaul-bridge`).
 pub fn backhaul_bin() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("BACKHAUL_BIN") {
         return Ok(PathBuf::from(path));

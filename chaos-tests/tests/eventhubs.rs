@@ -9,13 +9,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use backhaul_chaos_tests::config::{appliance_yaml, TestAppliance};
 use backhaul_chaos_tests::eventhubs_peer::{EventHubsPeer, PeerOptions, ReceivedEvent};
 use backhaul_chaos_tests::free_port;
-use backhaul_chaos_tests::mqtt::publish_numbered;
+use backhaul_chaos_tests::mqtt::{publish_numbered, publish_v5};
 use backhaul_chaos_tests::process::{http_get, Backhaul};
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::v5::{AsyncClient, MqttOptions};
 
 const FLOW: &str = "to-hub";
 const HUB: &str = "telemetry";
@@ -40,15 +40,15 @@ fn write_config(dir: &Path, peer: &EventHubsPeer, strategy: &str) -> Edge {
         peer.connection_string(None),
     )
     .unwrap();
+    let appliance = TestAppliance {
+        mqtt_port: edge.mqtt_port,
+        metrics_port: edge.metrics_port,
+        storage: "Disk",
+    };
+    let retry = "  retry: {initialBackoffMs: 100, maxBackoffSeconds: 2, parkedRetrySeconds: 2}\n";
     std::fs::write(
         edge.config.join("appliance.yaml"),
-        format!(
-            "apiVersion: backhaul.dev/v1alpha1\nkind: Appliance\nmetadata: {{name: test-edge}}\n\
-             spec:\n  listeners: [{{address: \"127.0.0.1:{}\"}}]\n  storage: {{mode: Disk}}\n  \
-             metrics: {{address: \"127.0.0.1:{}\"}}\n  \
-             retry: {{initialBackoffMs: 100, maxBackoffSeconds: 2, parkedRetrySeconds: 2}}\n",
-            edge.mqtt_port, edge.metrics_port
-        ),
+        appliance_yaml(&appliance, retry),
     )
     .unwrap();
     std::fs::write(
@@ -153,17 +153,9 @@ async fn mqtt_3_and_5_messages_arrive_with_ids_properties_and_partition_keys() {
         user_properties: vec![("line".into(), "7".into())],
         ..PublishProperties::default()
     };
-    client
-        .publish_with_properties("factory/c", QoS::AtLeastOnce, false, "{\"t\":1}", props)
+    publish_v5(&client, &mut eventloop, "factory/c", "{\"t\":1}", props)
         .await
         .unwrap();
-    loop {
-        if let Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::PubAck(_)) =
-            eventloop.poll().await.unwrap()
-        {
-            break;
-        }
-    }
 
     let events = peer
         .wait_for_events(601, Duration::from_secs(60))
@@ -292,17 +284,15 @@ async fn an_oversized_event_is_dead_lettered_and_the_rest_delivered() {
         AsyncClient::new(MqttOptions::new("plc", "127.0.0.1", edge.mqtt_port), 10);
     let big = "x".repeat(64 * 1024);
     for payload in ["before", big.as_str(), "after"] {
-        client
-            .publish("factory/x", QoS::AtLeastOnce, false, payload.to_string())
-            .await
-            .unwrap();
-        loop {
-            if let Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::PubAck(_)) =
-                eventloop.poll().await.unwrap()
-            {
-                break;
-            }
-        }
+        publish_v5(
+            &client,
+            &mut eventloop,
+            "factory/x",
+            payload,
+            PublishProperties::default(),
+        )
+        .await
+        .unwrap();
     }
     wait_drained(&backhaul).await;
     let bodies: Vec<String> = peer

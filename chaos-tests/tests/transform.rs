@@ -6,29 +6,19 @@
 use std::path::Path;
 use std::time::Duration;
 
-use backhaul_chaos_tests::config::TestAppliance;
+use backhaul_chaos_tests::config::{appliance_yaml, TestAppliance};
 use backhaul_chaos_tests::free_port;
-use backhaul_chaos_tests::mqtt::{collect, create_persistent_subscription};
+use backhaul_chaos_tests::mqtt::{collect, create_persistent_subscription, publish_v5};
 use backhaul_chaos_tests::process::{http_request, Backhaul, Mosquitto};
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::v5::{AsyncClient, MqttOptions};
 use serde_json::{json, Value};
 
 const FLOW: &str = "enriched";
 
 fn write_config(dir: &Path, edge: &TestAppliance, remote_port: u16) {
     std::fs::create_dir_all(dir.join("datasets")).unwrap();
-    std::fs::write(
-        dir.join("appliance.yaml"),
-        format!(
-            "apiVersion: backhaul.dev/v1alpha1\nkind: Appliance\nmetadata: {{name: test-edge}}\n\
-             spec:\n  listeners: [{{address: \"127.0.0.1:{}\"}}]\n  storage: {{mode: Disk}}\n  \
-             metrics: {{address: \"127.0.0.1:{}\"}}\n",
-            edge.mqtt_port, edge.metrics_port
-        ),
-    )
-    .unwrap();
+    std::fs::write(dir.join("appliance.yaml"), appliance_yaml(edge, "")).unwrap();
     std::fs::write(
         dir.join("flows.yaml"),
         format!(
@@ -83,7 +73,8 @@ spec:
     .unwrap();
 }
 
-/// Publishes `(topic, payload)` pairs as QoS 1 (MQTT 5) and waits for each PUBACK.
+/// Publishes `(topic, payload)` pairs as QoS 1 (MQTT 5, user property
+/// `line`) and waits for each PUBACK.
 async fn publish(port: u16, messages: &[(&str, &str)]) {
     let (client, mut eventloop) =
         AsyncClient::new(MqttOptions::new("device", "127.0.0.1", port), 10);
@@ -92,17 +83,9 @@ async fn publish(port: u16, messages: &[(&str, &str)]) {
             user_properties: vec![("line".into(), "7".into())],
             ..PublishProperties::default()
         };
-        client
-            .publish_with_properties(*topic, QoS::AtLeastOnce, false, payload.to_string(), props)
+        publish_v5(&client, &mut eventloop, topic, payload, props)
             .await
             .unwrap();
-        loop {
-            if let Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::PubAck(_)) =
-                eventloop.poll().await.unwrap()
-            {
-                break;
-            }
-        }
     }
 }
 
