@@ -226,6 +226,9 @@ impl FlowRunner {
         batch: &[OutboundMessage],
         shutdown: &mut watch::Receiver<bool>,
     ) -> Option<usize> {
+        if batch.is_empty() {
+            return Some(0);
+        }
         let mut backoff = self.backoff();
         let mut rest = batch;
         let mut delivered = 0;
