@@ -6,12 +6,6 @@ use crate::limits::QuotaLimit;
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("cannot open the queue store at {path}: {source}")]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: sled::Error,
-    },
-    #[error("cannot open the queue store at {path}: {source}")]
     OpenDir {
         path: PathBuf,
         #[source]
@@ -35,8 +29,6 @@ pub enum StorageError {
     },
     #[error("a record of {len} bytes exceeds the maximum of {max}")]
     TooLarge { len: usize, max: usize },
-    #[error("queue store I/O failed: {0}")]
-    Disk(#[from] sled::Error),
     #[error("group commit failed: {0}")]
     CommitFailed(String),
     #[error("the queue store's commit thread has stopped")]

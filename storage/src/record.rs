@@ -1,8 +1,7 @@
 //! Framing of queue records.
 //!
-//! - Version 1, `[version u8][crc32c u32 BE][data]`: a value stored under a
-//!   key (the sled backend), where the key carries the sequence and the store
-//!   the length. The CRC covers the data.
+//! - Version 1 was the first skeleton's sled value framing; nothing reads it
+//!   any more.
 //! - Version 2, the segment frame, `[len u32 LE][version u8][seq delta u32
 //!   LE][crc32c u32 LE][data]`: records laid end to end in a segment file, so
 //!   the frame carries its own length and its sequence (relative to the
@@ -26,48 +25,6 @@
 //!
 //! The version byte says how to read the rest and lets later versions change
 //! the framing without a migration step.
-
-use bytes::{BufMut, Bytes, BytesMut};
-
-use crate::StorageError;
-
-/// The framing version this build writes.
-pub const RECORD_VERSION: u8 = 1;
-const HEADER_LEN: usize = 5;
-
-/// Frames `data` for storage.
-pub fn encode(data: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(HEADER_LEN + data.len());
-    out.put_u8(RECORD_VERSION);
-    out.put_u32(crc32c::crc32c(data));
-    out.put_slice(data);
-    out.freeze()
-}
-
-/// Checks a framed record and returns its data.
-pub fn decode(framed: &[u8]) -> Result<Bytes, StorageError> {
-    if framed.len() < HEADER_LEN {
-        return Err(StorageError::Corrupt(format!(
-            "{} bytes is shorter than the record header",
-            framed.len()
-        )));
-    }
-    let version = framed[0];
-    if version != RECORD_VERSION {
-        return Err(StorageError::Corrupt(format!(
-            "unknown record version {version}"
-        )));
-    }
-    let stored = u32::from_be_bytes([framed[1], framed[2], framed[3], framed[4]]);
-    let data = &framed[HEADER_LEN..];
-    let actual = crc32c::crc32c(data);
-    if stored != actual {
-        return Err(StorageError::Corrupt(format!(
-            "checksum mismatch (stored {stored:08x}, computed {actual:08x})"
-        )));
-    }
-    Ok(Bytes::copy_from_slice(data))
-}
 
 /// The segment framing version this build writes (version 3, with the
 /// append time).
@@ -253,31 +210,5 @@ mod tests {
             decode_frame(&bad, 1 << 20),
             Frame::Corrupt("frame checksum mismatch")
         );
-    }
-
-    #[test]
-    fn round_trip() {
-        let framed = encode(b"hello");
-        assert_eq!(framed.len(), 10);
-        assert_eq!(&decode(&framed).unwrap()[..], b"hello");
-    }
-
-    #[test]
-    fn detects_a_flipped_bit() {
-        let mut framed = encode(b"hello").to_vec();
-        framed[7] ^= 0x01;
-        let err = decode(&framed).unwrap_err().to_string();
-        assert!(err.contains("checksum mismatch"), "{err}");
-    }
-
-    #[test]
-    fn rejects_unknown_versions_and_short_records() {
-        let mut framed = encode(b"x").to_vec();
-        framed[0] = 9;
-        assert!(decode(&framed)
-            .unwrap_err()
-            .to_string()
-            .contains("unknown record version 9"));
-        assert!(decode(&[1, 2]).unwrap_err().to_string().contains("shorter"));
     }
 }

@@ -3,21 +3,13 @@
 //!
 //! - [`SegmentBackend`]: on disk, the production engine: one append-only
 //!   segment log per flow (see [`segment`]).
-//! - [`SledBackend`]: on disk, the first skeleton's engine, kept for
-//!   comparison in the benchmark; no longer used by [`crate::QueueStore`]. One sled tree holds every flow's records under
-//!   `[0x01][flow id u32][seq u64]` and each flow's next sequence under
-//!   `[0x02][flow id u32]`, so one `apply_batch` is atomic across flows.
-//!   Flow names map to ids in a second tree so ids survive renames of the
-//!   list order. Corrupt records move to a `quarantine` tree.
 //! - [`MemoryBackend`]: a `VecDeque` per flow; nothing survives a restart.
 
 mod memory;
 pub mod segment;
-mod sled;
 
 pub use self::memory::MemoryBackend;
 pub use self::segment::{SegmentBackend, SegmentConfig};
-pub use self::sled::SledBackend;
 
 use std::sync::Arc;
 
