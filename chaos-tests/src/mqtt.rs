@@ -95,6 +95,33 @@ pub async fn publish_v5(
     }
 }
 
+/// A numbered publisher running in the background (see
+/// [`publish_numbered`]) and the numbers PUBACKed so far.
+pub struct BackgroundPublisher {
+    pub task: tokio::task::JoinHandle<Result<(), String>>,
+    pub acked: Arc<Mutex<Vec<u64>>>,
+}
+
+impl BackgroundPublisher {
+    /// Starts publishing `0..count` to `topic` on Backhaul's listener at `port`.
+    pub fn start(port: u16, client_id: &str, topic: &str, count: u64) -> Self {
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let task = tokio::spawn({
+            let (client_id, topic, acked) =
+                (client_id.to_string(), topic.to_string(), acked.clone());
+            async move { publish_numbered(port, &client_id, &topic, count, acked).await }
+        });
+        Self { task, acked }
+    }
+
+    /// Waits until at least `count` messages were PUBACKed.
+    pub async fn wait_acked(&self, count: usize) {
+        while self.acked.lock().expect("acked list").len() < count {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
 /// One message as the subscriber saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {

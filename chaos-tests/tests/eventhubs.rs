@@ -12,7 +12,7 @@ use std::time::Duration;
 use backhaul_chaos_tests::config::{appliance_yaml, TestAppliance};
 use backhaul_chaos_tests::eventhubs_peer::{EventHubsPeer, PeerOptions, ReceivedEvent};
 use backhaul_chaos_tests::free_port;
-use backhaul_chaos_tests::mqtt::{publish_numbered, publish_v5};
+use backhaul_chaos_tests::mqtt::{publish_numbered, publish_v5, BackgroundPublisher};
 use backhaul_chaos_tests::process::{http_get, Backhaul};
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use rumqttc::v5::{AsyncClient, MqttOptions};
@@ -194,17 +194,8 @@ async fn a_blackholed_peer_while_devices_publish_loses_nothing_and_keeps_order()
     let edge = write_config(tmp.path(), &peer, "Default");
     let backhaul = Backhaul::start(&edge.config, &edge.data, edge.metrics_port).unwrap();
 
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let publisher = tokio::spawn(publish_numbered(
-        edge.mqtt_port,
-        "plc",
-        "factory/line",
-        3_000,
-        acked.clone(),
-    ));
-    while acked.lock().unwrap().len() < 500 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let publisher = BackgroundPublisher::start(edge.mqtt_port, "plc", "factory/line", 3_000);
+    publisher.wait_acked(500).await;
     peer.blackhole(true);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let queued = backhaul
@@ -215,7 +206,7 @@ async fn a_blackholed_peer_while_devices_publish_loses_nothing_and_keeps_order()
         "the backlog grew while the peer was blackholed"
     );
     peer.blackhole(false);
-    publisher.await.unwrap().unwrap();
+    publisher.task.await.unwrap().unwrap();
     wait_drained(&backhaul).await;
 
     let events = peer.events();
@@ -246,20 +237,12 @@ async fn kill_9_with_the_peer_blackholed_loses_no_pubacked_message() {
     peer.blackhole(true);
     let edge = write_config(tmp.path(), &peer, "Default");
     let backhaul = Backhaul::start(&edge.config, &edge.data, edge.metrics_port).unwrap();
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let publisher = tokio::spawn(publish_numbered(
-        edge.mqtt_port,
-        "plc",
-        "factory/line",
-        1_000_000,
-        acked.clone(),
-    ));
-    while acked.lock().unwrap().len() < 2_000 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let publisher = BackgroundPublisher::start(edge.mqtt_port, "plc", "factory/line", 1_000_000);
+    publisher.wait_acked(2_000).await;
     backhaul.kill9().unwrap();
-    assert!(publisher.await.unwrap().is_err());
-    let acked: HashSet<u64> = acked.lock().unwrap().iter().copied().collect();
+    let acked_list = publisher.acked.clone();
+    assert!(publisher.task.await.unwrap().is_err());
+    let acked: HashSet<u64> = acked_list.lock().unwrap().iter().copied().collect();
 
     peer.blackhole(false);
     let backhaul = Backhaul::start(&edge.config, &edge.data, edge.metrics_port).unwrap();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use backhaul_chaos_tests::config::{write_mqtt_bridge, TestAppliance};
 use backhaul_chaos_tests::free_port;
 use backhaul_chaos_tests::mqtt::{
-    collect, create_persistent_subscription, publish_numbered, Received,
+    collect, create_persistent_subscription, publish_numbered, BackgroundPublisher, Received,
 };
 use backhaul_chaos_tests::process::{Backhaul, Mosquitto};
 
@@ -158,21 +158,13 @@ async fn every_pubacked_message_survives_kill_9() {
     write_mqtt_bridge(&config, &edge, remote_port);
     let backhaul = Backhaul::start(&config, &data, edge.metrics_port).unwrap();
 
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let publisher = tokio::spawn(publish_numbered(
-        edge.mqtt_port,
-        "device-1",
-        "factory/line1/temp",
-        1_000_000,
-        acked.clone(),
-    ));
-    while acked.lock().unwrap().len() < 3_000 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let publisher =
+        BackgroundPublisher::start(edge.mqtt_port, "device-1", "factory/line1/temp", 1_000_000);
+    publisher.wait_acked(3_000).await;
     backhaul.kill9().unwrap();
-    let ended = publisher.await.unwrap();
+    let ended = publisher.task.await.unwrap();
     assert!(ended.is_err(), "the publisher lost its broker mid-stream");
-    let acked: Vec<u64> = acked.lock().unwrap().clone();
+    let acked: Vec<u64> = publisher.acked.lock().unwrap().clone();
     assert!(acked.len() >= 3_000);
 
     let backhaul = Backhaul::start(&config, &data, edge.metrics_port).unwrap();
