@@ -8,6 +8,8 @@ use backhaul_bridge::app;
 use backhaul_bridge::config::Config;
 use clap::{Parser, Subcommand};
 
+mod healthcheck;
+
 #[derive(Parser)]
 #[command(
     name = "backhaul",
@@ -45,6 +47,17 @@ enum Command {
         #[arg(long, short, value_name = "DIR")]
         config: Option<PathBuf>,
     },
+    /// Ask a running appliance whether it is ready (GET /readyz on its metrics
+    /// address); exit 0 when it answers 200, 1 otherwise. For container health
+    /// checks, where no curl exists.
+    Healthcheck {
+        /// Configuration directory, to find the metrics address. Default: the built-in example.
+        #[arg(long, short, value_name = "DIR", env = "BACKHAUL_CONFIG")]
+        config: Option<PathBuf>,
+        /// Metrics address to ask instead of the configuration's (IP:port).
+        #[arg(long, value_name = "IP:PORT")]
+        address: Option<std::net::SocketAddr>,
+    },
 }
 
 fn load(config: Option<&PathBuf>) -> Result<Config, String> {
@@ -79,6 +92,25 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Healthcheck { config, address } => {
+            let address = match address {
+                Some(address) => address,
+                None => match load(config.as_ref()) {
+                    Ok(config) => config.metrics_address,
+                    Err(errors) => {
+                        eprintln!("{errors}");
+                        return ExitCode::from(2);
+                    }
+                },
+            };
+            match healthcheck::readyz(address) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("backhaul: not ready: {err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { config, data_dir } => {
             let config = match load(config.as_ref()) {
                 Ok(config) => config,

@@ -68,3 +68,16 @@ fn help_explains_the_commands() {
         );
     }
 }
+
+#[test]
+fn healthcheck_fails_with_the_address_when_nothing_answers() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    drop(listener);
+    let (code, _, stderr) = backhaul(&["healthcheck", "--address", &address.to_string()]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.starts_with(&format!("backhaul: not ready: connecting to {address}: ")),
+        "{stderr}"
+    );
+}

@@ -331,6 +331,15 @@ async fn an_unauthorized_flow_is_parked_keeps_its_data_and_resumes() {
         body.starts_with(&format!("flow '{FLOW}' parked: ")),
         "{body}"
     );
+    let (ok, stderr) = healthcheck(edge.metrics_port);
+    assert!(!ok, "healthcheck of a parked appliance must fail");
+    assert!(
+        stderr.starts_with(&format!(
+            "backhaul: not ready: 127.0.0.1:{}/readyz answered 503: flow '{FLOW}' parked: ",
+            edge.metrics_port
+        )),
+        "{stderr}"
+    );
     let queued = format!("backhaul_queue_messages{{flow=\"{FLOW}\"}}");
     assert_eq!(
         backhaul.metric(&queued).unwrap(),
@@ -344,4 +353,17 @@ async fn an_unauthorized_flow_is_parked_keeps_its_data_and_resumes() {
     assert_eq!(check_ids(&peer.events()), (1..=500).collect::<Vec<u64>>());
     assert_eq!(backhaul.metric(&parked).unwrap(), 0.0);
     assert_eq!(http_get(edge.metrics_port, "/readyz").unwrap().0, 200);
+    assert_eq!(healthcheck(edge.metrics_port), (true, String::new()));
+}
+
+/// `backhaul healthcheck --address`: success and what it printed.
+fn healthcheck(metrics_port: u16) -> (bool, String) {
+    let output = std::process::Command::new(backhaul_chaos_tests::process::backhaul_bin().unwrap())
+        .args(["healthcheck", "--address", &format!("127.0.0.1:{metrics_port}")])
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
