@@ -96,7 +96,7 @@ fn main() -> ExitCode {
             let address = match address {
                 Some(address) => address,
                 None => match load(config.as_ref()) {
-                    Ok(config) => config.metrics_address,
+                    Ok(config) => config.appliance.metrics_address,
                     Err(errors) => {
                         eprintln!("{errors}");
                         return ExitCode::from(2);
