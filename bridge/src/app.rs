@@ -1,6 +1,7 @@
 //! The running appliance: queue store, broker, data flows and the HTTP side,
 //! wired together from a validated [`Config`].
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use anyhow::{Context, Result};
 use backhaul_broker::{Broker, BrokerSettings, DurableGate, FlowRoute};
 use backhaul_storage::{FlowSpec, QueueStore, StorageMode};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
@@ -103,6 +104,7 @@ pub async fn run(
         appliance_id: config.appliance.id.clone(),
         data_dir: data_dir.clone(),
     };
+    let mut replays = HashMap::new();
     for (queue, flow) in store.queues().into_iter().zip(&flows) {
         let endpoint = config
             .endpoints
@@ -123,6 +125,11 @@ pub async fn run(
             dead_letters: dead_letters.clone(),
             health: health.clone(),
             topic_sets_destination: matches!(endpoint, Endpoint::Mqtt(_)),
+            replays: {
+                let (requests, receiver) = mpsc::channel(4);
+                replays.insert(flow.name.clone(), requests);
+                receiver
+            },
         };
         warn_missing_datasets(flow, &datasets);
         tasks.spawn(runner.run(stopped.clone()));
@@ -133,6 +140,7 @@ pub async fn run(
         datasets,
         dead_letters,
         health,
+        replays,
     });
     let http_task = tokio::spawn(http::serve(http_listener, state.clone()));
     let mut listener_tasks = JoinSet::new();

@@ -1,6 +1,8 @@
-//! The HTTP side: Prometheus `/metrics`, `/healthz` (the process answers)
-//! and `/readyz` (listeners bound and flows running).
+//! The HTTP side: Prometheus `/metrics`, `/healthz` (the process answers),
+//! `/readyz` (listeners bound and flows running) and the operators' API
+//! (datasets, dead letters).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -8,12 +10,15 @@ use axum::extract::Path;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::Router;
+use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::datasets::{valid_key, DatasetStore};
 use crate::deadletter::DeadLetters;
+use crate::flow::ReplayRequest;
 use crate::health::FlowHealth;
 use crate::metrics::Metrics;
 
@@ -23,6 +28,8 @@ pub struct HttpState {
     pub datasets: Arc<DatasetStore>,
     pub dead_letters: DeadLetters,
     pub health: Arc<FlowHealth>,
+    /// Each running flow's replay channel, by flow name.
+    pub replays: HashMap<String, mpsc::Sender<ReplayRequest>>,
 }
 
 pub fn router(state: Arc<HttpState>) -> Router {
@@ -32,6 +39,10 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/readyz", get(ready))
         .route("/api/v1/datasets", get(list_datasets))
         .route("/api/v1/deadletters/{flow}", get(list_dead_letters))
+        .route(
+            "/api/v1/deadletters/{flow}/replay",
+            post(replay_dead_letters),
+        )
         .route("/api/v1/datasets/{key}", put(put_dataset))
         .with_state(state)
 }
@@ -79,6 +90,41 @@ async fn list_dead_letters(
         Err(err) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             axum::Json(serde_json::json!({"error": err.to_string()})),
+        ),
+    }
+}
+
+/// Sends the flow's dead letters again and answers when done:
+/// `{"flow": "...", "replayed": 1, "deadLetteredAgain": 0}`. While the
+/// endpoint is down the answer waits, as the flow's own data does.
+async fn replay_dead_letters(
+    State(state): State<Arc<HttpState>>,
+    Path(flow): Path<String>,
+) -> impl IntoResponse {
+    let failed = |status: StatusCode, error: String| (status, axum::Json(json!({"error": error})));
+    let Some(replays) = state.replays.get(&flow) else {
+        return failed(
+            StatusCode::NOT_FOUND,
+            format!("no running data flow is named '{flow}'"),
+        );
+    };
+    let (reply, answer) = oneshot::channel();
+    if replays.send(ReplayRequest { reply }).await.is_err() {
+        return failed(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("data flow '{flow}' has stopped"),
+        );
+    }
+    match answer.await {
+        Ok(Ok(report)) => {
+            let mut body = serde_json::to_value(report).unwrap_or_default();
+            body["flow"] = json!(flow);
+            (StatusCode::OK, axum::Json(body))
+        }
+        Ok(Err(error)) => failed(StatusCode::INTERNAL_SERVER_ERROR, error),
+        Err(_) => failed(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("data flow '{flow}' stopped during the replay"),
         ),
     }
 }

@@ -33,6 +33,7 @@ pub struct Metrics {
     delivered: IntCounterVec,
     filtered: IntCounterVec,
     dropped: IntCounterVec,
+    replayed: IntCounterVec,
     send_errors: IntCounterVec,
     endpoint_up: IntGaugeVec,
     parked: IntGaugeVec,
@@ -64,6 +65,11 @@ impl Metrics {
             "Messages removed from the queue without delivery, by reason.",
             &["flow", "reason"],
         );
+        let replayed = counter_vec(
+            "backhaul_flow_dead_letters_replayed_total",
+            "Dead letters an operator's replay delivered (they were counted as dropped before).",
+            &["flow"],
+        );
         let send_errors = counter_vec(
             "backhaul_flow_send_errors_total",
             "Failed sends of a batch, by error kind (transient, throttled, fatal).",
@@ -84,6 +90,7 @@ impl Metrics {
             Box::new(delivered.clone()) as Box<dyn Collector>,
             Box::new(filtered.clone()),
             Box::new(dropped.clone()),
+            Box::new(replayed.clone()),
             Box::new(send_errors.clone()),
             Box::new(endpoint_up.clone()),
             Box::new(parked.clone()),
@@ -98,6 +105,7 @@ impl Metrics {
             delivered,
             filtered,
             dropped,
+            replayed,
             send_errors,
             endpoint_up,
             parked,
@@ -115,6 +123,7 @@ impl Metrics {
             flow: flow.to_string(),
             delivered: self.delivered.with_label_values(&[flow]),
             filtered: self.filtered.with_label_values(&[flow]),
+            replayed: self.replayed.with_label_values(&[flow]),
             parked: self.parked.with_label_values(&[flow]),
             endpoint_up,
             dropped: self.dropped.clone(),
@@ -139,6 +148,7 @@ pub struct FlowMetrics {
     flow: String,
     pub delivered: IntCounter,
     pub filtered: IntCounter,
+    pub replayed: IntCounter,
     pub endpoint_up: IntGauge,
     pub parked: IntGauge,
     dropped: IntCounterVec,

@@ -13,7 +13,7 @@ use backhaul_chaos_tests::config::{appliance_yaml, TestAppliance};
 use backhaul_chaos_tests::eventhubs_peer::{EventHubsPeer, PeerOptions, ReceivedEvent};
 use backhaul_chaos_tests::free_port;
 use backhaul_chaos_tests::mqtt::{publish_numbered, publish_v5, BackgroundPublisher};
-use backhaul_chaos_tests::process::{http_get, Backhaul};
+use backhaul_chaos_tests::process::{http_get, http_request, Backhaul};
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use rumqttc::v5::{AsyncClient, MqttOptions};
 
@@ -187,8 +187,53 @@ async fn mqtt_3_and_5_messages_arrive_with_ids_properties_and_partition_keys() {
     assert_eq!(backhaul.metric(&delivered).unwrap(), 601.0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_blackholed_peer_while_devices_publish_loses_nothing_and_keeps_order() {
+/// A fault of the peer that a test switches on, and then off.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// Connections reset, the open ones cut.
+    Refuse,
+    /// Every connection accepted and never answered.
+    Silent,
+    /// Transfers rejected with `com.microsoft:server-busy`.
+    ServerBusy,
+    /// Transfers received, never settled.
+    Blackhole,
+    /// Each transfer stored, then its connection cut before the settlement.
+    TcpDrop,
+    /// Each transfer settled after longer than the endpoint's 3 s timeout.
+    SlowSettle,
+}
+
+impl Fault {
+    fn switch(self, peer: &EventHubsPeer, on: bool) {
+        match self {
+            Fault::Refuse => {
+                peer.refuse_connections(on);
+                if on {
+                    peer.drop_connections();
+                }
+            }
+            Fault::Silent => peer.stay_silent(on),
+            Fault::ServerBusy => peer.reject_transfers(on.then_some("com.microsoft:server-busy")),
+            Fault::Blackhole => peer.blackhole(on),
+            Fault::TcpDrop => peer.drop_on_transfer(on),
+            Fault::SlowSettle => peer.settle_slowly(on.then_some(Duration::from_secs(4))),
+        }
+    }
+
+    /// The `kind` label its failed sends are counted under.
+    fn error_kind(self) -> &'static str {
+        match self {
+            Fault::ServerBusy => "throttled",
+            _ => "transient",
+        }
+    }
+}
+
+/// Devices publish 3,000 numbered messages; the fault lasts 5 s in the middle.
+/// Afterwards every PUBACKed message has arrived, first arrivals in publish
+/// order, duplicates only with their original id and body.
+async fn a_fault_while_devices_publish_loses_nothing_and_keeps_order(fault: Fault) {
     let tmp = tempfile::tempdir().unwrap();
     let peer = EventHubsPeer::start().await.unwrap();
     let edge = write_config(tmp.path(), &peer, "Default");
@@ -196,16 +241,13 @@ async fn a_blackholed_peer_while_devices_publish_loses_nothing_and_keeps_order()
 
     let publisher = BackgroundPublisher::start(edge.mqtt_port, "plc", "factory/line", 3_000);
     publisher.wait_acked(500).await;
-    peer.blackhole(true);
+    fault.switch(&peer, true);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let queued = backhaul
         .metric(&format!("backhaul_queue_messages{{flow=\"{FLOW}\"}}"))
         .unwrap();
-    assert!(
-        queued > 0.0,
-        "the backlog grew while the peer was blackholed"
-    );
-    peer.blackhole(false);
+    assert!(queued > 0.0, "{fault:?}: the backlog grew during the fault");
+    fault.switch(&peer, false);
     publisher.task.await.unwrap().unwrap();
     wait_drained(&backhaul).await;
 
@@ -213,21 +255,55 @@ async fn a_blackholed_peer_while_devices_publish_loses_nothing_and_keeps_order()
     assert_eq!(
         check_ids(&events),
         (1..=3_000).collect::<Vec<u64>>(),
-        "every PUBACKed message"
+        "{fault:?}: every PUBACKed message"
     );
-    // In order: the first arrival of each message follows publish order.
     let mut seen = HashSet::new();
     let first_arrivals: Vec<u64> = numbers(&events)
         .into_iter()
         .filter(|n| seen.insert(*n))
         .collect();
-    assert_eq!(first_arrivals, (0..3_000).collect::<Vec<u64>>());
+    assert_eq!(
+        first_arrivals,
+        (0..3_000).collect::<Vec<u64>>(),
+        "{fault:?}: in publish order"
+    );
     let errors = backhaul
         .metric(&format!(
-            "backhaul_flow_send_errors_total{{flow=\"{FLOW}\",kind=\"transient\"}}"
+            "backhaul_flow_send_errors_total{{flow=\"{FLOW}\",kind=\"{}\"}}",
+            fault.error_kind()
         ))
         .unwrap();
-    assert!(errors >= 1.0, "the blackhole was seen as a failed send");
+    assert!(errors >= 1.0, "{fault:?} was counted as a failed send");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connections_while_devices_publish_lose_nothing() {
+    a_fault_while_devices_publish_loses_nothing_and_keeps_order(Fault::Refuse).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_peer_while_devices_publish_loses_nothing() {
+    a_fault_while_devices_publish_loses_nothing_and_keeps_order(Fault::Silent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_busy_while_devices_publish_loses_nothing() {
+    a_fault_while_devices_publish_loses_nothing_and_keeps_order(Fault::ServerBusy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_peer_while_devices_publish_loses_nothing() {
+    a_fault_while_devices_publish_loses_nothing_and_keeps_order(Fault::Blackhole).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_drops_in_flight_while_devices_publish_lose_nothing() {
+    a_fault_while_devices_publish_loses_nothing_and_keeps_order(Fault::TcpDrop).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_settlement_while_devices_publish_loses_nothing() {
+    a_fault_while_devices_publish_loses_nothing_and_keeps_order(Fault::SlowSettle).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,7 +329,7 @@ async fn kill_9_with_the_peer_blackholed_loses_no_pubacked_message() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_oversized_event_is_dead_lettered_and_the_rest_delivered() {
+async fn an_oversized_event_is_dead_lettered_the_rest_delivered_and_it_replays_later() {
     let tmp = tempfile::tempdir().unwrap();
     let peer = EventHubsPeer::start_with(PeerOptions {
         max_message_size: 16 * 1024,
@@ -298,6 +374,79 @@ async fn an_oversized_event_is_dead_lettered_and_the_rest_delivered() {
         letters[0]["payload"].as_str().map(str::len),
         Some(64 * 1024)
     );
+
+    // Replayed to the same peer, it is still too large: kept again, not
+    // counted as dropped twice.
+    let report = replay(edge.metrics_port);
+    assert_eq!(
+        report,
+        serde_json::json!({"flow": FLOW, "replayed": 0, "deadLetteredAgain": 1})
+    );
+    assert_eq!(backhaul.metric(&dropped).unwrap(), 1.0);
+    assert_eq!(
+        dead_letter_ids(edge.metrics_port),
+        [format!("test-edge/{FLOW}/2")]
+    );
+
+    // The operator moves the flow to a hub that takes 1 MiB and replays:
+    // the letter arrives with its original id, and the list is empty.
+    drop(backhaul);
+    let roomy = EventHubsPeer::start_with(PeerOptions {
+        max_message_size: 1024 * 1024,
+        ..PeerOptions::default()
+    })
+    .await
+    .unwrap();
+    let edge = write_config(tmp.path(), &roomy, "Default");
+    let backhaul = Backhaul::start(&edge.config, &edge.data, edge.metrics_port).unwrap();
+    let report = replay(edge.metrics_port);
+    assert_eq!(
+        report,
+        serde_json::json!({"flow": FLOW, "replayed": 1, "deadLetteredAgain": 0})
+    );
+    let events = roomy.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events[0].message_id.as_deref(),
+        Some(format!("test-edge/{FLOW}/2").as_str())
+    );
+    assert_eq!(events[0].body_text(), big);
+    assert!(dead_letter_ids(edge.metrics_port).is_empty());
+    let replayed = format!("backhaul_flow_dead_letters_replayed_total{{flow=\"{FLOW}\"}}");
+    assert_eq!(backhaul.metric(&replayed).unwrap(), 1.0);
+    let (status, body) = http_request(
+        edge.metrics_port,
+        "POST",
+        "/api/v1/deadletters/no-such-flow/replay",
+        "",
+    )
+    .unwrap();
+    assert_eq!(status, 404);
+    assert_eq!(
+        body,
+        r#"{"error":"no running data flow is named 'no-such-flow'"}"#
+    );
+}
+
+/// `POST /api/v1/deadletters/<FLOW>/replay`: its JSON answer.
+fn replay(metrics_port: u16) -> serde_json::Value {
+    let path = format!("/api/v1/deadletters/{FLOW}/replay");
+    let (status, body) = http_request(metrics_port, "POST", &path, "").unwrap();
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// The ids `GET /api/v1/deadletters/<FLOW>` lists.
+fn dead_letter_ids(metrics_port: u16) -> Vec<String> {
+    let (status, body) = http_get(metrics_port, &format!("/api/v1/deadletters/{FLOW}")).unwrap();
+    assert_eq!(status, 200);
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    listed["deadLetters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|letter| letter["id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -359,7 +508,11 @@ async fn an_unauthorized_flow_is_parked_keeps_its_data_and_resumes() {
 /// `backhaul healthcheck --address`: success and what it printed.
 fn healthcheck(metrics_port: u16) -> (bool, String) {
     let output = std::process::Command::new(backhaul_chaos_tests::process::backhaul_bin().unwrap())
-        .args(["healthcheck", "--address", &format!("127.0.0.1:{metrics_port}")])
+        .args([
+            "healthcheck",
+            "--address",
+            &format!("127.0.0.1:{metrics_port}"),
+        ])
         .output()
         .unwrap();
     (

@@ -18,7 +18,7 @@ use backhaul_broker::StoredMessage;
 use crate::config::{Endpoint, Flow};
 
 /// One message on its way to a destination.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OutboundMessage {
     /// Stable id: `<appliance id>/<flow>/<queue sequence>`.
     pub id: String,

@@ -2,8 +2,10 @@
 //! queue in order, prepares each message for its destination, sends the
 //! batch and acknowledges it in the queue only after the endpoint confirmed.
 
+mod replay;
 mod runner;
 mod topic_template;
 
+pub use replay::{ReplayReport, ReplayRequest};
 pub use runner::{FlowRunner, RunnerSettings};
 pub use topic_template::{TemplateError, TopicTemplate};

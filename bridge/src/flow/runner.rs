@@ -5,10 +5,10 @@ use backhaul_broker::StoredMessage;
 use backhaul_storage::{FlowQueue, QueuedRecord, Seq};
 use backoff::backoff::Backoff;
 use backoff::ExponentialBackoff;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn, Instrument};
 
-use super::TopicTemplate;
+use super::{ReplayRequest, TopicTemplate};
 use crate::datasets::DatasetStore;
 use crate::deadletter::DeadLetters;
 use crate::endpoint::{ErrorKind, OutboundMessage, SendError, Sink};
@@ -71,6 +71,15 @@ impl Drop {
     }
 }
 
+/// Where a batch comes from: the queue, or the flow's dead letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Delivery {
+    Live,
+    /// Letters refused again stay dead letters without being counted as
+    /// dropped a second time.
+    Replay,
+}
+
 /// The task of one data flow.
 pub struct FlowRunner {
     pub name: String,
@@ -88,6 +97,8 @@ pub struct FlowRunner {
     /// Whether a topic written by the transformation (`$metadata.topic`)
     /// becomes the destination topic (MQTT destinations).
     pub topic_sets_destination: bool,
+    /// Operators' requests to replay the dead letters.
+    pub replays: mpsc::Receiver<ReplayRequest>,
 }
 
 impl FlowRunner {
@@ -97,6 +108,12 @@ impl FlowRunner {
         async move {
             let mut next: Seq = 1;
             while !*shutdown.borrow() {
+                if let Ok(request) = self.replays.try_recv() {
+                    if !self.replay(request, &mut shutdown).await {
+                        break;
+                    }
+                    continue;
+                }
                 let records = match self.read_batch(next, &mut shutdown).await {
                     Ok(records) => records,
                     Err(err) => {
@@ -108,13 +125,19 @@ impl FlowRunner {
                 let Some(last) = records.last().map(|r| r.seq) else {
                     tokio::select! {
                         _ = self.queue.appended() => {}
+                        Some(request) = self.replays.recv() => {
+                            if !self.replay(request, &mut shutdown).await {
+                                break;
+                            }
+                        }
                         _ = shutdown.changed() => {}
                     }
                     continue;
                 };
                 let batch_len = records.len();
                 let batch = self.prepare(records);
-                let Some(delivered) = self.deliver(&batch, &mut shutdown).await else {
+                let Some(delivered) = self.deliver(&batch, Delivery::Live, &mut shutdown).await
+                else {
                     break;
                 };
                 let in_batch = batch_len;
@@ -221,9 +244,10 @@ impl FlowRunner {
     /// Sends until the endpoint confirmed every message except those it
     /// can never take, which are dead-lettered. Returns how many were
     /// delivered, or `None` if shut down first.
-    async fn deliver(
+    pub(super) async fn deliver(
         &mut self,
         batch: &[OutboundMessage],
+        delivery: Delivery,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Option<usize> {
         if batch.is_empty() {
@@ -245,7 +269,7 @@ impl FlowRunner {
                 Err(err) => err,
             };
             if let Some(index) = err.too_large.filter(|i| *i < rest.len()) {
-                self.dead_letter(&rest[index], &err.message, shutdown)
+                self.dead_letter(&rest[index], &err.message, delivery, shutdown)
                     .await?;
                 delivered += index;
                 rest = &rest[index + 1..];
@@ -309,6 +333,7 @@ impl FlowRunner {
         &mut self,
         outbound: &OutboundMessage,
         why: &str,
+        delivery: Delivery,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Option<()> {
         loop {
@@ -319,7 +344,9 @@ impl FlowRunner {
             {
                 Ok(()) => {
                     warn!(id = %outbound.id, %why, "message dead-lettered");
-                    self.metrics.dropped("too_large").inc();
+                    if delivery == Delivery::Live {
+                        self.metrics.dropped("too_large").inc();
+                    }
                     return Some(());
                 }
                 Err(err) => {
