@@ -491,3 +491,103 @@ fn queue_limits_come_from_the_appliance_with_per_flow_overrides() {
         "disk mode keeps 100 MiB free by default"
     );
 }
+
+const PRINCIPAL: &str = r#"
+apiVersion: connectivity.iotoperations.azure.com/v1
+kind: DataflowEndpoint
+metadata: {name: hubs}
+spec:
+  endpointType: EventHubs
+  eventHubsSettings:
+    host: plant.servicebus.windows.net
+    authentication:
+      method: METHOD
+      SETTINGS:
+        tenantId: 72f988bf-86f1-41af-91ab-2d7cd011db47
+        clientId: 1b2c3d4e-0000-4000-8000-00000000beef
+        secretRef: hub-principal
+"#;
+
+fn principal(method: &str, settings: &str) -> String {
+    PRINCIPAL
+        .replace("METHOD", method)
+        .replace("SETTINGS", settings)
+}
+
+#[test]
+fn entra_id_principals_are_built_when_the_configuration_loads() {
+    std::env::set_var("BACKHAUL_SECRET_HUB_PRINCIPAL_CLIENTSECRET", "s3cr3t-value");
+    let secret = principal("ClientSecret", "clientSecretSettings");
+    let config = load(&[("e.yaml", &secret)]).unwrap();
+    let Endpoint::EventHubs(hubs) = &config.endpoints["hubs"] else {
+        panic!("an Event Hubs endpoint");
+    };
+    assert_eq!(hubs.settings.namespace, "plant.servicebus.windows.net");
+    assert!(!format!("{config:?}").contains("s3cr3t-value"));
+
+    let http = secret.replace(
+        "secretRef: hub-principal",
+        "secretRef: hub-principal\n        authorityHost: http://login.example",
+    );
+    let got = errors(&[("e.yaml", &http)]);
+    assert!(
+        got.iter().any(|e| e.ends_with(
+            "spec.eventHubsSettings.authentication.clientSecretSettings: authority host \
+             'http://login.example' must start with https://"
+        )),
+        "{got:?}"
+    );
+
+    let missing_ca = secret.replace(
+        "secretRef: hub-principal",
+        "secretRef: hub-principal\n        authorityCaFile: /nonexistent/ca.pem",
+    );
+    let got = errors(&[("e.yaml", &missing_ca)]);
+    assert!(
+        got.iter().any(|e| e.ends_with(
+            "spec.eventHubsSettings.authentication.clientSecretSettings.authorityCaFile: \
+             cannot read /nonexistent/ca.pem: No such file or directory (os error 2)"
+        )),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn a_client_certificate_must_be_a_base64_pkcs12_file() {
+    let certificate = principal("ClientCertificate", "clientCertificateSettings")
+        .replace("secretRef: hub-principal", "secretRef: hub-cert");
+    let got = errors(&[("e.yaml", &certificate)]);
+    assert!(
+        got.iter().any(|e| e.ends_with(
+            "spec.eventHubsSettings.authentication.clientCertificateSettings.secretRef: secret \
+             'hub-cert' has no key 'certificate': expected the environment variable \
+             BACKHAUL_SECRET_HUB_CERT_CERTIFICATE"
+        )),
+        "{got:?}"
+    );
+    std::env::set_var("BACKHAUL_SECRET_HUB_CERT_CERTIFICATE", "not base64!");
+    let got = errors(&[("e.yaml", &certificate)]);
+    assert!(
+        got.iter().any(|e| e.ends_with(
+            "clientCertificateSettings.secretRef: secret 'hub-cert' key 'certificate' is not \
+             base64 (a PKCS#12 file, e.g. `base64 -w0 principal.pfx`)"
+        )),
+        "{got:?}"
+    );
+    std::env::set_var("BACKHAUL_SECRET_HUB_CERT_CERTIFICATE", "AAAA");
+    let got = errors(&[("e.yaml", &certificate)]);
+    assert!(
+        got.iter()
+            .any(|e| e.contains("clientCertificateSettings: ") && e.contains("PKCS12")),
+        "the PKCS#12 parser's complaint names the field: {got:?}"
+    );
+    let missing = principal("ClientSecret", "clientCertificateSettings");
+    let got = errors(&[("e.yaml", &missing)]);
+    assert!(
+        got.iter().any(|e| e.ends_with(
+            "spec.eventHubsSettings.authentication.clientSecretSettings: missing for method \
+             ClientSecret: {tenantId, clientId, secretRef}"
+        )),
+        "{got:?}"
+    );
+}

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use backhaul_bridge::endpoint::eventhubs::{
-    EventHubsEndpoint, EventHubsSink, PartitionStrategy, TOPIC_PROPERTY,
+    EventHubsCredential, EventHubsEndpoint, EventHubsSink, PartitionStrategy, TOPIC_PROPERTY,
 };
 use backhaul_bridge::endpoint::{ErrorKind, OutboundMessage, SendError, Sink};
 use backhaul_broker::StoredMessage;
@@ -502,7 +502,8 @@ async fn authorization_and_missing_hubs_are_fatal() {
     assert_eq!(err.kind, ErrorKind::Fatal, "{err}");
 
     let mut bad_secret = settings(&peer, PartitionStrategy::Default);
-    bad_secret.connection_string = "SharedAccessKey=only-half-of-it".to_string();
+    bad_secret.credential =
+        EventHubsCredential::ConnectionString("SharedAccessKey=only-half-of-it".to_string());
     bad_secret.namespace = String::new();
     let (err, took) = failing_send(&mut EventHubsSink::new(bad_secret, "bad"), &batch).await;
     assert_eq!(err.kind, ErrorKind::Fatal, "{err}");

@@ -1,14 +1,18 @@
 //! Backhaul's test kit: start the built `backhaul` binary and real peers
 //! (Mosquitto from Debian) on loopback, publish numbered QoS 1 streams with
 //! real MQTT clients, count what arrives. The fault suites in `tests/` use
-//! it; nothing here is a mock.
+//! it; nothing here is a mock, but for [`entra_authority`]: Entra ID's token
+//! endpoint cannot run here, so a stand-in answers as it does.
 //!
 //! - [`process`]: the `backhaul` and `mosquitto` processes.
 //! - [`config`]: configuration directories for a test.
 //! - [`mqtt`]: a numbered publisher that records PUBACKs and a subscriber
 //!   that records every message with its Backhaul id.
+//! - [`eventhubs_peer`]: an Event Hubs AMQP peer with fault switches.
+//! - [`entra_authority`]: the Entra ID token endpoint stand-in.
 
 pub mod config;
+pub mod entra_authority;
 pub mod eventhubs_peer;
 pub mod mqtt;
 pub mod process;

@@ -141,8 +141,26 @@ pub struct EventHubsSettings {
 pub struct EventHubsAuthentication {
     pub method: EventHubsAuthMethod,
     pub connection_string_settings: Option<SecretRefSettings>,
-    pub client_secret_settings: Option<serde_yaml::Value>,
-    pub client_certificate_settings: Option<serde_yaml::Value>,
+    pub client_secret_settings: Option<ServicePrincipalSettings>,
+    pub client_certificate_settings: Option<ServicePrincipalSettings>,
+}
+
+/// An Entra ID service principal: `ClientSecret` reads the secret's
+/// `clientSecret` key; `ClientCertificate` its `certificate` key (a PKCS#12
+/// file, base64) and, if present, `certificatePassword`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServicePrincipalSettings {
+    pub tenant_id: String,
+    pub client_id: String,
+    pub secret_ref: String,
+    /// The Entra ID authority (`https://login.microsoftonline.com` unless
+    /// set; sovereign clouds and private authorities differ).
+    pub authority_host: Option<String>,
+    /// PEM file of certificate authorities trusted for the authority host
+    /// besides the system's (TLS-inspecting proxies), relative to the
+    /// configuration directory.
+    pub authority_ca_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -3,15 +3,24 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::endpoint::{EventHubsAuthMethod, EventHubsSettings, PartitionStrategySpec};
+use super::endpoint::{
+    EventHubsAuthMethod, EventHubsSettings, PartitionStrategySpec, ServicePrincipalSettings,
+};
 use super::enums::Toggle;
 use super::error::{ConfigError, Origin};
 use super::{secrets, Endpoint, EventHubsConfig};
-use crate::endpoint::eventhubs::{EventHubsEndpoint, PartitionStrategy};
+use crate::endpoint::entra::{self, PrincipalProof, ServicePrincipal};
+use crate::endpoint::eventhubs::{EventHubsCredential, EventHubsEndpoint, PartitionStrategy};
 use crate::flow::{TemplateError, TopicTemplate};
 
 /// The key of a `ConnectionString` secret.
 pub const CONNECTION_STRING_KEY: &str = "connectionString";
+/// The key of a `ClientSecret` secret.
+pub const CLIENT_SECRET_KEY: &str = "clientSecret";
+/// The keys of a `ClientCertificate` secret: a PKCS#12 file in base64, and
+/// its password (optional).
+pub const CERTIFICATE_KEY: &str = "certificate";
+pub const CERTIFICATE_PASSWORD_KEY: &str = "certificatePassword";
 const DEFAULT_MAX_MESSAGES: u32 = 1000;
 const DEFAULT_MAX_BYTES: u64 = 1_000_000;
 const DEFAULT_LATENCY_MS: u32 = 5;
@@ -24,16 +33,21 @@ pub(super) fn endpoint(
 ) -> Option<Endpoint> {
     let field = |name: &str| format!("spec.eventHubsSettings.{name}");
     let before = errors.len();
-    let connection_string = connection_string(origin, hubs, dir, errors);
-    let namespace = hubs
-        .host
-        .clone()
-        .or_else(|| connection_string.as_deref().and_then(endpoint_host));
-    if namespace.is_none() && connection_string.is_some() {
-        errors.push(origin.error(
+    let credential = credential(origin, hubs, dir, errors);
+    let namespace = hubs.host.clone().or_else(|| match &credential {
+        Some(EventHubsCredential::ConnectionString(cs)) => endpoint_host(cs),
+        _ => None,
+    });
+    match (&namespace, &credential) {
+        (None, Some(EventHubsCredential::ConnectionString(_))) => errors.push(origin.error(
             field("host"),
             "missing, and the connection string has no Endpoint: set NAME.servicebus.windows.net",
-        ));
+        )),
+        (None, Some(EventHubsCredential::Entra(_))) => errors.push(origin.error(
+            field("host"),
+            "missing: Entra ID authentication needs NAME.servicebus.windows.net",
+        )),
+        _ => {}
     }
     if let Some(custom) = &hubs.custom_endpoint {
         if !(custom.starts_with("amqp://") || custom.starts_with("amqps://")) {
@@ -55,7 +69,7 @@ pub(super) fn endpoint(
         errors.push(origin.error(field("batching.maxMessages"), "must be at least 1"));
     }
     (errors.len() == before).then_some(())?;
-    let mut settings = EventHubsEndpoint::new(namespace?, connection_string?);
+    let mut settings = EventHubsEndpoint::with_credential(namespace?, credential?);
     settings.custom_endpoint = hubs.custom_endpoint.clone();
     settings.partition_strategy = partition_strategy?;
     settings.copy_mqtt_properties =
@@ -77,27 +91,121 @@ pub(super) fn endpoint(
     }))
 }
 
-fn connection_string(
+const AUTHENTICATION: &str = "spec.eventHubsSettings.authentication";
+
+fn credential(
     origin: &Origin,
     hubs: &EventHubsSettings,
     dir: Option<&Path>,
     errors: &mut Vec<ConfigError>,
-) -> Option<String> {
-    let field = "spec.eventHubsSettings.authentication";
+) -> Option<EventHubsCredential> {
     let Some(auth) = &hubs.authentication else {
-        errors.push(origin.error(field, "missing; use method: ConnectionString"));
+        errors.push(origin.error(
+            AUTHENTICATION,
+            "missing; use method: ConnectionString, ClientSecret or ClientCertificate",
+        ));
         return None;
     };
-    if auth.method != EventHubsAuthMethod::ConnectionString {
+    let (settings, name) = match auth.method {
+        EventHubsAuthMethod::ConnectionString => {
+            return connection_string(origin, auth, dir, errors)
+                .map(EventHubsCredential::ConnectionString)
+        }
+        EventHubsAuthMethod::ClientSecret => (&auth.client_secret_settings, "clientSecretSettings"),
+        EventHubsAuthMethod::ClientCertificate => (
+            &auth.client_certificate_settings,
+            "clientCertificateSettings",
+        ),
+    };
+    let Some(settings) = settings else {
         errors.push(origin.error(
-            format!("{field}.method"),
+            format!("{AUTHENTICATION}.{name}"),
             format!(
-                "{} is not supported yet (supported: ConnectionString)",
+                "missing for method {}: {{tenantId, clientId, secretRef}}",
                 auth.method
             ),
         ));
         return None;
+    };
+    let field = format!("{AUTHENTICATION}.{name}");
+    let principal = service_principal(origin, &field, auth.method, settings, dir, errors)?;
+    match entra::credential(principal) {
+        Ok(credential) => Some(EventHubsCredential::Entra(credential)),
+        Err(problem) => {
+            errors.push(origin.error(field, problem));
+            None
+        }
     }
+}
+
+/// The principal's secrets and files, read; errors name the field.
+fn service_principal(
+    origin: &Origin,
+    field: &str,
+    method: EventHubsAuthMethod,
+    settings: &ServicePrincipalSettings,
+    dir: Option<&Path>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<ServicePrincipal> {
+    let before = errors.len();
+    let secret = |key: &str, errors: &mut Vec<ConfigError>| {
+        secrets::resolve(dir, &settings.secret_ref, key)
+            .map_err(|message| errors.push(origin.error(format!("{field}.secretRef"), message)))
+            .ok()
+    };
+    let proof = if method == EventHubsAuthMethod::ClientSecret {
+        secret(CLIENT_SECRET_KEY, errors).map(PrincipalProof::ClientSecret)
+    } else {
+        let password = secrets::resolve(dir, &settings.secret_ref, CERTIFICATE_PASSWORD_KEY).ok();
+        secret(CERTIFICATE_KEY, errors).and_then(|encoded| {
+            use base64::Engine;
+            let compact: String = encoded.split_whitespace().collect();
+            match base64::engine::general_purpose::STANDARD.decode(compact) {
+                Ok(pkcs12) => Some(PrincipalProof::Certificate { pkcs12, password }),
+                Err(_) => {
+                    errors.push(origin.error(
+                        format!("{field}.secretRef"),
+                        format!(
+                            "secret '{}' key '{CERTIFICATE_KEY}' is not base64 (a PKCS#12 file, \
+                             e.g. `base64 -w0 principal.pfx`)",
+                            settings.secret_ref
+                        ),
+                    ));
+                    None
+                }
+            }
+        })
+    };
+    let authority_ca_pem = settings.authority_ca_file.as_ref().and_then(|file| {
+        let path = dir.map_or_else(|| Path::new(file).to_path_buf(), |d| d.join(file));
+        std::fs::read(&path)
+            .map_err(|err| {
+                errors.push(origin.error(
+                    format!("{field}.authorityCaFile"),
+                    format!("cannot read {}: {err}", path.display()),
+                ))
+            })
+            .ok()
+    });
+    if errors.len() != before {
+        return None;
+    }
+    Some(ServicePrincipal {
+        tenant_id: settings.tenant_id.clone(),
+        client_id: settings.client_id.clone(),
+        proof: proof?,
+        authority_host: settings.authority_host.clone(),
+        authority_ca_pem,
+    })
+}
+
+fn connection_string(
+    origin: &Origin,
+    auth: &super::endpoint::EventHubsAuthentication,
+    dir: Option<&Path>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<String> {
+    let field = AUTHENTICATION;
     let Some(secret) = &auth.connection_string_settings else {
         errors.push(origin.error(
             format!("{field}.connectionStringSettings"),

@@ -31,9 +31,11 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use azure_core::credentials::TokenCredential;
 use azure_core_amqp::error::{AmqpError, AmqpErrorKind};
 use azure_messaging_eventhubs::error::ErrorKind as SdkErrorKind;
 use azure_messaging_eventhubs::models::EventData;
@@ -77,11 +79,10 @@ pub enum PartitionStrategy {
 #[derive(Clone)]
 pub struct EventHubsEndpoint {
     /// `NAME.servicebus.windows.net`. Used when the connection string has
-    /// no `Endpoint`.
+    /// no `Endpoint`, and always with an Entra ID credential.
     pub namespace: String,
-    /// A connection string with `SharedAccessKeyName`/`SharedAccessKey` or
-    /// `SharedAccessSignature`. Secret: never logged, not in `Debug`.
-    pub connection_string: String,
+    /// Secret: never logged, not in `Debug`.
+    pub credential: EventHubsCredential,
     /// `amqp://host:port` or `amqps://host:port` to connect to instead of
     /// the namespace (private endpoints, proxies, tests). The scheme decides
     /// TLS.
@@ -100,14 +101,33 @@ pub struct EventHubsEndpoint {
     pub operation_timeout: Duration,
 }
 
+/// How the sink proves who it is to Event Hubs.
+#[derive(Clone)]
+pub enum EventHubsCredential {
+    /// A connection string with `SharedAccessKeyName`/`SharedAccessKey` or
+    /// `SharedAccessSignature` (a SAS token put through CBS).
+    ConnectionString(String),
+    /// An Entra ID token credential, a service principal (see
+    /// [`super::entra`]); its tokens go through CBS as `jwt`.
+    Entra(Arc<dyn TokenCredential>),
+}
+
 impl EventHubsEndpoint {
     /// Settings with the defaults: `Default` partitioning, properties
     /// copied, batches of up to 1000 events and the link's size, 30 s
     /// time-outs.
     pub fn new(namespace: impl Into<String>, connection_string: impl Into<String>) -> Self {
+        Self::with_credential(
+            namespace,
+            EventHubsCredential::ConnectionString(connection_string.into()),
+        )
+    }
+
+    /// [`EventHubsEndpoint::new`] with any credential.
+    pub fn with_credential(namespace: impl Into<String>, credential: EventHubsCredential) -> Self {
         Self {
             namespace: namespace.into(),
-            connection_string: connection_string.into(),
+            credential,
             custom_endpoint: None,
             partition_strategy: PartitionStrategy::Default,
             copy_mqtt_properties: true,
@@ -122,7 +142,7 @@ impl fmt::Debug for EventHubsEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EventHubsEndpoint")
             .field("namespace", &self.namespace)
-            .field("connection_string", &"<secret>")
+            .field("credential", &"<secret>")
             .field("custom_endpoint", &self.custom_endpoint)
             .field("partition_strategy", &self.partition_strategy)
             .field("copy_mqtt_properties", &self.copy_mqtt_properties)
@@ -188,8 +208,9 @@ impl Progress {
 /// The Event Hubs sink of one data flow.
 pub struct EventHubsSink {
     settings: EventHubsEndpoint,
-    /// The connection string with an `Endpoint`, checked once.
-    connection_string: Result<String, SendError>,
+    /// The credential, checked once (a connection string given its
+    /// `Endpoint`).
+    credential: Result<EventHubsCredential, SendError>,
     application_id: String,
     clients: HashMap<String, ProducerClient>,
     /// Whether `batch_max_bytes` fits the link (it is dropped if not).
@@ -201,11 +222,11 @@ impl EventHubsSink {
     /// `application_id` names the AMQP container and the sender links
     /// (`<id>-rust-sender`): use the appliance and flow.
     pub fn new(settings: EventHubsEndpoint, application_id: impl Into<String>) -> Self {
-        let connection_string = checked_connection_string(&settings);
+        let credential = checked_credential(&settings);
         Self {
             use_max_bytes: settings.batch_max_bytes.is_some(),
             settings,
-            connection_string,
+            credential,
             application_id: application_id.into(),
             clients: HashMap::new(),
             progress: None,
@@ -219,7 +240,7 @@ impl EventHubsSink {
     /// The open client for `hub`, opening one if needed.
     async fn client(&mut self, hub: &str) -> Result<&ProducerClient, SendError> {
         if !self.clients.contains_key(hub) {
-            let connection_string = self.connection_string.clone()?;
+            let credential = self.credential.clone()?;
             if hub.is_empty() {
                 return Err(fatal(
                     "the data flow's destination (the event hub name) is empty",
@@ -231,18 +252,29 @@ impl EventHubsSink {
             if let Some(endpoint) = &self.settings.custom_endpoint {
                 builder = builder.with_custom_endpoint(endpoint.clone());
             }
-            let opened = tokio::time::timeout(
-                self.settings.operation_timeout,
-                builder.open_with_connection_string(&connection_string, Some(hub)),
-            )
-            .await
-            .map_err(|_| {
-                SendError::transient(format!(
-                    "no AMQP connection to event hub {hub} within {:?}",
-                    self.settings.operation_timeout
-                ))
-            })?
-            .map_err(|err| sdk_error(&format!("connecting to event hub {hub}"), &err))?;
+            let opening = async {
+                match credential {
+                    EventHubsCredential::ConnectionString(connection_string) => {
+                        builder
+                            .open_with_connection_string(&connection_string, Some(hub))
+                            .await
+                    }
+                    EventHubsCredential::Entra(credential) => {
+                        builder
+                            .open(&self.settings.namespace, hub, credential)
+                            .await
+                    }
+                }
+            };
+            let opened = tokio::time::timeout(self.settings.operation_timeout, opening)
+                .await
+                .map_err(|_| {
+                    SendError::transient(format!(
+                        "no AMQP connection to event hub {hub} within {:?}",
+                        self.settings.operation_timeout
+                    ))
+                })?
+                .map_err(|err| sdk_error(&format!("connecting to event hub {hub}"), &err))?;
             info!(hub, "connected to Event Hubs");
             self.clients.insert(hub.to_string(), opened);
         }
@@ -485,30 +517,9 @@ fn fatal(message: impl Into<String>) -> SendError {
     SendError::new(ErrorKind::Fatal, message.into())
 }
 
-/// The connection string to open with: checked, and given the namespace as
-/// `Endpoint` when it has none. Errors never quote it.
-fn checked_connection_string(settings: &EventHubsEndpoint) -> Result<String, SendError> {
-    let mut connection_string = settings.connection_string.trim().to_string();
-    let has_endpoint = connection_string
-        .split(';')
-        .any(|part| part.trim().to_ascii_lowercase().starts_with("endpoint="));
-    if !has_endpoint {
-        if settings.namespace.is_empty() {
-            return Err(fatal(
-                "the Event Hubs connection string has no Endpoint and no namespace is set",
-            ));
-        }
-        connection_string = format!(
-            "Endpoint=sb://{}/;{connection_string}",
-            settings.namespace.trim_end_matches('/')
-        );
-    }
-    if connection_string.parse::<ConnectionString>().is_err() {
-        return Err(fatal(
-            "the Event Hubs connection string is not valid (it needs Endpoint and \
-             SharedAccessKeyName/SharedAccessKey or SharedAccessSignature)",
-        ));
-    }
+/// The credential to open with, checked; a connection string is given the
+/// namespace as `Endpoint` when it has none. Errors never quote secrets.
+fn checked_credential(settings: &EventHubsEndpoint) -> Result<EventHubsCredential, SendError> {
     if let Some(endpoint) = &settings.custom_endpoint {
         let scheme_ok = endpoint.starts_with("amqp://") || endpoint.starts_with("amqps://");
         if !scheme_ok || endpoint.contains('@') {
@@ -517,6 +528,45 @@ fn checked_connection_string(settings: &EventHubsEndpoint) -> Result<String, Sen
                  without credentials"
             )));
         }
+    }
+    match &settings.credential {
+        EventHubsCredential::ConnectionString(connection_string) => {
+            checked_connection_string(connection_string, &settings.namespace)
+                .map(EventHubsCredential::ConnectionString)
+        }
+        EventHubsCredential::Entra(credential) if !settings.namespace.is_empty() => {
+            Ok(EventHubsCredential::Entra(credential.clone()))
+        }
+        EventHubsCredential::Entra(_) => Err(fatal(
+            "an Entra ID credential needs the namespace (host) of the event hubs",
+        )),
+    }
+}
+
+fn checked_connection_string(
+    connection_string: &str,
+    namespace: &str,
+) -> Result<String, SendError> {
+    let mut connection_string = connection_string.trim().to_string();
+    let has_endpoint = connection_string
+        .split(';')
+        .any(|part| part.trim().to_ascii_lowercase().starts_with("endpoint="));
+    if !has_endpoint {
+        if namespace.is_empty() {
+            return Err(fatal(
+                "the Event Hubs connection string has no Endpoint and no namespace is set",
+            ));
+        }
+        connection_string = format!(
+            "Endpoint=sb://{}/;{connection_string}",
+            namespace.trim_end_matches('/')
+        );
+    }
+    if connection_string.parse::<ConnectionString>().is_err() {
+        return Err(fatal(
+            "the Event Hubs connection string is not valid (it needs Endpoint and \
+             SharedAccessKeyName/SharedAccessKey or SharedAccessSignature)",
+        ));
     }
     Ok(connection_string)
 }
@@ -548,6 +598,9 @@ pub fn classify(err: &EventHubsError) -> ErrorKind {
             _ => ErrorKind::Transient,
         };
     }
+    if credential_refused(err) {
+        return ErrorKind::Fatal;
+    }
     let text = err.to_string();
     // The service refuses a link to a hub that does not exist with a null
     // target; the SDK reports that and drops the detach's `amqp:not-found`.
@@ -555,6 +608,40 @@ pub fn classify(err: &EventHubsError) -> ErrorKind {
         return ErrorKind::Fatal;
     }
     ErrorKind::Transient
+}
+
+/// Whether Entra ID refused the credential (the token request answered
+/// 400, 401 or 403: a wrong secret, an unknown principal or tenant): the
+/// flow parks until the configuration changes. An unreachable authority is
+/// transient.
+fn credential_refused(err: &EventHubsError) -> bool {
+    use azure_core::error::ErrorKind as CoreKind;
+    use std::error::Error as _;
+    let refused = |core: &azure_core::Error| match core.kind() {
+        CoreKind::HttpResponse { status, .. } => {
+            matches!(u16::from(*status), 400 | 401 | 403)
+        }
+        _ => false,
+    };
+    if let SdkErrorKind::AzureCore(core) = &err.kind {
+        if refused(core) {
+            return true;
+        }
+    }
+    let mut cause = err.source();
+    for _ in 0..16 {
+        let Some(current) = cause else {
+            return false;
+        };
+        if current
+            .downcast_ref::<azure_core::Error>()
+            .is_some_and(refused)
+        {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
 }
 
 /// The AMQP error condition inside an SDK error, if any.
@@ -654,20 +741,28 @@ mod tests {
     fn connection_strings_are_checked_and_never_quoted() {
         let secret = "SharedAccessKeyName=k;SharedAccessKey=c2VjcmV0LXZhbHVl";
         let mut settings = EventHubsEndpoint::new("ns.servicebus.windows.net", secret);
-        let cs = checked_connection_string(&settings).unwrap();
+        let Ok(EventHubsCredential::ConnectionString(cs)) = checked_credential(&settings) else {
+            panic!("a valid connection string");
+        };
         assert!(cs.starts_with("Endpoint=sb://ns.servicebus.windows.net/;"));
 
-        settings.connection_string = "garbage-c2VjcmV0LXZhbHVl".into();
-        let err = checked_connection_string(&settings).unwrap_err();
+        settings.credential =
+            EventHubsCredential::ConnectionString("garbage-c2VjcmV0LXZhbHVl".into());
+        let Err(err) = checked_credential(&settings) else {
+            panic!("garbage refused");
+        };
         assert_eq!(err.kind, ErrorKind::Fatal);
         assert!(!err.message.contains("c2VjcmV0LXZhbHVl"));
 
-        settings.connection_string = secret.into();
+        settings.credential = EventHubsCredential::ConnectionString(secret.into());
         settings.custom_endpoint = Some("http://127.0.0.1:1".into());
-        assert_eq!(
-            checked_connection_string(&settings).unwrap_err().kind,
-            ErrorKind::Fatal
-        );
+        assert!(matches!(
+            checked_credential(&settings),
+            Err(SendError {
+                kind: ErrorKind::Fatal,
+                ..
+            })
+        ));
         assert!(!format!("{settings:?}").contains("c2VjcmV0LXZhbHVl"));
     }
 }

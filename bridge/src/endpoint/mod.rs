@@ -6,6 +6,7 @@
 //! - [`mqtt`]: a remote MQTT broker (MQTT 5, rumqttc).
 //! - [`local_storage`]: JSON Lines files on this machine.
 
+pub mod entra;
 pub mod eventhubs;
 pub mod local_storage;
 pub mod mqtt;

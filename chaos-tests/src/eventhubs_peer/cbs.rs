@@ -40,6 +40,13 @@ pub(crate) async fn serve(mut receiver: Receiver, replies: Arc<ReplyLinks>, shar
             lock(&shared.tokens).push(CbsToken {
                 audience: string_property(request, "name").unwrap_or_default(),
                 token_type: string_property(request, "type").unwrap_or_default(),
+                token: match &request.body {
+                    Body::Value(value) => match &value.0 {
+                        Value::String(token) => token.clone(),
+                        _ => String::new(),
+                    },
+                    _ => String::new(),
+                },
                 status,
             });
         }

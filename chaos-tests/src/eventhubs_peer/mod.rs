@@ -166,6 +166,8 @@ pub struct CbsToken {
     pub audience: String,
     /// `servicebus.windows.net:sastoken` or `jwt`.
     pub token_type: String,
+    /// The token itself (the request's string body).
+    pub token: String,
     /// The status code the peer answered.
     pub status: u16,
 }
