@@ -1,6 +1,9 @@
 //! Configuration directories for tests.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use crate::eventhubs_peer::EventHubsPeer;
+use crate::free_port;
 
 /// Ports and storage of one Backhaul under test.
 #[derive(Debug, Clone)]
@@ -70,4 +73,89 @@ pub fn write_local_files(dir: &Path, appliance: &TestAppliance) {
     let flows = include_str!("../../bridge/default-config/dataflows.yaml");
     std::fs::write(dir.join("appliance.yaml"), appliance_yaml).expect("write config");
     std::fs::write(dir.join("dataflows.yaml"), flows).expect("write config");
+}
+
+/// The flow [`write_eventhubs`] writes, and the event hub it sends to.
+pub const EVENTHUBS_FLOW: &str = "to-hub";
+pub const EVENTHUBS_HUB: &str = "telemetry";
+
+/// A configuration directory made by [`write_eventhubs`].
+#[derive(Debug, Clone)]
+pub struct EventHubsEdge {
+    pub mqtt_port: u16,
+    pub metrics_port: u16,
+    pub config: PathBuf,
+    pub data: PathBuf,
+}
+
+/// The `authentication` block of a connection string in secret `hub-conn`,
+/// which [`write_eventhubs`] fills with the peer's connection string.
+pub const CONNECTION_STRING_AUTH: &str =
+    "      method: ConnectionString\n      connectionStringSettings: {secretRef: hub-conn}";
+
+/// Writes `<dir>/config` for an appliance (free ports, data in
+/// `<dir>/data`, quick retries) whose flow [`EVENTHUBS_FLOW`] sends
+/// `factory/#` to the peer's hub [`EVENTHUBS_HUB`] with `authentication`
+/// (YAML lines indented six spaces) and `partition_strategy`.
+pub fn write_eventhubs(
+    dir: &Path,
+    peer: &EventHubsPeer,
+    authentication: &str,
+    partition_strategy: &str,
+) -> EventHubsEdge {
+    let edge = EventHubsEdge {
+        mqtt_port: free_port(),
+        metrics_port: free_port(),
+        config: dir.join("config"),
+        data: dir.join("data"),
+    };
+    let secret = edge.config.join("secrets/hub-conn");
+    std::fs::create_dir_all(&secret).expect("config dir");
+    std::fs::write(
+        secret.join("connectionString"),
+        peer.connection_string(None),
+    )
+    .expect("write secret");
+    let appliance = TestAppliance {
+        mqtt_port: edge.mqtt_port,
+        metrics_port: edge.metrics_port,
+        storage: "Disk",
+    };
+    let retry = "  retry: {initialBackoffMs: 100, maxBackoffSeconds: 2, parkedRetrySeconds: 2}\n";
+    let flows = format!(
+        r#"apiVersion: connectivity.iotoperations.azure.com/v1
+kind: DataflowEndpoint
+metadata: {{name: hubs}}
+spec:
+  endpointType: EventHubs
+  eventHubsSettings:
+    host: {namespace}
+    customEndpoint: "{endpoint}"
+    authentication:
+{authentication}
+    partitionStrategy: {partition_strategy}
+    batching: {{latencyMs: 5, maxMessages: 200}}
+    operationTimeoutSeconds: 3
+---
+apiVersion: connectivity.iotoperations.azure.com/v1
+kind: Dataflow
+metadata: {{name: {EVENTHUBS_FLOW}}}
+spec:
+  profileRef: default
+  operations:
+    - operationType: Source
+      sourceSettings: {{endpointRef: default, dataSources: ["factory/#"]}}
+    - operationType: Destination
+      destinationSettings: {{endpointRef: hubs, dataDestination: {EVENTHUBS_HUB}}}
+"#,
+        namespace = peer.namespace(),
+        endpoint = peer.endpoint(),
+    );
+    std::fs::write(
+        edge.config.join("appliance.yaml"),
+        appliance_yaml(&appliance, retry),
+    )
+    .expect("write config");
+    std::fs::write(edge.config.join("flows.yaml"), flows).expect("write config");
+    edge
 }

@@ -9,83 +9,20 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backhaul_chaos_tests::config::{appliance_yaml, TestAppliance};
+use backhaul_chaos_tests::config::{
+    write_eventhubs, EventHubsEdge, CONNECTION_STRING_AUTH, EVENTHUBS_FLOW, EVENTHUBS_HUB,
+};
 use backhaul_chaos_tests::eventhubs_peer::{EventHubsPeer, PeerOptions, ReceivedEvent};
-use backhaul_chaos_tests::free_port;
 use backhaul_chaos_tests::mqtt::{publish_numbered, publish_v5, BackgroundPublisher};
 use backhaul_chaos_tests::process::{http_get, http_request, Backhaul};
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use rumqttc::v5::{AsyncClient, MqttOptions};
 
-const FLOW: &str = "to-hub";
-const HUB: &str = "telemetry";
+const FLOW: &str = EVENTHUBS_FLOW;
+const HUB: &str = EVENTHUBS_HUB;
 
-struct Edge {
-    mqtt_port: u16,
-    metrics_port: u16,
-    config: std::path::PathBuf,
-    data: std::path::PathBuf,
-}
-
-fn write_config(dir: &Path, peer: &EventHubsPeer, strategy: &str) -> Edge {
-    let edge = Edge {
-        mqtt_port: free_port(),
-        metrics_port: free_port(),
-        config: dir.join("config"),
-        data: dir.join("data"),
-    };
-    std::fs::create_dir_all(edge.config.join("secrets/hub-conn")).unwrap();
-    std::fs::write(
-        edge.config.join("secrets/hub-conn/connectionString"),
-        peer.connection_string(None),
-    )
-    .unwrap();
-    let appliance = TestAppliance {
-        mqtt_port: edge.mqtt_port,
-        metrics_port: edge.metrics_port,
-        storage: "Disk",
-    };
-    let retry = "  retry: {initialBackoffMs: 100, maxBackoffSeconds: 2, parkedRetrySeconds: 2}\n";
-    std::fs::write(
-        edge.config.join("appliance.yaml"),
-        appliance_yaml(&appliance, retry),
-    )
-    .unwrap();
-    std::fs::write(
-        edge.config.join("flows.yaml"),
-        format!(
-            r#"apiVersion: connectivity.iotoperations.azure.com/v1
-kind: DataflowEndpoint
-metadata: {{name: hubs}}
-spec:
-  endpointType: EventHubs
-  eventHubsSettings:
-    host: {namespace}
-    customEndpoint: "{endpoint}"
-    authentication:
-      method: ConnectionString
-      connectionStringSettings: {{secretRef: hub-conn}}
-    partitionStrategy: {strategy}
-    batching: {{latencyMs: 5, maxMessages: 200}}
-    operationTimeoutSeconds: 3
----
-apiVersion: connectivity.iotoperations.azure.com/v1
-kind: Dataflow
-metadata: {{name: {FLOW}}}
-spec:
-  profileRef: default
-  operations:
-    - operationType: Source
-      sourceSettings: {{endpointRef: default, dataSources: ["factory/#"]}}
-    - operationType: Destination
-      destinationSettings: {{endpointRef: hubs, dataDestination: {HUB}}}
-"#,
-            namespace = peer.namespace(),
-            endpoint = peer.endpoint(),
-        ),
-    )
-    .unwrap();
-    edge
+fn write_config(dir: &Path, peer: &EventHubsPeer, strategy: &str) -> EventHubsEdge {
+    write_eventhubs(dir, peer, CONNECTION_STRING_AUTH, strategy)
 }
 
 fn numbers(events: &[ReceivedEvent]) -> Vec<u64> {

@@ -8,10 +8,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backhaul_chaos_tests::config::{appliance_yaml, TestAppliance};
+use backhaul_chaos_tests::config::{write_eventhubs, EventHubsEdge};
 use backhaul_chaos_tests::entra_authority::EntraAuthority;
 use backhaul_chaos_tests::eventhubs_peer::EventHubsPeer;
-use backhaul_chaos_tests::free_port;
 use backhaul_chaos_tests::mqtt::publish_numbered;
 use backhaul_chaos_tests::process::{http_get, Backhaul};
 use base64::Engine;
@@ -20,67 +19,8 @@ const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const CLIENT: &str = "1b2c3d4e-0000-4000-8000-00000000beef";
 const SECRET: &str = "s3cr3t-Entra-client-secret-value";
 
-struct Edge {
-    mqtt_port: u16,
-    metrics_port: u16,
-    config: std::path::PathBuf,
-    data: std::path::PathBuf,
-}
-
-/// A configuration whose flow sends `factory/#` to the peer's hub `telemetry`
-/// with `authentication` (YAML at its indentation).
-fn write_config(dir: &Path, peer: &EventHubsPeer, authentication: &str) -> Edge {
-    let edge = Edge {
-        mqtt_port: free_port(),
-        metrics_port: free_port(),
-        config: dir.join("config"),
-        data: dir.join("data"),
-    };
-    std::fs::create_dir_all(&edge.config).unwrap();
-    let appliance = TestAppliance {
-        mqtt_port: edge.mqtt_port,
-        metrics_port: edge.metrics_port,
-        storage: "Disk",
-    };
-    let retry = "  retry: {initialBackoffMs: 100, maxBackoffSeconds: 2, parkedRetrySeconds: 2}\n";
-    std::fs::write(
-        edge.config.join("appliance.yaml"),
-        appliance_yaml(&appliance, retry),
-    )
-    .unwrap();
-    std::fs::write(
-        edge.config.join("flows.yaml"),
-        format!(
-            r#"apiVersion: connectivity.iotoperations.azure.com/v1
-kind: DataflowEndpoint
-metadata: {{name: hubs}}
-spec:
-  endpointType: EventHubs
-  eventHubsSettings:
-    host: {namespace}
-    customEndpoint: "{endpoint}"
-    authentication:
-{authentication}
-    batching: {{latencyMs: 5, maxMessages: 100}}
-    operationTimeoutSeconds: 5
----
-apiVersion: connectivity.iotoperations.azure.com/v1
-kind: Dataflow
-metadata: {{name: to-hub}}
-spec:
-  profileRef: default
-  operations:
-    - operationType: Source
-      sourceSettings: {{endpointRef: default, dataSources: ["factory/#"]}}
-    - operationType: Destination
-      destinationSettings: {{endpointRef: hubs, dataDestination: telemetry}}
-"#,
-            namespace = peer.namespace(),
-            endpoint = peer.endpoint(),
-        ),
-    )
-    .unwrap();
-    edge
+fn write_config(dir: &Path, peer: &EventHubsPeer, authentication: &str) -> EventHubsEdge {
+    write_eventhubs(dir, peer, authentication, "Default")
 }
 
 fn write_secret(config: &Path, name: &str, key: &str, value: &str) {
@@ -100,7 +40,7 @@ fn principal_yaml(method: &str, settings: &str, authority: &EntraAuthority) -> S
 }
 
 /// Publishes 50 messages and checks they arrived with the authority's token.
-async fn publish_and_check(edge: &Edge, peer: &EventHubsPeer, authority: &EntraAuthority) {
+async fn publish_and_check(edge: &EventHubsEdge, peer: &EventHubsPeer, authority: &EntraAuthority) {
     let backhaul = Backhaul::start(&edge.config, &edge.data, edge.metrics_port).unwrap();
     let acked = Arc::new(Mutex::new(Vec::new()));
     publish_numbered(edge.mqtt_port, "plc", "factory/line", 50, acked)
