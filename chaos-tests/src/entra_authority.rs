@@ -34,6 +34,7 @@ pub struct EntraAuthority {
     ca_pem: String,
     requests: Arc<Mutex<Vec<TokenRequest>>>,
     refuse: Arc<AtomicBool>,
+    client_secret: Arc<Mutex<Option<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -44,10 +45,12 @@ impl EntraAuthority {
         let address = listener.local_addr()?;
         let requests = Arc::new(Mutex::new(Vec::new()));
         let refuse = Arc::new(AtomicBool::new(false));
+        let client_secret = Arc::new(Mutex::new(None));
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let state = Authority {
             requests: requests.clone(),
             refuse: refuse.clone(),
+            client_secret: client_secret.clone(),
         };
         let task = tokio::spawn(serve(listener, acceptor, state));
         Ok(Self {
@@ -55,6 +58,7 @@ impl EntraAuthority {
             ca_pem,
             requests,
             refuse,
+            client_secret,
             task,
         })
     }
@@ -63,6 +67,13 @@ impl EntraAuthority {
     /// ID answers a wrong secret.
     pub fn refuse(&self, on: bool) {
         self.refuse.store(on, Ordering::SeqCst);
+    }
+
+    /// From now on a client secret other than `secret` is refused (401).
+    pub fn accept_only_secret(&self, secret: &str) {
+        if let Ok(mut expected) = self.client_secret.lock() {
+            *expected = Some(secret.to_string());
+        }
     }
 
     /// `https://127.0.0.1:<port>`, the `authorityHost` to configure.
@@ -113,6 +124,18 @@ fn certificates() -> Result<(String, ServerConfig)> {
 struct Authority {
     requests: Arc<Mutex<Vec<TokenRequest>>>,
     refuse: Arc<AtomicBool>,
+    client_secret: Arc<Mutex<Option<String>>>,
+}
+
+impl Authority {
+    fn refuses(&self, form: &BTreeMap<String, String>) -> bool {
+        let expected = self.client_secret.lock().ok().and_then(|e| e.clone());
+        let wrong_secret = match (&expected, form.get("client_secret")) {
+            (Some(expected), Some(given)) => expected != given,
+            _ => false,
+        };
+        self.refuse.load(Ordering::SeqCst) || wrong_secret
+    }
 }
 
 async fn serve(listener: TcpListener, acceptor: TlsAcceptor, state: Authority) {
@@ -159,7 +182,9 @@ async fn answer(
         }
         let mut body = vec![0; length];
         stream.read_exact(&mut body).await?;
-        let form = url::form_urlencoded::parse(&body).into_owned().collect();
+        let form: BTreeMap<String, String> =
+            url::form_urlencoded::parse(&body).into_owned().collect();
+        let refused = state.refuses(&form);
         let number = {
             let mut all = state
                 .requests
@@ -168,7 +193,7 @@ async fn answer(
             all.push(TokenRequest { path, form });
             all.len()
         };
-        let (status, json) = if state.refuse.load(Ordering::SeqCst) {
+        let (status, json) = if refused {
             (
                 "401 Unauthorized",
                 r#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.","error_codes":[7000215]}"#.to_string(),

@@ -243,3 +243,55 @@ async fn a_refused_principal_parks_the_flow_until_the_authority_accepts_it() {
     assert_eq!(backhaul.metric(parked).unwrap(), 0.0);
     assert!(!backhaul.log_text().contains(SECRET));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrected_secret_file_unparks_the_flow_without_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let authority = EntraAuthority::start().await.unwrap();
+    authority.accept_only_secret(SECRET);
+    let peer = EventHubsPeer::start().await.unwrap();
+    let authentication = principal_yaml("ClientSecret", "clientSecretSettings", &authority);
+    let edge = write_config(tmp.path(), &peer, &authentication);
+    std::fs::write(edge.config.join("authority-ca.pem"), authority.ca_pem()).unwrap();
+    write_secret(
+        &edge.config,
+        "hub-principal",
+        "clientSecret",
+        "an-expired-secret",
+    );
+    let backhaul = Backhaul::start(&edge.config, &edge.data, edge.metrics_port).unwrap();
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    publish_numbered(edge.mqtt_port, "plc", "factory/line", 20, acked)
+        .await
+        .unwrap();
+    let parked = "backhaul_flow_parked{flow=\"to-hub\"}";
+    for _ in 0..200 {
+        if backhaul.metric(parked).unwrap() == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        backhaul.metric(parked).unwrap(),
+        1.0,
+        "{}",
+        backhaul.log_text()
+    );
+
+    write_secret(&edge.config, "hub-principal", "clientSecret", SECRET);
+    let events = peer
+        .wait_for_events(20, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|err| panic!("{err}\n{}", backhaul.log_text()));
+    assert_eq!(events.len(), 20);
+    let secrets: Vec<String> = authority
+        .requests()
+        .iter()
+        .map(|r| r.form["client_secret"].clone())
+        .collect();
+    assert_eq!(
+        secrets.first().map(String::as_str),
+        Some("an-expired-secret")
+    );
+    assert_eq!(secrets.last().map(String::as_str), Some(SECRET));
+}

@@ -1,6 +1,7 @@
 //! Validation of `endpointType: EventHubs` (a Backhaul extension).
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::endpoint::{
@@ -10,7 +11,9 @@ use super::enums::Toggle;
 use super::error::{ConfigError, Origin};
 use super::{secrets, Endpoint, EventHubsConfig};
 use crate::endpoint::entra::{self, PrincipalProof, ServicePrincipal};
-use crate::endpoint::eventhubs::{EventHubsCredential, EventHubsEndpoint, PartitionStrategy};
+use crate::endpoint::eventhubs::{
+    CredentialSource, EventHubsCredential, EventHubsEndpoint, PartitionStrategy,
+};
 use crate::flow::{TemplateError, TopicTemplate};
 
 /// The key of a `ConnectionString` secret.
@@ -70,6 +73,7 @@ pub(super) fn endpoint(
     }
     (errors.len() == before).then_some(())?;
     let mut settings = EventHubsEndpoint::with_credential(namespace?, credential?);
+    settings.reload_credential = Some(credential_source(origin, hubs, dir));
     settings.custom_endpoint = hubs.custom_endpoint.clone();
     settings.partition_strategy = partition_strategy?;
     settings.copy_mqtt_properties =
@@ -92,6 +96,25 @@ pub(super) fn endpoint(
 }
 
 const AUTHENTICATION: &str = "spec.eventHubsSettings.authentication";
+
+/// Reads the endpoint's secrets (and certificate files) again, as at load
+/// time: a flow parked by refused credentials picks up corrected ones
+/// without a restart.
+fn credential_source(
+    origin: &Origin,
+    hubs: &EventHubsSettings,
+    dir: Option<&Path>,
+) -> CredentialSource {
+    let (origin, hubs) = (origin.clone(), hubs.clone());
+    let dir = dir.map(Path::to_path_buf);
+    Arc::new(move || {
+        let mut errors = Vec::new();
+        credential(&origin, &hubs, dir.as_deref(), &mut errors).ok_or_else(|| {
+            let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            messages.join("; ")
+        })
+    })
+}
 
 fn credential(
     origin: &Origin,

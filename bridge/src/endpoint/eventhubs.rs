@@ -83,6 +83,9 @@ pub struct EventHubsEndpoint {
     pub namespace: String,
     /// Secret: never logged, not in `Debug`.
     pub credential: EventHubsCredential,
+    /// Reads the credential again (from its secret files) after the
+    /// service refused it, so corrected secrets apply without a restart.
+    pub reload_credential: Option<CredentialSource>,
     /// `amqp://host:port` or `amqps://host:port` to connect to instead of
     /// the namespace (private endpoints, proxies, tests). The scheme decides
     /// TLS.
@@ -100,6 +103,9 @@ pub struct EventHubsEndpoint {
     /// Longest wait for any one SDK call (open, create batch, send).
     pub operation_timeout: Duration,
 }
+
+/// Produces the current credential, or says why it cannot.
+pub type CredentialSource = Arc<dyn Fn() -> Result<EventHubsCredential, String> + Send + Sync>;
 
 /// How the sink proves who it is to Event Hubs.
 #[derive(Clone)]
@@ -128,6 +134,7 @@ impl EventHubsEndpoint {
         Self {
             namespace: namespace.into(),
             credential,
+            reload_credential: None,
             custom_endpoint: None,
             partition_strategy: PartitionStrategy::Default,
             copy_mqtt_properties: true,
@@ -213,6 +220,8 @@ pub struct EventHubsSink {
     credential: Result<EventHubsCredential, SendError>,
     application_id: String,
     clients: HashMap<String, ProducerClient>,
+    /// Set by a fatal error: the next connection reads the credential again.
+    reload_pending: bool,
     /// Whether `batch_max_bytes` fits the link (it is dropped if not).
     use_max_bytes: bool,
     progress: Option<Progress>,
@@ -229,6 +238,7 @@ impl EventHubsSink {
             credential,
             application_id: application_id.into(),
             clients: HashMap::new(),
+            reload_pending: false,
             progress: None,
         }
     }
@@ -240,6 +250,7 @@ impl EventHubsSink {
     /// The open client for `hub`, opening one if needed.
     async fn client(&mut self, hub: &str) -> Result<&ProducerClient, SendError> {
         if !self.clients.contains_key(hub) {
+            self.reload_credential();
             let credential = self.credential.clone()?;
             if hub.is_empty() {
                 return Err(fatal(
@@ -281,6 +292,27 @@ impl EventHubsSink {
         self.clients
             .get(hub)
             .ok_or_else(|| SendError::transient("the client vanished"))
+    }
+
+    /// After a fatal error, takes the credential as its secrets say now.
+    fn reload_credential(&mut self) {
+        if !std::mem::take(&mut self.reload_pending) {
+            return;
+        }
+        let Some(reload) = self.settings.reload_credential.clone() else {
+            return;
+        };
+        match reload() {
+            Ok(credential) => {
+                let mut settings = self.settings.clone();
+                settings.credential = credential;
+                self.credential = checked_credential(&settings);
+                self.settings = settings;
+            }
+            Err(problem) => {
+                warn!(%problem, "the credential cannot be read again; keeping the last one")
+            }
+        }
     }
 
     /// Drops every client: the next send reconnects.
@@ -477,6 +509,7 @@ impl Sink for EventHubsSink {
             }
             Err((confirmed, err)) => {
                 self.progress = Progress::of(batch, confirmed);
+                self.reload_pending |= err.kind == ErrorKind::Fatal;
                 if err.kind != ErrorKind::Throttled && err.too_large_index().is_none() {
                     // A time-out, a broken connection, or a state we do not
                     // trust: the next send starts on a new connection.
