@@ -7,9 +7,14 @@
 //! - [`config`]: configuration directories for a test.
 //! - [`mqtt`]: a numbered publisher that records PUBACKs and a subscriber
 //!   that records every message with its Backhaul id.
+//! - [`docker`], [`images`], [`chaos`]: the same in containers, with faults
+//!   injected through the Docker engine (the `chaos_*` suites).
 
+pub mod chaos;
 pub mod config;
+pub mod docker;
 pub mod eventhubs_peer;
+pub mod images;
 pub mod mqtt;
 pub mod process;
 
