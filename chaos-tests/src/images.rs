@@ -60,6 +60,7 @@ fn build_all() -> Result<()> {
     let _lock = FileLock::acquire(&state.join("lock"))?;
 
     if !is_current(&state, BACKHAUL, &backhaul)? {
+        let previous = image_id(BACKHAUL);
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/build-image.sh");
         let status = Command::new("bash")
             .arg(&script)
@@ -71,7 +72,7 @@ fn build_all() -> Result<()> {
         if !status.success() {
             bail!("packaging/build-image.sh --binary {backhaul:?} failed");
         }
-        stamp(&state, BACKHAUL, &backhaul)?;
+        stamp(&state, BACKHAUL, &backhaul, previous)?;
     }
 
     let mosquitto = PathBuf::from("/usr/sbin/mosquitto");
@@ -79,6 +80,7 @@ fn build_all() -> Result<()> {
         bail!("/usr/sbin/mosquitto missing (scripts/test.sh installs Debian's mosquitto)");
     }
     if !is_current(&state, MOSQUITTO, &mosquitto)? {
+        let previous = image_id(MOSQUITTO);
         build_scratch(
             MOSQUITTO,
             &mosquitto,
@@ -87,7 +89,7 @@ fn build_all() -> Result<()> {
             r#"EXPOSE 1883
 ENTRYPOINT ["/usr/sbin/mosquitto", "-c", "/mosquitto/config/mosquitto.conf"]"#,
         )?;
-        stamp(&state, MOSQUITTO, &mosquitto)?;
+        stamp(&state, MOSQUITTO, &mosquitto, previous)?;
     }
 
     let peer = profile_dir.join("eventhubs-peer");
@@ -106,6 +108,7 @@ ENTRYPOINT ["/usr/sbin/mosquitto", "-c", "/mosquitto/config/mosquitto.conf"]"#,
         }
     }
     if !is_current(&state, EVENTHUBS_PEER, &peer)? {
+        let previous = image_id(EVENTHUBS_PEER);
         build_scratch(
             EVENTHUBS_PEER,
             &peer,
@@ -114,7 +117,7 @@ ENTRYPOINT ["/usr/sbin/mosquitto", "-c", "/mosquitto/config/mosquitto.conf"]"#,
             r#"EXPOSE 5672 5673
 ENTRYPOINT ["/usr/bin/eventhubs-peer", "--listen", "0.0.0.0", "--port", "5672", "--control-port", "5673"]"#,
         )?;
-        stamp(&state, EVENTHUBS_PEER, &peer)?;
+        stamp(&state, EVENTHUBS_PEER, &peer, previous)?;
     }
     Ok(())
 }
@@ -148,8 +151,14 @@ fn is_current(state: &Path, tag: &str, binary: &Path) -> Result<bool> {
     Ok(recorded == format!("{}\n{id}\n", fingerprint(binary)?))
 }
 
-fn stamp(state: &Path, tag: &str, binary: &Path) -> Result<()> {
+/// Records which binary the freshly built `tag` holds, and removes the
+/// image it replaced (`previous`), so rebuilds leave no dangling images.
+fn stamp(state: &Path, tag: &str, binary: &Path, previous: Option<String>) -> Result<()> {
     let id = image_id(tag).with_context(|| format!("image {tag} missing after its build"))?;
+    if let Some(previous) = previous.filter(|p| *p != id) {
+        // Still used by a container of a concurrent run: it stays.
+        let _ = docker(&["image", "rm", &previous]);
+    }
     fs::write(
         stamp_path(state, tag),
         format!("{}\n{id}\n", fingerprint(binary)?),
