@@ -359,7 +359,11 @@ async fn an_unauthorized_flow_is_parked_keeps_its_data_and_resumes() {
 /// `backhaul healthcheck --address`: success and what it printed.
 fn healthcheck(metrics_port: u16) -> (bool, String) {
     let output = std::process::Command::new(backhaul_chaos_tests::process::backhaul_bin().unwrap())
-        .args(["healthcheck", "--address", &format!("127.0.0.1:{metrics_port}")])
+        .args([
+            "healthcheck",
+            "--address",
+            &format!("127.0.0.1:{metrics_port}"),
+        ])
         .output()
         .unwrap();
     (
