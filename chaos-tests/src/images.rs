@@ -51,9 +51,13 @@ pub fn ensure_all() -> Result<()> {
 
 fn build_all() -> Result<()> {
     let backhaul = backhaul_bin()?;
-    let profile_dir = backhaul
+    // target/<profile>, from this test executable in target/<profile>/deps
+    // (not from the backhaul binary, which $BACKHAUL_BIN may put anywhere).
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
         .parent()
-        .context("the backhaul binary is in target/<profile>")?
+        .and_then(Path::parent)
+        .context("the test executable is in target/<profile>/deps")?
         .to_path_buf();
     let state = profile_dir.join("chaos-images");
     fs::create_dir_all(&state)?;
