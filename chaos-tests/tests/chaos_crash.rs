@@ -117,7 +117,7 @@ async fn kill_9_during_outage_and_replay_loses_nothing() {
         peak_backlog: peak,
         elapsed: started.elapsed(),
     };
-    // Only the kill during the replay can leave a batch in flight; the
-    // first kill and the cut happened with nothing reaching the remote.
+    // The cut and the kill inside the replay can each leave a batch in
+    // flight; the kill in the outage cannot (nothing reached the remote).
     findings.assert_contract(2);
 }
