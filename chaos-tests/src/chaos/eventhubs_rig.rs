@@ -104,6 +104,16 @@ impl<'d> EventHubsRig<'d> {
         Ok(answer)
     }
 
+    /// Hard link loss: the peer's uplink interface is removed.
+    pub fn cut(&self) -> Result<()> {
+        self.uplink.disconnect(&self.peer_name)
+    }
+
+    /// The link back, under the same name.
+    pub fn restore(&self) -> Result<()> {
+        self.uplink.connect(&self.peer_name, Some(PEER_ALIAS))
+    }
+
     /// Every event the peer stored so far, in arrival order, from its log.
     pub fn events(&self) -> Vec<Delivery> {
         parse_events(&docker::logs(&self.peer_name))
