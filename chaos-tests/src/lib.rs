@@ -10,10 +10,15 @@
 //!   that records every message with its Backhaul id.
 //! - [`eventhubs_peer`]: an Event Hubs AMQP peer with fault switches.
 //! - [`entra_authority`]: the Entra ID token endpoint stand-in.
+//! - [`docker`], [`images`], [`chaos`]: the same in containers, with faults
+//!   injected through the Docker engine (the `chaos_*` suites).
 
+pub mod chaos;
 pub mod config;
+pub mod docker;
 pub mod entra_authority;
 pub mod eventhubs_peer;
+pub mod images;
 pub mod mqtt;
 pub mod process;
 

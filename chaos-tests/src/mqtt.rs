@@ -24,13 +24,51 @@ pub async fn publish_numbered(
     count: u64,
     acked: Arc<Mutex<Vec<u64>>>,
 ) -> Result<(), String> {
+    let stream = NumberedStream {
+        first: 0,
+        count,
+        per_second: None,
+    };
+    publish_stream(port, client_id, topic, stream, acked).await
+}
+
+/// Which numbers a publisher sends, and how fast.
+#[derive(Debug, Clone, Copy)]
+pub struct NumberedStream {
+    /// The first number; a publisher that follows another one after a
+    /// crash starts above every number the first could have sent, so the
+    /// destination still sees one increasing sequence.
+    pub first: u64,
+    pub count: u64,
+    /// Publishes per second; `None` as fast as PUBACKs allow. A paced
+    /// stream keeps traffic flowing through a whole fault.
+    pub per_second: Option<u32>,
+}
+
+/// Publishes `stream` as [`publish_numbered`] does.
+pub async fn publish_stream(
+    port: u16,
+    client_id: &str,
+    topic: &str,
+    stream: NumberedStream,
+    acked: Arc<Mutex<Vec<u64>>>,
+) -> Result<(), String> {
+    let count = stream.count;
     let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
     options.set_keep_alive(Duration::from_secs(30));
     options.set_inflight(100);
     let (client, mut eventloop) = AsyncClient::new(options, 1000);
     let topic = topic.to_string();
     let feeder = tokio::spawn(async move {
-        for n in 0..count {
+        let mut pace = stream.per_second.map(|rate| {
+            let mut interval = tokio::time::interval(Duration::from_secs(1) / rate.max(1));
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            interval
+        });
+        for n in stream.first..stream.first + count {
+            if let Some(interval) = pace.as_mut() {
+                interval.tick().await;
+            }
             if client
                 .publish(topic.as_str(), QoS::AtLeastOnce, false, n.to_string())
                 .await
@@ -41,7 +79,7 @@ pub async fn publish_numbered(
         }
         client
     });
-    let mut written = 0u64;
+    let mut written = stream.first;
     let mut in_flight: HashMap<u16, u64> = HashMap::new();
     let mut done = 0u64;
     let result = loop {
@@ -105,13 +143,39 @@ pub struct BackgroundPublisher {
 impl BackgroundPublisher {
     /// Starts publishing `0..count` to `topic` on Backhaul's listener at `port`.
     pub fn start(port: u16, client_id: &str, topic: &str, count: u64) -> Self {
+        let stream = NumberedStream {
+            first: 0,
+            count,
+            per_second: None,
+        };
+        Self::start_stream(port, client_id, topic, stream)
+    }
+
+    /// Starts publishing `stream` to `topic` on Backhaul's listener at `port`.
+    pub fn start_stream(port: u16, client_id: &str, topic: &str, stream: NumberedStream) -> Self {
         let acked = Arc::new(Mutex::new(Vec::new()));
         let task = tokio::spawn({
             let (client_id, topic, acked) =
                 (client_id.to_string(), topic.to_string(), acked.clone());
-            async move { publish_numbered(port, &client_id, &topic, count, acked).await }
+            async move { publish_stream(port, &client_id, &topic, stream, acked).await }
         });
         Self { task, acked }
+    }
+
+    /// The numbers PUBACKed so far.
+    pub fn acked(&self) -> Vec<u64> {
+        self.acked.lock().expect("acked list").clone()
+    }
+
+    /// Waits for the publisher to end; how it ended, and every number
+    /// PUBACKed.
+    pub async fn finish(self) -> (Result<(), String>, Vec<u64>) {
+        let ended = match self.task.await {
+            Ok(result) => result,
+            Err(err) => Err(format!("publisher task: {err}")),
+        };
+        let acked = self.acked.lock().expect("acked list").clone();
+        (ended, acked)
     }
 
     /// Waits until at least `count` messages were PUBACKed.
@@ -208,21 +272,93 @@ pub async fn collect(
             Ok(Ok(event)) => event,
         };
         if let Event5::Incoming(Packet5::Publish(publish)) = event {
-            let id = publish.properties.as_ref().and_then(|p| {
-                p.user_properties
-                    .iter()
-                    .find(|(k, _)| k == MESSAGE_ID_PROPERTY)
-                    .map(|(_, v)| v.clone())
-            });
-            received.push(Received {
-                topic: String::from_utf8_lossy(&publish.topic).into_owned(),
-                payload: String::from_utf8_lossy(&publish.payload).into_owned(),
-                id,
-                user_properties: publish
-                    .properties
-                    .map(|p| p.user_properties)
-                    .unwrap_or_default(),
-            });
+            received.push(Received::from_publish(publish));
         }
+    }
+}
+
+impl Received {
+    fn from_publish(publish: rumqttc::v5::mqttbytes::v5::Publish) -> Self {
+        let id = publish.properties.as_ref().and_then(|p| {
+            p.user_properties
+                .iter()
+                .find(|(k, _)| k == MESSAGE_ID_PROPERTY)
+                .map(|(_, v)| v.clone())
+        });
+        Received {
+            topic: String::from_utf8_lossy(&publish.topic).into_owned(),
+            payload: String::from_utf8_lossy(&publish.payload).into_owned(),
+            id,
+            user_properties: publish
+                .properties
+                .map(|p| p.user_properties)
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// A persistent subscriber running in the background for a whole scenario:
+/// it resumes its session after every broken connection (the remote
+/// restarted or was frozen), so the broker keeps what arrives meanwhile.
+/// Records every message, redeliveries included.
+pub struct BackgroundCollector {
+    task: tokio::task::JoinHandle<()>,
+    pub received: Arc<Mutex<Vec<Received>>>,
+    /// Connection errors seen (each is a resumed session).
+    pub reconnects: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl BackgroundCollector {
+    /// Resumes the persistent session `client_id` (see
+    /// [`create_persistent_subscription`]) on the broker at `port`.
+    pub fn start(port: u16, client_id: &str) -> Self {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let reconnects = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (_client, mut eventloop) = Client5::new(subscriber_options(port, client_id), 10);
+        let task = tokio::spawn({
+            let (received, reconnects) = (received.clone(), reconnects.clone());
+            async move {
+                // The client handle lives as long as the loop, or the event
+                // loop ends with "all senders dropped".
+                let _client = _client;
+                loop {
+                    match eventloop.poll().await {
+                        Ok(Event5::Incoming(Packet5::Publish(publish))) => received
+                            .lock()
+                            .expect("received list")
+                            .push(Received::from_publish(publish)),
+                        Ok(_) => {}
+                        Err(_) => {
+                            reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                }
+            }
+        });
+        Self {
+            task,
+            received,
+            reconnects,
+        }
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("received list").clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.received.lock().expect("received list").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for BackgroundCollector {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

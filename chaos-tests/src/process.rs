@@ -74,6 +74,19 @@ pub fn http_request(port: u16, method: &str, path: &str, body: &str) -> Result<(
     Ok((status, body))
 }
 
+/// The value of one sample (`name{labels}` exactly as exposed) on the
+/// `/metrics` of the Backhaul whose metrics listen on loopback `port`.
+pub fn scrape(port: u16, sample: &str) -> Result<f64> {
+    let text = http_get(port, "/metrics")?.1;
+    sample_value(&text, sample).with_context(|| format!("no sample {sample} in:\n{text}"))
+}
+
+/// One sample's value in Prometheus text.
+pub fn sample_value(text: &str, sample: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// A running `backhaul run`.
 pub struct Backhaul {
     child: Child,
@@ -138,10 +151,7 @@ impl Backhaul {
 
     /// The value of one sample (`name{labels}` exactly as exposed).
     pub fn metric(&self, sample: &str) -> Result<f64> {
-        let text = self.metrics()?;
-        text.lines()
-            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
-            .with_context(|| format!("no sample {sample} in:\n{text}"))
+        scrape(self.metrics_port, sample)
     }
 
     /// SIGKILL, as a power cut would.

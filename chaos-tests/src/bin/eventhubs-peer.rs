@@ -2,17 +2,22 @@
 //! want it outside the test process (or in a container of its own).
 //!
 //! ```text
-//! eventhubs-peer [--port N] [--partitions N] [--hub NAME]... [--max-message-size BYTES]
-//!                [--settle-latency-ms N] [--network-latency-ms N] [--quiet]
+//! eventhubs-peer [--listen ADDR] [--port N] [--partitions N] [--hub NAME]...
+//!                [--max-message-size BYTES] [--settle-latency-ms N]
+//!                [--network-latency-ms N] [--control-port N] [--quiet]
 //! ```
 //!
-//! Listens on 127.0.0.1 (port 0 picks one), prints `listening <endpoint>`
+//! Listens on 127.0.0.1 (or `--listen`, e.g. 0.0.0.0 in a container; port 0
+//! picks one), prints `listening <endpoint>`
 //! and the connection string to use, then one line per received event:
 //! `event seq=.. hub=.. partition=.. key=.. id=.. content-type=.. props={..} body=..`.
 //! Fault switches are read from standard input, one command a line:
 //! `refuse on|off`, `silent on|off`, `reject <condition>|off`,
 //! `blackhole on|off`, `slow <ms>|off`, `drop`, `drop-on-transfer on|off`,
 //! `reject-tokens on|off`, `clear`, `stats`. Each is answered `ok ...`.
+//! With `--control-port`, the same commands are also read from every TCP
+//! connection to that port (and answered on it): a container's standard
+//! input is out of a test's reach.
 
 use std::time::Duration;
 
@@ -23,17 +28,25 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 struct Args {
     options: PeerOptions,
     quiet: bool,
+    control_port: Option<u16>,
 }
 
 fn parse_args() -> Result<Args> {
     let mut options = PeerOptions::default();
     let mut quiet = false;
+    let mut control_port = None;
     let mut hubs = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
         match arg.as_str() {
+            "--listen" => {
+                options.listen_address = value("--listen")?.parse().context("--listen")?
+            }
             "--port" => options.port = value("--port")?.parse().context("--port")?,
+            "--control-port" => {
+                control_port = Some(value("--control-port")?.parse().context("--control-port")?)
+            }
             "--partitions" => {
                 options.partition_count = value("--partitions")?.parse().context("--partitions")?
             }
@@ -60,9 +73,9 @@ fn parse_args() -> Result<Args> {
             "--quiet" => quiet = true,
             "-h" | "--help" => {
                 println!(
-                    "usage: eventhubs-peer [--port N] [--partitions N] [--hub NAME]... \
-                     [--max-message-size BYTES] [--settle-latency-ms N] \
-                     [--network-latency-ms N] [--quiet]"
+                    "usage: eventhubs-peer [--listen ADDR] [--port N] [--partitions N] \
+                     [--hub NAME]... [--max-message-size BYTES] [--settle-latency-ms N] \
+                     [--network-latency-ms N] [--control-port N] [--quiet]"
                 );
                 std::process::exit(0);
             }
@@ -72,7 +85,11 @@ fn parse_args() -> Result<Args> {
     if !hubs.is_empty() {
         options.hubs = Some(hubs);
     }
-    Ok(Args { options, quiet })
+    Ok(Args {
+        options,
+        quiet,
+        control_port,
+    })
 }
 
 fn describe(event: &ReceivedEvent) -> String {
@@ -143,10 +160,41 @@ fn command(peer: &EventHubsPeer, line: &str) -> Result<String> {
     Ok(format!("ok {line} -> {:?}", peer.faults()))
 }
 
+/// Answers fault commands on every connection to the control port.
+async fn serve_control(listener: tokio::net::TcpListener, peer: std::sync::Arc<EventHubsPeer>) {
+    use tokio::io::AsyncWriteExt;
+    while let Ok((stream, _)) = listener.accept().await {
+        let peer = peer.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut lines = BufReader::new(read).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let answer = match command(&peer, line.trim()) {
+                    Ok(answer) => answer,
+                    Err(err) => format!("error {err:#}"),
+                };
+                println!("control: {answer}");
+                if write
+                    .write_all(format!("{answer}\n").as_bytes())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = parse_args()?;
-    let peer = EventHubsPeer::start_with(args.options).await?;
+    let listen_address = args.options.listen_address;
+    let peer = std::sync::Arc::new(EventHubsPeer::start_with(args.options).await?);
+    if let Some(port) = args.control_port {
+        let listener = tokio::net::TcpListener::bind((listen_address, port)).await?;
+        tokio::spawn(serve_control(listener, peer.clone()));
+    }
     println!("listening {}", peer.endpoint());
     println!("connection-string {}", peer.connection_string(None));
     let mut events = peer.subscribe();

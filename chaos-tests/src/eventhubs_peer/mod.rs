@@ -64,7 +64,10 @@ pub const DEFAULT_NETWORK_LATENCY: Duration = Duration::from_millis(2);
 /// How the peer presents itself.
 #[derive(Debug, Clone)]
 pub struct PeerOptions {
-    /// Loopback port to listen on; 0 picks a free one.
+    /// Address to listen on: loopback, or every interface
+    /// (`0.0.0.0`) when the peer runs in a container of the chaos suites.
+    pub listen_address: std::net::IpAddr,
+    /// Port to listen on; 0 picks a free one.
     pub port: u16,
     /// Partitions of every event hub: ids `"0"` to `"<n-1>"`.
     pub partition_count: u32,
@@ -94,6 +97,7 @@ pub struct PeerOptions {
 impl Default for PeerOptions {
     fn default() -> Self {
         Self {
+            listen_address: std::net::IpAddr::from([127, 0, 0, 1]),
             port: 0,
             partition_count: 4,
             hubs: None,
@@ -228,7 +232,7 @@ impl EventHubsPeer {
     }
 
     pub async fn start_with(options: PeerOptions) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(("127.0.0.1", options.port)).await?;
+        let listener = TcpListener::bind((options.listen_address, options.port)).await?;
         let port = listener.local_addr()?.port();
         let (frozen, _) = watch::channel(false);
         let shared = Arc::new(Shared {
