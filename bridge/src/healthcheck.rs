@@ -31,7 +31,10 @@ pub fn readyz(address: SocketAddr) -> Result<()> {
         .with_context(|| format!("reading the answer of {target}"))?;
     let status = response.split_whitespace().nth(1).unwrap_or("");
     if status != "200" {
-        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).trim();
+        let body = response
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .trim();
         bail!("{target}/readyz answered {status}: {body}");
     }
     Ok(())
