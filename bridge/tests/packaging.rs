@@ -1,0 +1,240 @@
+//! The files in `packaging/` checked against the tools and the code they
+//! describe: the systemd unit by `systemd-analyze`, the Grafana dashboard
+//! against the `/metrics` of a running appliance.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use backhaul_chaos_tests::config::{write_local_files, TestAppliance};
+use backhaul_chaos_tests::free_port;
+use backhaul_chaos_tests::process::Backhaul;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("bridge/ is in the repository")
+        .to_path_buf()
+}
+
+fn unit_text() -> String {
+    std::fs::read_to_string(repo().join("packaging/systemd/backhaul.service")).unwrap()
+}
+
+/// `Key=` → its values in order, for one section of a unit file.
+fn directives(unit: &str, section: &str) -> BTreeMap<String, Vec<String>> {
+    let mut current = String::new();
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in unit.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = name.to_string();
+        } else if current == section {
+            let (key, value) = line.split_once('=').expect("Key=value");
+            out.entry(key.to_string())
+                .or_default()
+                .push(value.to_string());
+        }
+    }
+    out
+}
+
+/// A root directory holding the unit where the .deb installs it, the
+/// binary it starts, and the host's own units it depends on (targets).
+fn unit_root() -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let units = root.path().join("lib/systemd/system");
+    std::fs::create_dir_all(&units).unwrap();
+    for entry in std::fs::read_dir("/lib/systemd/system").expect("systemd's units on this host") {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), units.join(entry.file_name())).unwrap();
+        }
+    }
+    std::fs::write(units.join("backhaul.service"), unit_text()).unwrap();
+    std::fs::create_dir_all(root.path().join("usr/bin")).unwrap();
+    std::fs::copy(
+        env!("CARGO_BIN_EXE_backhaul"),
+        root.path().join("usr/bin/backhaul"),
+    )
+    .unwrap();
+    root
+}
+
+fn systemd_analyze(args: &[&str]) -> (i32, String) {
+    let out = Command::new("systemd-analyze")
+        .args(args)
+        .output()
+        .unwrap_or_else(|err| {
+            panic!("systemd-analyze cannot run ({err}): apt-get install systemd (scripts/test.sh does)")
+        });
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn systemd_analyze_verifies_the_unit_without_a_warning() {
+    let root = unit_root();
+    let root_arg = format!("--root={}", root.path().display());
+    let (code, output) = systemd_analyze(&["verify", &root_arg, "backhaul.service"]);
+    // Unknown keys and bad values are warnings with exit code 0: the
+    // output must be empty too.
+    assert_eq!((code, output.as_str()), (0, ""));
+}
+
+#[test]
+fn systemd_rates_the_unit_hardened() {
+    let root = unit_root();
+    let root_arg = format!("--root={}", root.path().display());
+    // `--threshold=20`: fail above an overall exposure of 2.0 of 10 (systemd
+    // calls up to 2.0 "OK"; a unit without hardening scores 9.6).
+    let (code, output) = systemd_analyze(&[
+        "security",
+        "--offline=yes",
+        &root_arg,
+        "--threshold=20",
+        "backhaul.service",
+    ]);
+    assert_eq!(code, 0, "{output}");
+    let overall = output
+        .lines()
+        .find(|l| l.contains("Overall exposure level for backhaul.service"))
+        .unwrap_or_else(|| panic!("no overall exposure in:\n{output}"));
+    assert!(overall.contains(" OK"), "{overall}");
+}
+
+#[test]
+fn the_unit_is_a_notify_service_with_a_watchdog_and_a_read_only_system() {
+    let service = directives(&unit_text(), "Service");
+    let one = |key: &str| -> &str {
+        match service.get(key).map(Vec::as_slice) {
+            Some([value]) => value,
+            other => panic!("{key}= set once, found {other:?}"),
+        }
+    };
+    assert_eq!(one("Type"), "notify");
+    assert_eq!(one("NotifyAccess"), "main");
+    assert_eq!(one("WatchdogSec"), "30s");
+    assert_eq!(one("Restart"), "on-failure");
+    assert_eq!(
+        one("ExecStart"),
+        "/usr/bin/backhaul run --config /etc/backhaul --data-dir /var/lib/backhaul"
+    );
+    assert_eq!((one("User"), one("Group")), ("backhaul", "backhaul"));
+    assert_eq!(one("StateDirectory"), "backhaul");
+    assert_eq!(one("ProtectSystem"), "strict");
+    assert_eq!(one("ReadWritePaths"), "/var/lib/backhaul");
+    assert_eq!(one("ProtectHome"), "yes");
+    assert_eq!(one("PrivateTmp"), "yes");
+    assert_eq!(one("NoNewPrivileges"), "yes");
+    assert_eq!(one("CapabilityBoundingSet"), "");
+    assert_eq!(one("RestrictAddressFamilies"), "AF_INET AF_INET6 AF_UNIX");
+    assert_eq!(one("SystemCallFilter"), "@system-service");
+    assert_eq!(one("LimitNOFILE"), "65536");
+    let install = directives(&unit_text(), "Install");
+    assert_eq!(install["WantedBy"], ["multi-user.target"]);
+}
+
+/// Every `backhaul_*` name in `text`.
+fn metric_names(text: &str, into: &mut BTreeSet<String>) {
+    let mut rest = text;
+    while let Some(start) = rest.find("backhaul_") {
+        let tail = &rest[start..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        into.insert(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+}
+
+/// The PromQL of every panel (rows included) and of the template variables.
+fn dashboard_queries(dashboard: &serde_json::Value) -> Vec<String> {
+    fn panels(list: &serde_json::Value, out: &mut Vec<String>) {
+        for panel in list.as_array().into_iter().flatten() {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"].as_str().expect("every target has expr");
+                assert!(!expr.is_empty(), "empty expr in '{}'", panel["title"]);
+                out.push(expr.to_string());
+            }
+            panels(&panel["panels"], out);
+        }
+    }
+    let mut out = Vec::new();
+    panels(&dashboard["panels"], &mut out);
+    for variable in dashboard["templating"]["list"].as_array().unwrap() {
+        if let Some(query) = variable["query"]["query"].as_str() {
+            out.push(query.to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn the_dashboard_shows_exactly_the_metrics_a_running_appliance_exports() {
+    let path = repo().join("packaging/grafana/backhaul.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(dashboard["uid"], "backhaul-appliance");
+    let ids: Vec<u64> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_u64().expect("panel id"))
+        .collect();
+    assert_eq!(
+        ids.iter().collect::<BTreeSet<_>>().len(),
+        ids.len(),
+        "panel ids are unique"
+    );
+    let mut used = BTreeSet::new();
+    for query in dashboard_queries(&dashboard) {
+        metric_names(&query, &mut used);
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    let appliance = TestAppliance {
+        mqtt_port: free_port(),
+        metrics_port: free_port(),
+        storage: "Disk",
+    };
+    write_local_files(&tmp.path().join("config"), &appliance);
+    let backhaul = Backhaul::start(
+        &tmp.path().join("config"),
+        &tmp.path().join("data"),
+        appliance.metrics_port,
+    )
+    .unwrap();
+    let exposition = backhaul.metrics().unwrap();
+    let samples: BTreeSet<String> = exposition
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.split(['{', ' ']).next().unwrap().to_string())
+        .collect();
+    let families: BTreeSet<String> = exposition
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect();
+
+    let unknown: Vec<&String> = used.difference(&samples).collect();
+    assert_eq!(
+        unknown,
+        Vec::<&String>::new(),
+        "the dashboard queries series /metrics does not have"
+    );
+    // Every family is on the dashboard (a histogram through its buckets).
+    let unshown: Vec<&String> = families
+        .iter()
+        .filter(|f| !used.contains(*f) && !used.contains(&format!("{f}_bucket")))
+        .collect();
+    assert_eq!(
+        unshown,
+        Vec::<&String>::new(),
+        "metrics /metrics exports that no panel shows"
+    );
+    assert!(families.contains("backhaul_queue_messages"), "{exposition}");
+}
