@@ -24,8 +24,8 @@ use crate::flow::{FlowRunner, RunnerSettings};
 use crate::health::FlowHealth;
 use crate::http::{self, HttpState};
 use crate::metrics::Metrics;
-use crate::sd_notify::{self, Notifier};
-use crate::watchdog::{self, Watchdog};
+use crate::sd_notify::Notifier;
+use crate::watchdog;
 
 /// The data directory: `--data-dir`, else the configuration's
 /// `storage.path`, else `./backhaul-data`.
@@ -153,23 +153,9 @@ pub async fn run(
     state.ready.store(true, Ordering::Relaxed);
     // The listeners are bound (connections queue in the kernel until the
     // accept loops run) and every flow task is spawned: devices can publish.
-    let watchdog_task = notifier.as_ref().map(|notifier| {
-        notifier.notify(&format!(
-            "READY=1\nSTATUS={}",
-            watchdog::status_line(&store, &state.health)
-        ));
-        sd_notify::watchdog_interval().map(|interval| {
-            tokio::spawn(
-                Watchdog {
-                    notifier: notifier.clone(),
-                    interval,
-                    store: store.clone(),
-                    health: state.health.clone(),
-                }
-                .run(),
-            )
-        })
-    });
+    let watchdog_task = notifier
+        .as_ref()
+        .and_then(|notifier| watchdog::ready(notifier, &store, &state.health));
     info!(
         mqtt = %addresses.join(", "),
         metrics = %format!("http://{metrics_address}/metrics"),
@@ -189,7 +175,7 @@ pub async fn run(
     let _ = stop.send(true);
     while tasks.join_next().await.is_some() {}
     http_task.abort();
-    if let Some(Some(watchdog_task)) = watchdog_task {
+    if let Some(watchdog_task) = watchdog_task {
         watchdog_task.abort();
     }
     Ok(())

@@ -13,10 +13,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backhaul_storage::QueueStore;
+use tokio::task::JoinHandle;
 use tracing::warn;
 
 use crate::health::FlowHealth;
-use crate::sd_notify::Notifier;
+use crate::sd_notify::{self, Notifier};
+
+/// Says `READY=1` with the status line, and starts the watchdog task when
+/// systemd asked for one (`$WATCHDOG_USEC`); the caller aborts it last.
+pub fn ready(
+    notifier: &Arc<Notifier>,
+    store: &Arc<QueueStore>,
+    health: &Arc<FlowHealth>,
+) -> Option<JoinHandle<()>> {
+    notifier.notify(&format!("READY=1\nSTATUS={}", status_line(store, health)));
+    let interval = sd_notify::watchdog_interval()?;
+    let watchdog = Watchdog {
+        notifier: notifier.clone(),
+        interval,
+        store: store.clone(),
+        health: health.clone(),
+    };
+    Some(tokio::spawn(watchdog.run()))
+}
 
 /// What the watchdog looks at.
 pub struct Watchdog {
