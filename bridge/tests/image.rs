@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use backhaul_chaos_tests::process::http_get;
-use docker::{docker, docker_output, require_engine, Container};
+use docker::{docker, docker_output, engine_problem, require_engine, Container};
 
 const TAG: &str = "backhaul-image-test:latest";
 const FLOW: &str = "factory-to-files";
@@ -243,4 +243,16 @@ fn the_image_runs_healthy_as_non_root_and_keeps_its_queue_in_the_volume() {
         ids,
         ["backhaul/factory-to-files/1", "backhaul/factory-to-files/2"]
     );
+}
+
+#[test]
+fn without_an_engine_the_docker_tests_fail_and_say_why() {
+    let problem = engine_problem(Some("unix:///nonexistent/docker.sock")).unwrap();
+    assert!(
+        problem.starts_with("no Docker engine reachable: `docker info` said: ")
+            && problem
+                .ends_with("; this test needs one (start dockerd) and never passes by skipping"),
+        "{problem}"
+    );
+    assert!(problem.contains("/nonexistent/docker.sock"), "{problem}");
 }

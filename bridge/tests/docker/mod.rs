@@ -9,20 +9,30 @@ use std::process::{Command, Output};
 
 /// Panics unless `docker info` reaches an engine.
 pub fn require_engine() {
-    let out = Command::new("docker")
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .output();
-    match out {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => panic!(
+    if let Some(problem) = engine_problem(None) {
+        panic!("{problem}");
+    }
+}
+
+/// Why no engine is reachable (at `docker_host`, else the default), or
+/// `None` when `docker info` answers.
+pub fn engine_problem(docker_host: Option<&str>) -> Option<String> {
+    let mut command = Command::new("docker");
+    command.args(["info", "--format", "{{.ServerVersion}}"]);
+    if let Some(host) = docker_host {
+        command.env("DOCKER_HOST", host);
+    }
+    match command.output() {
+        Ok(out) if out.status.success() => None,
+        Ok(out) => Some(format!(
             "no Docker engine reachable: `docker info` said: {}; this test needs one \
              (start dockerd) and never passes by skipping",
             String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Err(err) => panic!(
+        )),
+        Err(err) => Some(format!(
             "no Docker client: {err}; this test needs Docker (apt-get install docker.io) \
              and never passes by skipping"
-        ),
+        )),
     }
 }
 
