@@ -135,6 +135,16 @@ fn files_in(container: &Container, path: &str) -> (Vec<String>, String) {
 
 struct Volume(String);
 
+/// The image under test, removed afterwards so that rebuilds leave no
+/// dangling images behind.
+struct Image;
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        let _ = docker_output(&["rmi", "-f", TAG]);
+    }
+}
+
 impl Drop for Volume {
     fn drop(&mut self) {
         let _ = docker_output(&["volume", "rm", "-f", &self.0]);
@@ -145,6 +155,7 @@ impl Drop for Volume {
 fn the_image_runs_healthy_as_non_root_and_keeps_its_queue_in_the_volume() {
     require_engine();
     build_image();
+    let _image = Image;
     assert_eq!(
         docker(&["image", "inspect", "--format", "{{.Config.User}}", TAG]).trim(),
         "10001:10001"
