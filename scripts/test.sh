@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Backhaul's whole test suite, on a fresh machine or a warm one:
 #   1. installs what the tests need, only if missing: Mosquitto, systemd's
-#      systemd-analyze and debootstrap from Debian, cargo-deb from crates.io
+#      systemd-analyze, debootstrap and Prometheus from Debian, cargo-deb from crates.io
 #      (into ~/.cache/backhaul/tools), and the Debian image the .deb test
 #      installs into (scripts/debian-image.sh);
 #   2. checks formatting and clippy;
@@ -24,6 +24,8 @@ command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 # the Debian root filesystem the .deb is installed into.
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+# A real Prometheus evaluates every query of the Grafana dashboard.
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}"
   as_root apt-get update -qq
