@@ -35,9 +35,10 @@ fn cargo_deb() -> PathBuf {
     PathBuf::from("cargo-deb")
 }
 
-/// The package of the debug binary beside this test (no release build),
-/// made once for the tests here: cargo-deb stages its files under the
-/// target directory, so two runs at once would mix their files.
+/// The package of the debug binary beside this test, made once for the
+/// tests here (cargo-deb stages its files under the target directory, so
+/// two runs at once would mix them). No release build: cargo-deb 3.8 warns
+/// that the dev profile is not meant for releases, and packages it anyway.
 fn build_deb() -> PathBuf {
     static DEB: Mutex<Option<PathBuf>> = Mutex::new(None);
     let mut deb = DEB.lock().unwrap_or_else(|p| p.into_inner());
@@ -66,7 +67,7 @@ fn build_deb() -> PathBuf {
         .output()
         .unwrap_or_else(|err| {
             panic!(
-                "cargo-deb cannot run ({err}): cargo install cargo-deb --locked \
+                "cargo-deb cannot run ({err}): cargo install cargo-deb --version 3.8.0 --locked \
                  --root ~/.cache/backhaul/tools (scripts/test.sh does)"
             )
         });
