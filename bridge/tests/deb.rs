@@ -61,6 +61,9 @@ fn build_deb() -> PathBuf {
             "--profile",
             "dev",
             "--fast",
+            // No separate debug-symbols package for a test build: strip.
+            "--no-dbgsym",
+            "--strip",
         ])
         .arg("--output")
         .arg(&out)
