@@ -384,4 +384,24 @@ fn under_systemd_the_package_starts_a_ready_service_that_the_watchdog_restarts()
     assert_eq!(property(&booted, "ActiveState"), "inactive");
     assert_eq!(property(&booted, "Result"), "success");
     assert_eq!(property(&booted, "NRestarts"), "1");
+
+    // An upgrade over a broken configuration: the package still installs
+    // (postinst says where to look), the service fails with status 2 and is
+    // not restarted in a loop.
+    booted.sh("systemctl start backhaul");
+    booted.sh("printf 'kind: Dataflow\n' >/etc/backhaul/broken.yaml");
+    let (code, _, stderr) = booted.exec(&["dpkg", "-i", "/tmp/backhaul.deb"]);
+    assert_eq!(code, 0, "dpkg -i over a broken configuration: {stderr}");
+    assert!(
+        stderr.contains("backhaul: the service did not start; see: journalctl -u backhaul"),
+        "{stderr}"
+    );
+    assert_eq!(
+        booted.sh("dpkg-query -W -f='${Status}' backhaul"),
+        "install ok installed"
+    );
+    wait_property(&booted, "ActiveState", "failed");
+    assert_eq!(property(&booted, "ExecMainStatus"), "2");
+    // (NRestarts counts from the last manual start.)
+    assert_eq!(property(&booted, "NRestarts"), "0", "no restart loop");
 }

@@ -114,6 +114,8 @@ fn the_unit_is_a_notify_service_with_a_watchdog_and_a_read_only_system() {
     assert_eq!(one("NotifyAccess"), "main");
     assert_eq!(one("WatchdogSec"), "30s");
     assert_eq!(one("Restart"), "on-failure");
+    // main.rs exits 2 for an invalid configuration.
+    assert_eq!(one("RestartPreventExitStatus"), "2");
     assert_eq!(
         one("ExecStart"),
         "/usr/bin/backhaul run --config /etc/backhaul --data-dir /var/lib/backhaul"
