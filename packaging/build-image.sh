@@ -4,10 +4,11 @@
 #   bash packaging/build-image.sh [--binary PATH] [--tag NAME:TAG]
 #
 # Without --binary it builds the release binary first (cargo build --release).
-# The image holds /usr/bin/backhaul, exactly the shared libraries `ldd` lists
-# for it, /etc/ssl/certs/ca-certificates.crt, /etc/backhaul (the built-in data
-# flow with packaging/image/config/appliance.yaml), a `backhaul` user (uid 10001)
-# and the /var/lib/backhaul volume.
+# The image holds /usr/bin/backhaul (debug information stripped, symbols
+# kept: backtraces still name functions), exactly the shared libraries `ldd`
+# lists for it, /etc/ssl/certs/ca-certificates.crt, /etc/backhaul (the
+# built-in data flow with packaging/image/config/appliance.yaml), a `backhaul`
+# user (uid 10001) and the /var/lib/backhaul volume.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(dirname "$here")"
@@ -17,7 +18,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --binary) binary="$2"; shift 2 ;;
     --tag) tag="$2"; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "build-image.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -35,6 +36,9 @@ rootfs="$context/rootfs"
 mkdir -p "$rootfs/usr/bin" "$rootfs/etc/ssl/certs" "$rootfs/etc/backhaul" "$rootfs/tmp" "$context/data"
 chmod 1777 "$rootfs/tmp"
 install -m 0755 "$binary" "$rootfs/usr/bin/backhaul"
+if command -v strip >/dev/null 2>&1; then
+  strip --strip-debug "$rootfs/usr/bin/backhaul"
+fi
 # The dynamic loader and every library the binary links, at their own paths.
 ldd "$binary" | grep -o '/[^ ]*' | sort -u | while read -r lib; do
   mkdir -p "$rootfs$(dirname "$lib")"

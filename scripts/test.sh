@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Backhaul's whole test suite, on a fresh machine or a warm one:
-#   1. installs what the tests need (Mosquitto from Debian), only if missing;
+#   1. installs what the tests need, only if missing: Mosquitto, libssl-dev,
+#      pkg-config and openssl, systemd's systemd-analyze, debootstrap and
+#      Prometheus from Debian, cargo-deb from crates.io
+#      (into ~/.cache/backhaul/tools), and the Debian image the .deb test
+#      installs into (scripts/debian-image.sh);
 #   2. checks formatting and clippy;
 #   3. runs every test of the workspace (units, integration, fault suites).
 # Builds go to ~/.cache/backhaul/target so later runs reuse them.
@@ -22,11 +26,29 @@ command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# The packaging tests: systemd-analyze verifies the unit; debootstrap makes
+# the Debian root filesystem the .deb is installed into.
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+# A real Prometheus evaluates every query of the Grafana dashboard.
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+# cargo-deb builds the .deb (bridge/Cargo.toml [package.metadata.deb]); the
+# test packages the debug binary, so no release build is needed.
+tools="$cache/tools"
+CARGO_DEB_VERSION=3.8.0
+if ! "$tools/bin/cargo-deb" --version 2>/dev/null | grep -qxF "cargo-deb $CARGO_DEB_VERSION"; then
+  echo "test.sh: installing cargo-deb into $tools"
+  (unset CARGO_TARGET_DIR; cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked --root "$tools" --quiet)
+fi
+export PATH="$tools/bin:$PATH"
+# Without a Docker engine this fails; the Docker tests then fail and say why.
+bash scripts/debian-image.sh || echo "test.sh: no Debian image for the .deb test (see above)" >&2
 
 for component in rustfmt clippy; do
   if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then

@@ -25,6 +25,8 @@ use crate::flow::{FlowRunner, RunnerSettings};
 use crate::health::FlowHealth;
 use crate::http::{self, HttpState};
 use crate::metrics::Metrics;
+use crate::sd_notify::Notifier;
+use crate::watchdog;
 
 /// The data directory: `--data-dir`, else the configuration's
 /// `storage.path`, else `./backhaul-data`.
@@ -34,12 +36,19 @@ pub fn data_dir(config: &Config, cli: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
 }
 
-/// Runs the appliance until `shutdown` resolves.
+/// Runs the appliance until `shutdown` resolves. Under systemd
+/// (`$NOTIFY_SOCKET`), it reports `READY=1` once devices can connect and
+/// flows run, pings the watchdog (`$WATCHDOG_USEC`) and says `STOPPING=1`
+/// when it shuts down; see [`sd_notify`] and [`watchdog`].
 pub async fn run(
     config: Config,
     data_dir: PathBuf,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
+    let notifier = Notifier::from_env().map(Arc::new);
+    if let Some(notifier) = &notifier {
+        notifier.notify("STATUS=opening the queues");
+    }
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let flows: Vec<_> = config.enabled_flows().cloned().collect();
@@ -150,6 +159,11 @@ pub async fn run(
         listener_tasks.spawn(listener.serve());
     }
     state.ready.store(true, Ordering::Relaxed);
+    // The listeners are bound (connections queue in the kernel until the
+    // accept loops run) and every flow task is spawned: devices can publish.
+    let watchdog_task = notifier
+        .as_ref()
+        .and_then(|notifier| watchdog::ready(notifier, &store, &state.health));
     info!(
         mqtt = %addresses.join(", "),
         metrics = %format!("http://{metrics_address}/metrics"),
@@ -161,11 +175,17 @@ pub async fn run(
 
     shutdown.await;
     info!("shutting down");
+    if let Some(notifier) = &notifier {
+        notifier.notify("STOPPING=1\nSTATUS=shutting down: finishing the batches in flight");
+    }
     state.ready.store(false, Ordering::Relaxed);
     listener_tasks.abort_all();
     let _ = stop.send(true);
     while tasks.join_next().await.is_some() {}
     http_task.abort();
+    if let Some(watchdog_task) = watchdog_task {
+        watchdog_task.abort();
+    }
     Ok(())
 }
 

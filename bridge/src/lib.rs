@@ -9,6 +9,7 @@
 //! - [`flow`]: a data flow's task: read, prepare, send, acknowledge.
 //! - [`endpoint`]: destinations behind the [`endpoint::Sink`] trait.
 //! - [`metrics`] and [`http`]: Prometheus text, health and readiness.
+//! - [`sd_notify`] and [`watchdog`]: readiness and liveness for systemd.
 //! - [`app`]: everything wired together; `main.rs` is the CLI around it.
 
 pub mod app;
@@ -20,6 +21,8 @@ pub mod flow;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod sd_notify;
+pub mod watchdog;
 
 /// The mapping language lives in its own crate (`backhaul-mapping`).
 pub use backhaul_mapping as mapping;

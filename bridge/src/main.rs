@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use backhaul_bridge::app;
 use backhaul_bridge::config::Config;
 use clap::{Parser, Subcommand};
@@ -133,26 +133,30 @@ fn main() -> ExitCode {
 
 fn run(config: Config, data_dir: PathBuf) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(app::run(config, data_dir, shutdown_signal()))
+    runtime.block_on(async {
+        let shutdown = shutdown_signal()?;
+        app::run(config, data_dir, shutdown).await
+    })
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on Ctrl-C or SIGTERM. The handlers are installed here, before
+/// start-up, not when the future is first polled: a SIGTERM that systemd
+/// sends right after READY=1 must shut down cleanly, not kill the process.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

@@ -18,6 +18,8 @@ use prometheus::{
 };
 use std::sync::atomic::Ordering;
 
+use crate::endpoint::ErrorKind;
+
 /// Reasons a flow drops a message, created up front so they read as 0.
 pub const DROP_REASONS: &[&str] = &[
     "undecodable",
@@ -116,6 +118,11 @@ impl Metrics {
     pub fn flow(&self, flow: &str, endpoint: &str) -> FlowMetrics {
         for reason in DROP_REASONS {
             self.dropped.with_label_values(&[flow, reason]);
+        }
+        // Every kind reads 0 from the start, so that a dashboard's rate()
+        // shows 0 rather than no data before the first failure.
+        for kind in [ErrorKind::Transient, ErrorKind::Throttled, ErrorKind::Fatal] {
+            self.send_errors.with_label_values(&[flow, kind.as_str()]);
         }
         let endpoint_up = self.endpoint_up.with_label_values(&[flow, endpoint]);
         endpoint_up.set(0);

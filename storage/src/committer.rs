@@ -322,9 +322,13 @@ impl Shared {
             }
         }
         for (request, outcome) in group.into_iter().zip(outcomes) {
-            self.stats
-                .latency
-                .observe(request.queued_at.elapsed().as_secs_f64(), 1);
+            // A ping (empty append) is not a publish: keep it out of the
+            // commit latency that operators read.
+            if !request.entries.is_empty() {
+                self.stats
+                    .latency
+                    .observe(request.queued_at.elapsed().as_secs_f64(), 1);
+            }
             let _ = request.reply.send(outcome);
         }
         let mut in_flight = lock(&self.in_flight);

@@ -190,3 +190,19 @@ async fn appended_wakes_a_waiting_reader() {
         .unwrap();
     assert_eq!(read, 1);
 }
+
+#[tokio::test]
+async fn a_ping_passes_through_the_committer_without_writing_or_counting() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = QueueStore::open(&StorageMode::Disk(dir.path().join("q")), &flows(&["a"])).unwrap();
+    store.append(vec![entry(0, "a1")]).await.unwrap();
+    let before = (store.commit_stats(), store.io_stats().unwrap());
+    assert_eq!(store.ping().await.unwrap(), Vec::<u64>::new());
+    let after = (store.commit_stats(), store.io_stats().unwrap());
+    assert_eq!(after.0.commits, before.0.commits);
+    assert_eq!(after.0.records, before.0.records);
+    assert_eq!(after.0.commit_latency.count, 1, "only the real append");
+    assert_eq!(after.1.fsyncs, before.1.fsyncs);
+    assert_eq!(after.1.bytes_written, before.1.bytes_written);
+    assert_eq!(store.queue(0).unwrap().stats().messages, 1);
+}
