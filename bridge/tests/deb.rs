@@ -133,7 +133,7 @@ fn dpkg_installs_runs_removes_and_purges_the_package_in_debian_bookworm() {
     );
     assert_eq!(
         debian.sh("dpkg-query -W -f='${Depends}' backhaul"),
-        "libc6 (>= 2.35), libgcc-s1, passwd"
+        "libc6 (>= 2.35), libgcc-s1, libssl3, passwd"
     );
 
     // No systemd runs here (as in an image build): enabled, not started.
