@@ -32,36 +32,95 @@ spec:
     )
 }
 
-/// Writes an Appliance document and one flow `factory/#` → the MQTT broker on
-/// `remote_port`, topic `cloud/${inputTopic}`.
-pub fn write_mqtt_bridge(dir: &Path, appliance: &TestAppliance, remote_port: u16) {
-    std::fs::create_dir_all(dir).expect("config dir");
-    let appliance_yaml = appliance_yaml(appliance, "");
-    let flows_yaml = format!(
+/// The MQTT DataflowEndpoint `cloud`: the broker at `host`, anonymous, no
+/// TLS, keep-alive 5 s.
+pub fn mqtt_endpoint_yaml(host: &str) -> String {
+    format!(
         r#"apiVersion: connectivity.iotoperations.azure.com/v1
 kind: DataflowEndpoint
 metadata: {{name: cloud}}
 spec:
   endpointType: Mqtt
   mqttSettings:
-    host: "127.0.0.1:{remote_port}"
+    host: "{host}"
     keepAliveSeconds: 5
     tls: {{mode: Disabled}}
     authentication: {{method: Anonymous, anonymousSettings: {{}}}}
----
-apiVersion: connectivity.iotoperations.azure.com/v1
+"#
+    )
+}
+
+/// The Event Hubs DataflowEndpoint `hubs`: the namespace, reached at
+/// `custom_endpoint`, with `authentication` (YAML lines indented six
+/// spaces), batches of up to `max_messages` and SDK calls timed out after
+/// `timeout_secs`.
+pub struct EventHubsEndpointYaml<'a> {
+    pub namespace: &'a str,
+    pub custom_endpoint: &'a str,
+    pub authentication: &'a str,
+    pub partition_strategy: &'a str,
+    pub max_messages: u32,
+    pub timeout_secs: u32,
+}
+
+impl EventHubsEndpointYaml<'_> {
+    pub fn render(&self) -> String {
+        let Self {
+            namespace,
+            custom_endpoint,
+            authentication,
+            partition_strategy,
+            max_messages,
+            timeout_secs,
+        } = self;
+        format!(
+            r#"apiVersion: connectivity.iotoperations.azure.com/v1
+kind: DataflowEndpoint
+metadata: {{name: hubs}}
+spec:
+  endpointType: EventHubs
+  eventHubsSettings:
+    host: {namespace}
+    customEndpoint: "{custom_endpoint}"
+    authentication:
+{authentication}
+    partitionStrategy: {partition_strategy}
+    batching: {{latencyMs: 5, maxMessages: {max_messages}}}
+    operationTimeoutSeconds: {timeout_secs}
+"#
+        )
+    }
+}
+
+/// A Dataflow `flow` from the embedded broker's `source` filter to
+/// `destination` on `endpoint`; further operations may follow.
+pub fn dataflow_yaml(flow: &str, source: &str, endpoint: &str, destination: &str) -> String {
+    format!(
+        r#"apiVersion: connectivity.iotoperations.azure.com/v1
 kind: Dataflow
-metadata: {{name: factory-up}}
+metadata: {{name: {flow}}}
 spec:
   profileRef: default
   operations:
     - operationType: Source
-      sourceSettings: {{endpointRef: default, dataSources: ["factory/#"]}}
+      sourceSettings: {{endpointRef: default, dataSources: ["{source}"]}}
     - operationType: Destination
-      destinationSettings: {{endpointRef: cloud, dataDestination: "cloud/${{inputTopic}}"}}
+      destinationSettings: {{endpointRef: {endpoint}, dataDestination: "{destination}"}}
 "#
+    )
+}
+
+/// Writes an Appliance document and one flow `factory/#` → the MQTT broker on
+/// `remote_port`, topic `cloud/${inputTopic}`.
+pub fn write_mqtt_bridge(dir: &Path, appliance: &TestAppliance, remote_port: u16) {
+    std::fs::create_dir_all(dir).expect("config dir");
+    let flows_yaml = format!(
+        "{}---\n{}",
+        mqtt_endpoint_yaml(&format!("127.0.0.1:{remote_port}")),
+        dataflow_yaml("factory-up", "factory/#", "cloud", "cloud/${inputTopic}")
     );
-    std::fs::write(dir.join("appliance.yaml"), appliance_yaml).expect("write config");
+    std::fs::write(dir.join("appliance.yaml"), appliance_yaml(appliance, ""))
+        .expect("write config");
     std::fs::write(dir.join("flows.yaml"), flows_yaml).expect("write config");
 }
 
@@ -122,35 +181,17 @@ pub fn write_eventhubs(
         storage: "Disk",
     };
     let retry = "  retry: {initialBackoffMs: 100, maxBackoffSeconds: 2, parkedRetrySeconds: 2}\n";
-    let flows = format!(
-        r#"apiVersion: connectivity.iotoperations.azure.com/v1
-kind: DataflowEndpoint
-metadata: {{name: hubs}}
-spec:
-  endpointType: EventHubs
-  eventHubsSettings:
-    host: {namespace}
-    customEndpoint: "{endpoint}"
-    authentication:
-{authentication}
-    partitionStrategy: {partition_strategy}
-    batching: {{latencyMs: 5, maxMessages: 200}}
-    operationTimeoutSeconds: 3
----
-apiVersion: connectivity.iotoperations.azure.com/v1
-kind: Dataflow
-metadata: {{name: {EVENTHUBS_FLOW}}}
-spec:
-  profileRef: default
-  operations:
-    - operationType: Source
-      sourceSettings: {{endpointRef: default, dataSources: ["factory/#"]}}
-    - operationType: Destination
-      destinationSettings: {{endpointRef: hubs, dataDestination: {EVENTHUBS_HUB}}}
-"#,
-        namespace = peer.namespace(),
-        endpoint = peer.endpoint(),
-    );
+    let endpoint = EventHubsEndpointYaml {
+        namespace: peer.namespace(),
+        custom_endpoint: &peer.endpoint(),
+        authentication,
+        partition_strategy,
+        max_messages: 200,
+        timeout_secs: 3,
+    }
+    .render();
+    let flow = dataflow_yaml(EVENTHUBS_FLOW, "factory/#", "hubs", EVENTHUBS_HUB);
+    let flows = format!("{endpoint}---\n{flow}");
     std::fs::write(
         edge.config.join("appliance.yaml"),
         appliance_yaml(&appliance, retry),

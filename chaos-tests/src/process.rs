@@ -154,6 +154,23 @@ impl Backhaul {
         scrape(self.metrics_port, sample)
     }
 
+    /// Waits up to `timeout` for `sample` to read `value`; panics with the
+    /// log otherwise.
+    pub async fn wait_metric(&self, sample: &str, value: f64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut last = self.metric(sample);
+        while !matches!(last, Ok(v) if v == value) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            last = self.metric(sample);
+        }
+        if !matches!(last, Ok(v) if v == value) {
+            panic!(
+                "{sample} is {last:?}, not {value}, after {timeout:?}:\n{}",
+                self.log_text()
+            );
+        }
+    }
+
     /// SIGKILL, as a power cut would.
     pub fn kill9(mut self) -> Result<()> {
         self.child.kill()?;

@@ -58,13 +58,9 @@ fn check_ids(events: &[ReceivedEvent]) -> Vec<u64> {
 
 async fn wait_drained(backhaul: &Backhaul) {
     let sample = format!("backhaul_queue_messages{{flow=\"{FLOW}\"}}");
-    for _ in 0..600 {
-        if backhaul.metric(&sample).unwrap() == 0.0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the queue did not drain:\n{}", backhaul.log_text());
+    backhaul
+        .wait_metric(&sample, 0.0, Duration::from_secs(30))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,18 +395,9 @@ async fn an_unauthorized_flow_is_parked_keeps_its_data_and_resumes() {
         .unwrap();
 
     let parked = format!("backhaul_flow_parked{{flow=\"{FLOW}\"}}");
-    for _ in 0..200 {
-        if backhaul.metric(&parked).unwrap() == 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(
-        backhaul.metric(&parked).unwrap(),
-        1.0,
-        "{}",
-        backhaul.log_text()
-    );
+    backhaul
+        .wait_metric(&parked, 1.0, Duration::from_secs(10))
+        .await;
     let (status, body) = http_get(edge.metrics_port, "/readyz").unwrap();
     assert_eq!(status, 503);
     assert!(

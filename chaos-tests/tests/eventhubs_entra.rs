@@ -185,106 +185,93 @@ async fn a_client_certificate_principal_signs_an_assertion_and_delivers() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_principal_parks_the_flow_until_the_authority_accepts_it() {
+/// A `ClientSecret` appliance whose secret file holds `secret`, with 20
+/// messages published and its flow parked by `authority`'s refusal.
+struct ParkedCase {
+    _tmp: tempfile::TempDir,
+    authority: EntraAuthority,
+    peer: EventHubsPeer,
+    edge: EventHubsEdge,
+    backhaul: Backhaul,
+}
+
+const PARKED: &str = "backhaul_flow_parked{flow=\"to-hub\"}";
+
+async fn parked_case(authority: EntraAuthority, secret: &str) -> ParkedCase {
     let tmp = tempfile::tempdir().unwrap();
-    let authority = EntraAuthority::start().await.unwrap();
-    authority.refuse(true);
     let peer = EventHubsPeer::start().await.unwrap();
     let authentication = principal_yaml("ClientSecret", "clientSecretSettings", &authority);
     let edge = write_config(tmp.path(), &peer, &authentication);
     std::fs::write(edge.config.join("authority-ca.pem"), authority.ca_pem()).unwrap();
-    write_secret(&edge.config, "hub-principal", "clientSecret", SECRET);
+    write_secret(&edge.config, "hub-principal", "clientSecret", secret);
     let backhaul = Backhaul::start(&edge.config, &edge.data, edge.metrics_port).unwrap();
     let acked = Arc::new(Mutex::new(Vec::new()));
     publish_numbered(edge.mqtt_port, "plc", "factory/line", 20, acked)
         .await
         .unwrap();
-    let parked = "backhaul_flow_parked{flow=\"to-hub\"}";
-    for _ in 0..200 {
-        if backhaul.metric(parked).unwrap() == 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(
-        backhaul.metric(parked).unwrap(),
-        1.0,
-        "{}",
-        backhaul.log_text()
-    );
+    backhaul
+        .wait_metric(PARKED, 1.0, Duration::from_secs(10))
+        .await;
     assert!(peer.events().is_empty());
-    let (status, body) = http_get(edge.metrics_port, "/readyz").unwrap();
+    ParkedCase {
+        _tmp: tmp,
+        authority,
+        peer,
+        edge,
+        backhaul,
+    }
+}
+
+impl ParkedCase {
+    /// All 20 messages arrive and the flow is no longer parked.
+    async fn resumes(&self) {
+        let events = self
+            .peer
+            .wait_for_events(20, Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|err| panic!("{err}\n{}", self.backhaul.log_text()));
+        assert_eq!(events.len(), 20);
+        // The flow unparks once the send's confirmation reaches it.
+        self.backhaul
+            .wait_metric(PARKED, 0.0, Duration::from_secs(10))
+            .await;
+        assert!(!self.backhaul.log_text().contains(SECRET));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_principal_parks_the_flow_until_the_authority_accepts_it() {
+    let authority = EntraAuthority::start().await.unwrap();
+    authority.refuse(true);
+    let case = parked_case(authority, SECRET).await;
+    let (status, body) = http_get(case.edge.metrics_port, "/readyz").unwrap();
     assert_eq!(status, 503);
     assert!(
         body.starts_with("flow 'to-hub' parked: ") && body.contains("Invalid client secret"),
         "the reason Entra ID gave: {body}"
     );
     assert_eq!(
-        backhaul
+        case.backhaul
             .metric("backhaul_queue_messages{flow=\"to-hub\"}")
             .unwrap(),
-        20.0
+        20.0,
+        "nothing dropped while parked"
     );
 
-    authority.refuse(false);
-    let events = peer
-        .wait_for_events(20, Duration::from_secs(60))
-        .await
-        .unwrap_or_else(|err| panic!("{err}\n{}", backhaul.log_text()));
-    assert_eq!(events.len(), 20);
-    // The flow unparks once the send's confirmation reaches it.
-    for _ in 0..200 {
-        if backhaul.metric(parked).unwrap() == 0.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(backhaul.metric(parked).unwrap(), 0.0);
-    assert!(!backhaul.log_text().contains(SECRET));
+    case.authority.refuse(false);
+    case.resumes().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrected_secret_file_unparks_the_flow_without_a_restart() {
-    let tmp = tempfile::tempdir().unwrap();
     let authority = EntraAuthority::start().await.unwrap();
     authority.accept_only_secret(SECRET);
-    let peer = EventHubsPeer::start().await.unwrap();
-    let authentication = principal_yaml("ClientSecret", "clientSecretSettings", &authority);
-    let edge = write_config(tmp.path(), &peer, &authentication);
-    std::fs::write(edge.config.join("authority-ca.pem"), authority.ca_pem()).unwrap();
-    write_secret(
-        &edge.config,
-        "hub-principal",
-        "clientSecret",
-        "an-expired-secret",
-    );
-    let backhaul = Backhaul::start(&edge.config, &edge.data, edge.metrics_port).unwrap();
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    publish_numbered(edge.mqtt_port, "plc", "factory/line", 20, acked)
-        .await
-        .unwrap();
-    let parked = "backhaul_flow_parked{flow=\"to-hub\"}";
-    for _ in 0..200 {
-        if backhaul.metric(parked).unwrap() == 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(
-        backhaul.metric(parked).unwrap(),
-        1.0,
-        "{}",
-        backhaul.log_text()
-    );
+    let case = parked_case(authority, "an-expired-secret").await;
 
-    write_secret(&edge.config, "hub-principal", "clientSecret", SECRET);
-    let events = peer
-        .wait_for_events(20, Duration::from_secs(60))
-        .await
-        .unwrap_or_else(|err| panic!("{err}\n{}", backhaul.log_text()));
-    assert_eq!(events.len(), 20);
-    let secrets: Vec<String> = authority
+    write_secret(&case.edge.config, "hub-principal", "clientSecret", SECRET);
+    case.resumes().await;
+    let secrets: Vec<String> = case
+        .authority
         .requests()
         .iter()
         .map(|r| r.form["client_secret"].clone())

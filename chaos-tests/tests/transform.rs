@@ -6,7 +6,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use backhaul_chaos_tests::config::{appliance_yaml, TestAppliance};
+use backhaul_chaos_tests::config::{
+    appliance_yaml, dataflow_yaml, mqtt_endpoint_yaml, TestAppliance,
+};
 use backhaul_chaos_tests::free_port;
 use backhaul_chaos_tests::mqtt::{collect, create_persistent_subscription, publish_v5};
 use backhaul_chaos_tests::process::{http_request, Backhaul, Mosquitto};
@@ -22,27 +24,15 @@ fn write_config(dir: &Path, edge: &TestAppliance, remote_port: u16) {
     std::fs::write(
         dir.join("flows.yaml"),
         format!(
-            r#"apiVersion: connectivity.iotoperations.azure.com/v1
-kind: DataflowEndpoint
-metadata: {{name: cloud}}
-spec:
-  endpointType: Mqtt
-  mqttSettings:
-    host: "127.0.0.1:{remote_port}"
-    tls: {{mode: Disabled}}
-    authentication: {{method: Anonymous, anonymousSettings: {{}}}}
----
-apiVersion: connectivity.iotoperations.azure.com/v1
-kind: Dataflow
-metadata: {{name: {FLOW}}}
-spec:
-  profileRef: default
-  operations:
-    - operationType: Source
-      sourceSettings: {{endpointRef: default, dataSources: ["factory/+/telemetry"]}}
-    - operationType: Destination
-      destinationSettings: {{endpointRef: cloud, dataDestination: "cloud/${{inputTopic.2}}"}}
-    - operationType: BuiltInTransformation
+            "{}---\n{}{}",
+            mqtt_endpoint_yaml(&format!("127.0.0.1:{remote_port}")),
+            dataflow_yaml(
+                FLOW,
+                "factory/+/telemetry",
+                "cloud",
+                "cloud/${inputTopic.2}"
+            ),
+            r#"    - operationType: BuiltInTransformation
       builtInTransformationSettings:
         map:
           - inputs: ['*']

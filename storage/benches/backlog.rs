@@ -16,23 +16,16 @@
 //! fill's own memory does not count. `BACKHAUL_BENCH_DIR` chooses the
 //! directory (default: the temp dir); it is removed at the end.
 
-use std::collections::VecDeque;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use backhaul_storage::{AppendEntry, QueueStore, StorageMode};
-use bytes::Bytes;
+use backhaul_storage::{QueueStore, StorageMode};
 
 const PHASE: &str = "BACKHAUL_BENCH_PHASE";
 const REPLAYED: u64 = 1_000_000;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn proc_status_mb(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -62,25 +55,7 @@ fn fill(queue: &Path, bytes: u64, record: usize) -> u64 {
     runtime().block_on(async {
         let store =
             QueueStore::open(&StorageMode::Disk(queue.to_path_buf()), &flows()).expect("open");
-        let data = Bytes::from(vec![0x5au8; record]);
-        let mut tickets = VecDeque::new();
-        for _ in 0..records / 1000 {
-            let entries = (0..1000)
-                .map(|_| AppendEntry {
-                    flow: 0,
-                    data: data.clone(),
-                })
-                .collect();
-            tickets.push_back(store.append(entries));
-            if tickets.len() > 8 {
-                if let Some(ticket) = tickets.pop_front() {
-                    ticket.await.expect("fill");
-                }
-            }
-        }
-        for ticket in tickets {
-            ticket.await.expect("fill");
-        }
+        common::fill(&store, records / 1000, record).await;
     });
     records
 }
@@ -123,14 +98,8 @@ fn count_files(dir: &Path) -> usize {
     })
 }
 
-fn median(mut values: Vec<f64>) -> (f64, Vec<f64>) {
-    let runs = values.clone();
-    values.sort_by(|a, b| a.total_cmp(b));
-    (values[values.len() / 2], runs)
-}
-
 fn row(what: &str, values: Vec<f64>, digits: usize) {
-    let (median, runs) = median(values);
+    let (median, runs) = common::median(values);
     let runs: Vec<String> = runs.iter().map(|v| format!("{v:.digits$}")).collect();
     println!("| {what} | **{median:.digits$}** [{}] |", runs.join(", "));
 }
@@ -144,9 +113,9 @@ fn main() {
         reopen(&queue);
         return;
     }
-    let gigabytes = env_usize("BACKHAUL_BENCH_BACKLOG_GB", 1) as u64;
-    let record = env_usize("BACKHAUL_BENCH_RECORD", 200);
-    let runs = env_usize("BACKHAUL_BENCH_RUNS", 3).max(1);
+    let gigabytes = common::env_usize("BACKHAUL_BENCH_BACKLOG_GB", 1) as u64;
+    let record = common::env_usize("BACKHAUL_BENCH_RECORD", 200);
+    let runs = common::env_usize("BACKHAUL_BENCH_RUNS", 3).max(1);
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&queue).expect("bench dir");
 

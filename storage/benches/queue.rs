@@ -23,6 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use backhaul_storage::backend::SegmentBackend;
 use backhaul_storage::{AppendEntry, FlowSpec, QueueStore, StorageMode, StoreOptions};
 use bytes::Bytes;
@@ -34,14 +36,7 @@ const TIME_LIMIT: Duration = Duration::from_secs(4);
 
 /// Runs per measurement (`BACKHAUL_BENCH_RUNS`, default 3).
 fn runs() -> usize {
-    env_usize("BACKHAUL_BENCH_RUNS", 3).max(1)
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    common::env_usize("BACKHAUL_BENCH_RUNS", 3).max(1)
 }
 
 fn fresh_dir(root: &Path, name: &str) -> PathBuf {
@@ -214,25 +209,7 @@ fn replay(root: &Path, backlog: usize) -> Replay {
         {
             let store = QueueStore::open(&StorageMode::Disk(q.clone()), &["bench".to_string()])
                 .expect("open");
-            let data = Bytes::from(vec![0x5au8; RECORD]);
-            let mut tickets = VecDeque::new();
-            for _ in 0..backlog / 1000 {
-                let entries = (0..1000)
-                    .map(|_| AppendEntry {
-                        flow: 0,
-                        data: data.clone(),
-                    })
-                    .collect();
-                tickets.push_back(store.append(entries));
-                if tickets.len() > 8 {
-                    if let Some(t) = tickets.pop_front() {
-                        t.await.expect("fill");
-                    }
-                }
-            }
-            for t in tickets {
-                t.await.expect("fill");
-            }
+            common::fill(&store, (backlog / 1000) as u64, RECORD).await;
         }
         let amp_full = disk_bytes(&q) as f64 / live;
         let opened = Instant::now();
@@ -276,12 +253,6 @@ fn replay(root: &Path, backlog: usize) -> Replay {
     })
 }
 
-fn median(mut values: Vec<f64>) -> (f64, Vec<f64>) {
-    let runs = values.clone();
-    values.sort_by(|a, b| a.total_cmp(b));
-    (values[values.len() / 2], runs)
-}
-
 fn fmt_rate(v: f64) -> String {
     if v >= 1e6 {
         format!("{:.2}M", v / 1e6)
@@ -293,7 +264,7 @@ fn fmt_rate(v: f64) -> String {
 }
 
 fn row(what: &str, values: Vec<f64>, fmt: impl Fn(f64) -> String) -> f64 {
-    let (median, runs) = median(values);
+    let (median, runs) = common::median(values);
     let runs: Vec<String> = runs.iter().map(|v| fmt(*v)).collect();
     println!("| {what} | **{}** [{}] |", fmt(median), runs.join(", "));
     median
@@ -305,7 +276,7 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|_| std::env::temp_dir().join("backhaul-bench"));
     std::fs::create_dir_all(&root).expect("bench root");
-    let total = env_usize("BACKHAUL_BENCH_RECORDS", 1_000_000);
+    let total = common::env_usize("BACKHAUL_BENCH_RECORDS", 1_000_000);
     // `BACKHAUL_BENCH_ONLY=ingest` skips the raw rows and the replay,
     // `BACKHAUL_BENCH_ONLY=replay` everything but the replay;
     // `BACKHAUL_BENCH_WINDOWS=256,1024` chooses the inflight windows.

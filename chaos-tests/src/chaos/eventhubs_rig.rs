@@ -16,6 +16,7 @@ use testcontainers::{Container, GenericImage, RunnableImage};
 use crate::chaos::appliance::{appliance_yaml, split_tag, write_config, ApplianceContainer};
 use crate::chaos::mqtt_rig::unique;
 use crate::chaos::verdict::Delivery;
+use crate::config::{dataflow_yaml, EventHubsEndpointYaml, CONNECTION_STRING_AUTH};
 use crate::docker::{self, InternalNetwork};
 use crate::eventhubs_peer::DEFAULT_NAMESPACE;
 use crate::free_port;
@@ -144,33 +145,18 @@ pub fn parse_events(log: &str) -> Vec<Delivery> {
 
 /// One flow `factory/#` → hub `telemetry` on the peer, batches of up to 100.
 fn flows_yaml() -> String {
+    let endpoint = EventHubsEndpointYaml {
+        namespace: DEFAULT_NAMESPACE,
+        custom_endpoint: &format!("amqp://{PEER_ALIAS}:5672"),
+        authentication: CONNECTION_STRING_AUTH,
+        partition_strategy: "Default",
+        max_messages: 100,
+        timeout_secs: 10,
+    }
+    .render();
     format!(
-        r#"apiVersion: connectivity.iotoperations.azure.com/v1
-kind: DataflowEndpoint
-metadata: {{name: hubs}}
-spec:
-  endpointType: EventHubs
-  eventHubsSettings:
-    host: {DEFAULT_NAMESPACE}
-    customEndpoint: "amqp://{PEER_ALIAS}:5672"
-    authentication:
-      method: ConnectionString
-      connectionStringSettings: {{secretRef: hub-conn}}
-    partitionStrategy: Default
-    batching: {{latencyMs: 5, maxMessages: 100}}
-    operationTimeoutSeconds: 10
----
-apiVersion: connectivity.iotoperations.azure.com/v1
-kind: Dataflow
-metadata: {{name: {FLOW}}}
-spec:
-  profileRef: default
-  operations:
-    - operationType: Source
-      sourceSettings: {{endpointRef: default, dataSources: ["factory/#"]}}
-    - operationType: Destination
-      destinationSettings: {{endpointRef: hubs, dataDestination: {HUB}}}
-"#
+        "{endpoint}---\n{}",
+        dataflow_yaml(FLOW, "factory/#", "hubs", HUB)
     )
 }
 

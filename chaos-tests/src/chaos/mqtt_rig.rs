@@ -22,6 +22,7 @@ use testcontainers::core::WaitFor;
 use testcontainers::{Container, GenericImage, RunnableImage};
 
 use crate::chaos::appliance::{appliance_yaml, split_tag, write_config, ApplianceContainer};
+use crate::config::{dataflow_yaml, mqtt_endpoint_yaml};
 use crate::docker::{self, InternalNetwork};
 use crate::free_port;
 use crate::images;
@@ -164,27 +165,8 @@ impl<'d> MqttRig<'d> {
 /// `cloud/${inputTopic}`, keep-alive 5 s.
 fn flows_yaml() -> String {
     format!(
-        r#"apiVersion: connectivity.iotoperations.azure.com/v1
-kind: DataflowEndpoint
-metadata: {{name: cloud}}
-spec:
-  endpointType: Mqtt
-  mqttSettings:
-    host: "{REMOTE_ALIAS}:1883"
-    keepAliveSeconds: 5
-    tls: {{mode: Disabled}}
-    authentication: {{method: Anonymous, anonymousSettings: {{}}}}
----
-apiVersion: connectivity.iotoperations.azure.com/v1
-kind: Dataflow
-metadata: {{name: {FLOW}}}
-spec:
-  profileRef: default
-  operations:
-    - operationType: Source
-      sourceSettings: {{endpointRef: default, dataSources: ["factory/#"]}}
-    - operationType: Destination
-      destinationSettings: {{endpointRef: cloud, dataDestination: "cloud/${{inputTopic}}"}}
-"#
+        "{}---\n{}",
+        mqtt_endpoint_yaml(&format!("{REMOTE_ALIAS}:1883")),
+        dataflow_yaml(FLOW, "factory/#", "cloud", "cloud/${inputTopic}")
     )
 }
