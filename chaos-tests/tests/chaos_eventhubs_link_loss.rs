@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 use backhaul_chaos_tests::chaos::backlog::BacklogProbe;
 use backhaul_chaos_tests::chaos::eventhubs_rig::{EventHubsRig, FLOW};
 use backhaul_chaos_tests::chaos::params;
-use backhaul_chaos_tests::chaos::scenario::{wait_drained, Findings};
+use backhaul_chaos_tests::chaos::scenario::{start_device_stream, wait_drained, Findings};
 use backhaul_chaos_tests::chaos::verdict::judge;
-use backhaul_chaos_tests::mqtt::{BackgroundPublisher, NumberedStream};
 use testcontainers::clients::Cli;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -25,18 +24,7 @@ async fn event_hubs_link_loss_loses_nothing_and_keeps_order() {
     let rig = EventHubsRig::start(&cli, "eventhubs-link-loss", &[]).expect("rig");
     let backhaul = &rig.backhaul;
 
-    let stream = NumberedStream {
-        first: 0,
-        count,
-        per_second: Some(params::rate()),
-    };
-    let publisher = BackgroundPublisher::start_stream(
-        backhaul.mqtt_port,
-        "device-1",
-        "factory/line1/temp",
-        stream,
-    );
-    publisher.wait_acked((count / 8).max(1) as usize).await;
+    let publisher = start_device_stream(backhaul.mqtt_port, count).await;
     let probe = BacklogProbe::start(backhaul.metrics_port, FLOW);
     rig.cut().expect("disconnect the peer");
     tokio::time::sleep(outage).await;

@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 use backhaul_chaos_tests::chaos::backlog::{queue_sample, BacklogProbe};
 use backhaul_chaos_tests::chaos::eventhubs_rig::{EventHubsRig, FLOW};
 use backhaul_chaos_tests::chaos::params;
-use backhaul_chaos_tests::chaos::scenario::{wait_drained, Findings};
+use backhaul_chaos_tests::chaos::scenario::{start_device_stream, wait_drained, Findings};
 use backhaul_chaos_tests::chaos::verdict::judge;
-use backhaul_chaos_tests::mqtt::{BackgroundPublisher, NumberedStream};
 use testcontainers::clients::Cli;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,18 +27,7 @@ async fn a_slow_endpoint_never_slows_ingress_and_the_backlog_absorbs_it() {
     let rig = EventHubsRig::start(&cli, "slow-endpoint", &[]).expect("rig");
     let backhaul = &rig.backhaul;
 
-    let stream = NumberedStream {
-        first: 0,
-        count,
-        per_second: Some(params::rate()),
-    };
-    let publisher = BackgroundPublisher::start_stream(
-        backhaul.mqtt_port,
-        "device-1",
-        "factory/line1/temp",
-        stream,
-    );
-    publisher.wait_acked((count / 8).max(1) as usize).await;
+    let publisher = start_device_stream(backhaul.mqtt_port, count).await;
     let probe = BacklogProbe::start(backhaul.metrics_port, FLOW);
     rig.control(&format!("slow {settle_ms}"))
         .expect("slow settlement on");

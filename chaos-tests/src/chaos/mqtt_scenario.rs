@@ -7,10 +7,9 @@ use std::time::{Duration, Instant};
 use testcontainers::clients::Cli;
 
 use crate::chaos::backlog::BacklogProbe;
-use crate::chaos::mqtt_rig::{MqttRig, RigOptions, DEVICE_TOPIC, FLOW, REMOTE_TOPIC};
+use crate::chaos::mqtt_rig::{MqttRig, RigOptions, FLOW, REMOTE_TOPIC};
 use crate::chaos::params;
-use crate::chaos::scenario::{judge_received, wait_drained, Findings};
-use crate::mqtt::{BackgroundPublisher, NumberedStream};
+use crate::chaos::scenario::{judge_received, start_device_stream, wait_drained, Findings};
 
 /// A fault of the rig, run on a blocking thread while traffic flows; it
 /// returns when the fault is over.
@@ -35,14 +34,7 @@ pub async fn run(
     let rig = MqttRig::start(&cli, slug, RigOptions::default()).expect("rig");
     let collector = rig.counting_subscriber().await.expect("subscriber");
 
-    let stream = NumberedStream {
-        first: 0,
-        count,
-        per_second: Some(params::rate()),
-    };
-    let publisher =
-        BackgroundPublisher::start_stream(rig.backhaul.mqtt_port, "device-1", DEVICE_TOPIC, stream);
-    publisher.wait_acked((count / 8).max(1) as usize).await;
+    let publisher = start_device_stream(rig.backhaul.mqtt_port, count).await;
 
     let probe = BacklogProbe::start(rig.backhaul.metrics_port, FLOW);
     tokio::task::block_in_place(|| fault(&rig)).expect("the fault");

@@ -7,9 +7,10 @@ use anyhow::{bail, Result};
 
 use crate::chaos::accounting::Accounting;
 use crate::chaos::appliance::ApplianceContainer;
+use crate::chaos::mqtt_rig::DEVICE_TOPIC;
 use crate::chaos::params;
 use crate::chaos::verdict::{judge, Delivery, Verdict};
-use crate::mqtt::Received;
+use crate::mqtt::{BackgroundPublisher, NumberedStream, Received};
 
 /// The first number of publisher phase `phase`: a publisher started after
 /// a crash numbers above anything an earlier one could have sent.
@@ -158,4 +159,18 @@ impl std::fmt::Display for Findings {
 /// Judges the subscriber's messages for `acked` under `id_prefix`.
 pub fn judge_received(acked: &[u64], received: &[Received], id_prefix: &str) -> Verdict {
     judge(acked, &deliveries(received), id_prefix)
+}
+
+/// Starts the numbered stream of `count` QoS 1 messages from `device-1` at
+/// the chaos rate, and returns once an eighth of them is PUBACKed (the flow
+/// is running before a fault is injected).
+pub async fn start_device_stream(mqtt_port: u16, count: u64) -> BackgroundPublisher {
+    let stream = NumberedStream {
+        first: 0,
+        count,
+        per_second: Some(params::rate()),
+    };
+    let publisher = BackgroundPublisher::start_stream(mqtt_port, "device-1", DEVICE_TOPIC, stream);
+    publisher.wait_acked((count / 8).max(1) as usize).await;
+    publisher
 }
