@@ -24,6 +24,11 @@ impl Codec {
         if first >> 4 != 1 {
             return Err(Error::InvalidPacketType(first >> 4));
         }
+        // CONNECT's flag bits are reserved as 0. Checking them also refuses
+        // a TLS ClientHello (0x16) on a plain port at its first byte.
+        if first & 0x0f != 0 {
+            return Err(Error::MalformedPacket);
+        }
         let Some((_, header_len)) = remaining_length(buf)? else {
             return Ok(None);
         };
@@ -118,6 +123,10 @@ mod tests {
             Codec::detect(&[0x30, 0]),
             Err(Error::InvalidPacketType(3))
         ));
+        assert!(
+            matches!(Codec::detect(&[0x16, 3, 1]), Err(Error::MalformedPacket)),
+            "a TLS ClientHello"
+        );
     }
 
     #[test]

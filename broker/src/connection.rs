@@ -6,6 +6,11 @@
 //! PUBLISHes pass the [`DurableGate`] first: their PUBACK/PUBREC is written
 //! here, in order, once the gate's commit ticket resolves; the router only
 //! sees a QoS 0 copy for its subscribers and so never acknowledges for us.
+//!
+//! Security runs here too, in the connection's own task and within the
+//! connect timeout: the TLS handshake, authentication (password checks on
+//! the blocking pool), then per packet the limits and the authorization
+//! rules. A PUBLISH the rules deny never reaches the gate nor the router.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -21,22 +26,36 @@ use bytes::{Bytes, BytesMut};
 use futures::stream::{FuturesOrdered, StreamExt};
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{
-    ConnAck, ConnectReturnCode, Disconnect, DisconnectReasonCode, Error as CodecError, Packet,
-    PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, Publish, PublishProperties,
+    ConnAck, ConnectReturnCode, Disconnect, DisconnectReasonCode, Error as CodecError, Login,
+    Packet, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, Publish,
+    PublishProperties, SubAck, Subscribe, SubscribeProperties, SubscribeReasonCode,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::{sleep_until, timeout_at, Instant};
 use tracing::{debug, info, warn, Instrument};
 
-use crate::broker::{LinkRequest, Shared};
+use crate::auth::Authentication;
+use crate::authz::Requester;
+use crate::broker::{LinkRequest, ListenerContext, Shared};
 use crate::codec::{peek_publish, Codec, PublishHeader};
 use crate::message::StoredMessage;
+use crate::passwd::{PasswordFile, Verified};
+use crate::stats::{Action, AuthFailure, Rejection};
 use crate::ConnectionError;
 
+/// A client's byte stream: plain TCP or TLS over it.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+type Io = Box<dyn Stream>;
+
 /// Serves one accepted socket until it closes.
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    listener: Arc<ListenerContext>,
+) {
     let span = tracing::info_span!("connection", %peer, client_id = tracing::field::Empty);
     async move {
         shared
@@ -47,17 +66,24 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
             .stats
             .connections_active
             .fetch_add(1, Ordering::Relaxed);
-        match Connection::open(stream, &shared).await {
+        match Connection::open(stream, &shared, &listener).await {
             Ok(Some(mut connection)) => {
                 let result = connection.run(&shared).await;
-                connection.close().await;
+                let reason = result.as_ref().err().and_then(disconnect_reason);
+                if let Err(err) = &result {
+                    count_rejection(&shared, err);
+                }
+                connection.close(reason).await;
                 match result {
                     Ok(()) => debug!("connection closed"),
                     Err(err) => info!(%err, "connection closed"),
                 }
             }
             Ok(None) => {}
-            Err(err) => info!(%err, "connection refused"),
+            Err(err) => {
+                count_rejection(&shared, &err);
+                info!(%err, "connection refused");
+            }
         }
         shared
             .stats
@@ -69,8 +95,8 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
 }
 
 struct Connection {
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
+    reader: ReadHalf<Io>,
+    writer: WriteHalf<Io>,
     codec: Codec,
     inbuf: BytesMut,
     outbuf: BytesMut,
@@ -82,32 +108,84 @@ struct Connection {
     /// QoS 2 packet ids received and not yet released by PUBREL.
     qos2_received: HashSet<u16>,
     topic_aliases: HashMap<u16, Bytes>,
+    /// The authenticated identity (username or certificate CN).
+    identity: Option<String>,
+    client_id: String,
+    /// QoS 1 publishes whose PUBACK is not written yet (Receive Maximum).
+    inflight_qos1: usize,
+    /// SUBSCRIBEs sent to the router without their denied filters: packet
+    /// id to (denied positions, filter count), to put the failures back
+    /// into the router's SUBACK.
+    suback_fixups: HashMap<u16, (Vec<usize>, usize)>,
 }
 
 impl Connection {
-    /// Reads CONNECT, attaches the client to the router and answers CONNACK.
-    /// `None` when the client was refused with a CONNACK.
-    async fn open(stream: TcpStream, shared: &Shared) -> Result<Option<Self>, ConnectionError> {
-        let (mut reader, mut writer) = stream.into_split();
-        let mut inbuf = BytesMut::with_capacity(8 * 1024);
-        let read_connect = read_connect(&mut reader, &mut inbuf, shared.settings.max_packet_size);
-        let (codec, packet) = tokio::time::timeout(shared.settings.connect_timeout, read_connect)
+    /// Runs the TLS handshake, reads CONNECT, authenticates, attaches the
+    /// client to the router and answers CONNACK. `None` when the client was
+    /// refused with a CONNACK.
+    async fn open(
+        stream: TcpStream,
+        shared: &Shared,
+        listener: &ListenerContext,
+    ) -> Result<Option<Self>, ConnectionError> {
+        let deadline = Instant::now() + shared.settings.connect_timeout;
+        let (io, certificate_cn) = timeout_at(deadline, handshake(stream, listener, shared))
             .await
             .map_err(|_| ConnectionError::ConnectTimeout)??;
-        let Packet::Connect(connect, props, will, will_props, _login) = packet else {
+        let (mut reader, mut writer) = tokio::io::split(io);
+        let mut inbuf = BytesMut::with_capacity(8 * 1024);
+        let read_connect = read_connect(&mut reader, &mut inbuf, shared.settings.max_packet_size);
+        let (codec, packet) = timeout_at(deadline, read_connect)
+            .await
+            .map_err(|_| ConnectionError::ConnectTimeout)??;
+        let Packet::Connect(connect, props, will, will_props, login) = packet else {
             return Err(ConnectionError::NotConnect);
+        };
+        let v5 = codec.is_v5();
+        let open = shared.stats.connections_active.load(Ordering::Relaxed);
+        if open > shared.settings.max_connections as u64 {
+            shared.stats.packets_rejected.inc(Rejection::MaxConnections);
+            let code = if v5 {
+                ConnectReturnCode::QuotaExceeded
+            } else {
+                ConnectReturnCode::ServiceUnavailable
+            };
+            info!(open, "refused: too many connections");
+            refuse(&codec, &mut writer, code).await?;
+            return Ok(None);
+        }
+        let identity = match &listener.authentication {
+            Authentication::Anonymous => None,
+            Authentication::X509 => match certificate_cn {
+                Some(cn) => Some(cn),
+                None => {
+                    shared.stats.auth_failures.inc(AuthFailure::BadCertificate);
+                    info!("refused: the client certificate has no subject CN");
+                    refuse(&codec, &mut writer, ConnectReturnCode::NotAuthorized).await?;
+                    return Ok(None);
+                }
+            },
+            Authentication::Password(file) => match check_password(shared, file, login).await {
+                Ok(username) => Some(username),
+                Err(reason) => {
+                    shared.stats.auth_failures.inc(reason);
+                    info!(reason = reason.label(), "refused: bad username or password");
+                    refuse(&codec, &mut writer, ConnectReturnCode::BadUserNamePassword).await?;
+                    return Ok(None);
+                }
+            },
         };
         let mut outbuf = BytesMut::with_capacity(8 * 1024);
         let mut client_id = connect.client_id.clone();
         let mut assigned = None;
         if client_id.is_empty() {
             if !connect.clean_session {
-                let refuse = ConnAck {
-                    session_present: false,
-                    code: ConnectReturnCode::ClientIdentifierNotValid,
-                };
-                codec.write(Packet::ConnAck(refuse, None), &mut outbuf)?;
-                writer.write_all(&outbuf).await?;
+                refuse(
+                    &codec,
+                    &mut writer,
+                    ConnectReturnCode::ClientIdentifierNotValid,
+                )
+                .await?;
                 return Ok(None);
             }
             client_id = shared.assign_client_id();
@@ -115,7 +193,7 @@ impl Connection {
         }
         tracing::Span::current().record("client_id", client_id.as_str());
         let request = LinkRequest {
-            client_id,
+            client_id: client_id.clone(),
             clean_session: connect.clean_session,
             last_will: will,
             last_will_properties: will_props,
@@ -130,6 +208,8 @@ impl Connection {
             let ack_props = codec.is_v5().then(|| {
                 let mut p = ack_props.unwrap_or_default();
                 p.assigned_client_identifier = assigned;
+                p.receive_max = Some(shared.settings.receive_maximum);
+                p.max_packet_size = u32::try_from(shared.settings.max_packet_size).ok();
                 p
             });
             codec.write(Packet::ConnAck(ack, ack_props), &mut outbuf)?;
@@ -139,6 +219,7 @@ impl Connection {
         debug!(
             keep_alive = connect.keep_alive,
             v5 = codec.is_v5(),
+            identity = identity.as_deref(),
             "connected"
         );
         Ok(Some(Self {
@@ -154,7 +235,18 @@ impl Connection {
             pending: FuturesOrdered::new(),
             qos2_received: HashSet::new(),
             topic_aliases: HashMap::new(),
+            identity,
+            client_id,
+            inflight_qos1: 0,
+            suback_fixups: HashMap::new(),
         }))
+    }
+
+    fn requester(&self) -> Requester<'_> {
+        Requester {
+            identity: self.identity.as_deref(),
+            client_id: &self.client_id,
+        }
     }
 
     async fn run(&mut self, shared: &Shared) -> Result<(), ConnectionError> {
@@ -172,13 +264,16 @@ impl Connection {
                         return Ok(());
                     }
                 }
-                Some((header, kind, result)) = self.pending.next(), if !self.pending.is_empty() => {
-                    self.acknowledge(header, kind, result, shared)?;
+                Some((header, kind, denied, result)) = self.pending.next(), if !self.pending.is_empty() => {
+                    self.acknowledge(header, kind, denied, result, shared)?;
                 }
                 notification = self.link_rx.next() => {
                     let Some(notification) = notification? else { continue };
                     match Option::<Packet>::from(notification) {
-                        Some(packet) => { self.codec.write(packet, &mut self.outbuf)?; }
+                        Some(packet) => {
+                            let packet = self.restore_denied_filters(packet);
+                            self.codec.write(packet, &mut self.outbuf)?;
+                        }
                         None => self.link_rx.wake().await?,
                     }
                 }
@@ -232,8 +327,10 @@ impl Connection {
                 }
                 Packet::Disconnect(..) => return Ok(true),
                 Packet::Connect(..) => return Err(ConnectionError::SecondConnect),
-                packet @ (Packet::Subscribe(..)
-                | Packet::Unsubscribe(..)
+                Packet::Subscribe(subscribe, props) => {
+                    self.handle_subscribe(subscribe, props, shared).await?;
+                }
+                packet @ (Packet::Unsubscribe(..)
                 | Packet::PubAck(..)
                 | Packet::PubRec(..)
                 | Packet::PubComp(..)) => {
@@ -262,7 +359,37 @@ impl Connection {
         let topic_text = std::str::from_utf8(&topic)
             .map_err(|_| CodecError::TopicNotUtf8)?
             .to_owned();
+        check_topic(&topic_text, false, shared)?;
         let duplicate_qos2 = header.qos == 2 && !self.qos2_received.insert(header.pkid);
+        if self.codec.is_v5() && header.qos > 0 && !duplicate_qos2 {
+            let inflight =
+                self.inflight_qos1 + self.qos2_received.len() + usize::from(header.qos == 1);
+            if inflight > usize::from(shared.settings.receive_maximum) {
+                return Err(ConnectionError::ReceiveMaximumExceeded(
+                    shared.settings.receive_maximum,
+                ));
+            }
+        }
+        if !shared
+            .settings
+            .authorization
+            .may_publish(self.requester(), &topic_text)
+        {
+            // Denied: neither the gate nor the router sees it. MQTT 5 says
+            // so in the PUBACK/PUBREC (0x87); 3.1.1 has no negative ack, so
+            // the client gets its ordinary one (else it would resend the
+            // message forever) and the message is dropped.
+            shared.stats.authorization_denied.inc(Action::Publish);
+            debug!(topic = %topic_text, "publish denied by the authorization rules");
+            if header.qos > 0 {
+                self.push_ack(
+                    header,
+                    self.codec.is_v5(),
+                    CommitTicket::ready(Ok(Vec::new())),
+                );
+            }
+            return Ok(());
+        }
         let ticket = if duplicate_qos2 {
             None
         } else {
@@ -286,14 +413,10 @@ impl Connection {
         if ticket.is_some() {
             shared.stats.publishes_gated.fetch_add(1, Ordering::Relaxed);
         }
-        match (header.qos, ticket) {
-            // QoS 0 carries no promise; its append is best effort.
-            (0, _) => {}
-            (kind, ticket) => self.pending.push_back(PendingAck {
-                header,
-                kind,
-                ticket: ticket.unwrap_or_else(|| CommitTicket::ready(Ok(Vec::new()))),
-            }),
+        // QoS 0 carries no promise; its append is best effort.
+        if header.qos > 0 {
+            let ticket = ticket.unwrap_or_else(|| CommitTicket::ready(Ok(Vec::new())));
+            self.push_ack(header, false, ticket);
         }
         if !duplicate_qos2 {
             let routed = Publish::new(topic, publish.payload, publish.retain);
@@ -323,14 +446,128 @@ impl Connection {
         Ok(topic)
     }
 
+    /// Queues the PUBACK/PUBREC of `header`, written in order once `ticket`
+    /// resolves; `denied` makes it a "not authorized" one.
+    fn push_ack(&mut self, header: PublishHeader, denied: bool, ticket: CommitTicket) {
+        if header.qos == 1 {
+            self.inflight_qos1 += 1;
+        }
+        self.pending.push_back(PendingAck {
+            header,
+            kind: header.qos,
+            denied,
+            ticket,
+        });
+    }
+
+    /// Checks a SUBSCRIBE against the limits and the authorization rules.
+    /// Denied filters get a failure code in the SUBACK; the others go to
+    /// the router, whose SUBACK is completed by
+    /// [`Connection::restore_denied_filters`].
+    async fn handle_subscribe(
+        &mut self,
+        subscribe: Subscribe,
+        props: Option<SubscribeProperties>,
+        shared: &Shared,
+    ) -> Result<(), ConnectionError> {
+        for filter in &subscribe.filters {
+            check_topic(&filter.path, true, shared)?;
+        }
+        let authorization = &shared.settings.authorization;
+        let denied: Vec<usize> = subscribe
+            .filters
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !authorization.may_subscribe(self.requester(), &f.path))
+            .map(|(i, _)| i)
+            .collect();
+        if denied.is_empty() {
+            self.link_tx
+                .send(Packet::Subscribe(subscribe, props))
+                .await?;
+            return Ok(());
+        }
+        for i in &denied {
+            shared.stats.authorization_denied.inc(Action::Subscribe);
+            debug!(filter = %subscribe.filters[*i].path, "subscription denied by the authorization rules");
+        }
+        let total = subscribe.filters.len();
+        if denied.len() == total {
+            let ack = SubAck {
+                pkid: subscribe.pkid,
+                return_codes: vec![self.subscribe_failure(); total],
+            };
+            self.codec
+                .write(Packet::SubAck(ack, None), &mut self.outbuf)?;
+            return Ok(());
+        }
+        let filters = subscribe
+            .filters
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !denied.contains(i))
+            .map(|(_, f)| f)
+            .collect();
+        self.suback_fixups.insert(subscribe.pkid, (denied, total));
+        let allowed = Subscribe {
+            pkid: subscribe.pkid,
+            filters,
+        };
+        self.link_tx.send(Packet::Subscribe(allowed, props)).await?;
+        Ok(())
+    }
+
+    /// The SUBACK code of a denied filter: 0x87 (MQTT 5) or 0x80 (3.1.1).
+    fn subscribe_failure(&self) -> SubscribeReasonCode {
+        if self.codec.is_v5() {
+            SubscribeReasonCode::NotAuthorized
+        } else {
+            SubscribeReasonCode::Failure
+        }
+    }
+
+    /// Puts the failure codes of denied filters back into the router's
+    /// SUBACK, at their positions in the client's SUBSCRIBE.
+    fn restore_denied_filters(&mut self, packet: Packet) -> Packet {
+        let Packet::SubAck(ack, props) = packet else {
+            return packet;
+        };
+        let Some((denied, total)) = self.suback_fixups.remove(&ack.pkid) else {
+            return Packet::SubAck(ack, props);
+        };
+        let failure = self.subscribe_failure();
+        let mut granted = ack.return_codes.into_iter();
+        let return_codes = (0..total)
+            .map(|i| {
+                if denied.contains(&i) {
+                    failure
+                } else {
+                    granted.next().unwrap_or(failure)
+                }
+            })
+            .collect();
+        Packet::SubAck(
+            SubAck {
+                pkid: ack.pkid,
+                return_codes,
+            },
+            props,
+        )
+    }
+
     fn acknowledge(
         &mut self,
         header: PublishHeader,
         kind: u8,
+        denied: bool,
         result: Result<Vec<u64>, StorageError>,
         shared: &Shared,
     ) -> Result<(), ConnectionError> {
+        if kind == 1 {
+            self.inflight_qos1 = self.inflight_qos1.saturating_sub(1);
+        }
         let accepted = match result {
+            Ok(_) if denied => false,
             Ok(_) => true,
             Err(err) => {
                 shared
@@ -351,10 +588,10 @@ impl Connection {
             }
         };
         let packet = if kind == 2 {
-            let reason = if accepted {
-                PubRecReason::Success
-            } else {
-                PubRecReason::QuotaExceeded
+            let reason = match (accepted, denied) {
+                (true, _) => PubRecReason::Success,
+                (false, true) => PubRecReason::NotAuthorized,
+                (false, false) => PubRecReason::QuotaExceeded,
             };
             Packet::PubRec(
                 PubRec {
@@ -364,10 +601,10 @@ impl Connection {
                 None,
             )
         } else {
-            let reason = if accepted {
-                PubAckReason::Success
-            } else {
-                PubAckReason::QuotaExceeded
+            let reason = match (accepted, denied) {
+                (true, _) => PubAckReason::Success,
+                (false, true) => PubAckReason::NotAuthorized,
+                (false, false) => PubAckReason::QuotaExceeded,
             };
             Packet::PubAck(
                 PubAck {
@@ -385,9 +622,20 @@ impl Connection {
         Ok(())
     }
 
-    /// Detaches from the router (the client id's session is kept for a
-    /// persistent session, as the router decides).
-    async fn close(&mut self) {
+    /// Tells an MQTT 5 client why it is closed (if there is a reason code
+    /// for it), then detaches from the router (the client id's session is
+    /// kept for a persistent session, as the router decides).
+    async fn close(&mut self, reason: Option<DisconnectReasonCode>) {
+        if let (Some(reason_code), true) = (reason, self.codec.is_v5()) {
+            let disconnect = Disconnect { reason_code };
+            if self
+                .codec
+                .write(Packet::Disconnect(disconnect, None), &mut self.outbuf)
+                .is_ok()
+            {
+                let _ = self.flush().await;
+            }
+        }
         let disconnect = Disconnect {
             reason_code: DisconnectReasonCode::NormalDisconnection,
         };
@@ -399,9 +647,150 @@ impl Connection {
     }
 }
 
+/// The TLS handshake of a TLS listener, with the subject CN of the client
+/// certificate if there is one. Failures are counted by reason.
+async fn handshake(
+    stream: TcpStream,
+    listener: &ListenerContext,
+    shared: &Shared,
+) -> Result<(Io, Option<String>), ConnectionError> {
+    let Some(acceptor) = &listener.tls else {
+        return Ok((Box::new(stream), None));
+    };
+    match acceptor.accept(stream).await {
+        Ok(tls) => {
+            let cn = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .and_then(|cert| crate::tls::common_name(cert));
+            Ok((Box::new(tls), cn))
+        }
+        Err(err) => {
+            shared
+                .stats
+                .auth_failures
+                .inc(crate::tls::handshake_failure(&err));
+            Err(ConnectionError::TlsHandshake(err.to_string()))
+        }
+    }
+}
+
+/// Checks the CONNECT's credentials against the password file: on the
+/// blocking pool, a few at a time. The username, or why it failed.
+async fn check_password(
+    shared: &Shared,
+    file: &Arc<PasswordFile>,
+    login: Option<Login>,
+) -> Result<String, AuthFailure> {
+    let Some(Login { username, password }) = login else {
+        return Err(AuthFailure::NoCredentials);
+    };
+    if username.is_empty() {
+        return Err(AuthFailure::NoCredentials);
+    }
+    let _slot = shared.verify_slots.acquire().await;
+    let file = file.clone();
+    let verified = tokio::task::spawn_blocking(move || {
+        file.verify(&username, &password)
+            .eq(&Verified::Yes)
+            .then_some(username)
+    })
+    .await
+    .ok()
+    .flatten();
+    verified.ok_or(AuthFailure::BadCredentials)
+}
+
+/// Answers CONNECT with a refusal and closes.
+async fn refuse(
+    codec: &Codec,
+    writer: &mut WriteHalf<Io>,
+    code: ConnectReturnCode,
+) -> Result<(), ConnectionError> {
+    let mut out = BytesMut::new();
+    let refusal = ConnAck {
+        session_present: false,
+        code,
+    };
+    codec.write(Packet::ConnAck(refusal, None), &mut out)?;
+    writer.write_all(&out).await?;
+    writer.shutdown().await?;
+    Ok(())
+}
+
+/// Applies the topic length and level limits to a topic or filter.
+fn check_topic(topic: &str, filter: bool, shared: &Shared) -> Result<(), ConnectionError> {
+    let settings = &shared.settings;
+    if topic.len() > settings.max_topic_length {
+        return Err(ConnectionError::TopicTooLong {
+            filter,
+            length: topic.len(),
+            max: settings.max_topic_length,
+        });
+    }
+    let levels = topic.split('/').count();
+    if levels > settings.max_topic_levels {
+        return Err(ConnectionError::TooManyTopicLevels {
+            filter,
+            levels,
+            max: settings.max_topic_levels,
+        });
+    }
+    Ok(())
+}
+
+/// The limit an error stands for, if any.
+fn rejection(err: &ConnectionError) -> Option<Rejection> {
+    Some(match err {
+        ConnectionError::Codec(CodecError::PayloadSizeLimitExceeded(_)) => {
+            Rejection::PacketTooLarge
+        }
+        ConnectionError::Codec(_)
+        | ConnectionError::NotConnect
+        | ConnectionError::SecondConnect
+        | ConnectionError::UnknownTopicAlias(_) => Rejection::Malformed,
+        ConnectionError::ConnectTimeout => Rejection::ConnectTimeout,
+        ConnectionError::TopicTooLong { .. } => Rejection::TopicTooLong,
+        ConnectionError::TooManyTopicLevels { .. } => Rejection::TooManyTopicLevels,
+        ConnectionError::ReceiveMaximumExceeded(_) => Rejection::ReceiveMaximumExceeded,
+        _ => return None,
+    })
+}
+
+fn count_rejection(shared: &Shared, err: &ConnectionError) {
+    if let Some(reason) = rejection(err) {
+        shared.stats.packets_rejected.inc(reason);
+    }
+}
+
+/// The MQTT 5 DISCONNECT reason for an error, if the client should hear it.
+fn disconnect_reason(err: &ConnectionError) -> Option<DisconnectReasonCode> {
+    Some(match err {
+        ConnectionError::Codec(CodecError::PayloadSizeLimitExceeded(_)) => {
+            DisconnectReasonCode::PacketTooLarge
+        }
+        ConnectionError::Codec(_) => DisconnectReasonCode::MalformedPacket,
+        ConnectionError::SecondConnect => DisconnectReasonCode::ProtocolError,
+        ConnectionError::UnknownTopicAlias(_) => DisconnectReasonCode::TopicAliasInvalid,
+        ConnectionError::KeepAliveTimeout => DisconnectReasonCode::KeepAliveTimeout,
+        ConnectionError::TopicTooLong { filter: false, .. }
+        | ConnectionError::TooManyTopicLevels { filter: false, .. } => {
+            DisconnectReasonCode::TopicNameInvalid
+        }
+        ConnectionError::TopicTooLong { filter: true, .. }
+        | ConnectionError::TooManyTopicLevels { filter: true, .. } => {
+            DisconnectReasonCode::TopicFilterInvalid
+        }
+        ConnectionError::ReceiveMaximumExceeded(_) => DisconnectReasonCode::ReceiveMaximumExceeded,
+        _ => return None,
+    })
+}
+
 /// Reads until a whole CONNECT is there and returns it with its codec.
 async fn read_connect(
-    reader: &mut OwnedReadHalf,
+    reader: &mut ReadHalf<Io>,
     inbuf: &mut BytesMut,
     max_size: usize,
 ) -> Result<(Codec, Packet), ConnectionError> {
@@ -426,20 +815,22 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A PUBACK (kind 1) or PUBREC (kind 2) waiting for its commit ticket.
+/// A PUBACK (kind 1) or PUBREC (kind 2) waiting for its commit ticket;
+/// `denied` ones answer "not authorized" (their ticket is ready at once).
 struct PendingAck {
     header: PublishHeader,
     kind: u8,
+    denied: bool,
     ticket: CommitTicket,
 }
 
 impl Future for PendingAck {
-    type Output = (PublishHeader, u8, Result<Vec<u64>, StorageError>);
+    type Output = (PublishHeader, u8, bool, Result<Vec<u64>, StorageError>);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let (header, kind) = (self.header, self.kind);
+        let (header, kind, denied) = (self.header, self.kind, self.denied);
         Pin::new(&mut self.ticket)
             .poll(cx)
-            .map(|result| (header, kind, result))
+            .map(|result| (header, kind, denied, result))
     }
 }
