@@ -161,6 +161,10 @@ impl Broker {
         }
     }
 
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
     pub fn stats(&self) -> Arc<BrokerStats> {
         self.shared.stats.clone()
     }

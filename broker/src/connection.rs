@@ -31,7 +31,6 @@ use rumqttd::protocol::{
     PublishProperties, SubAck, Subscribe, SubscribeProperties, SubscribeReasonCode,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
 use tokio::time::{sleep_until, timeout_at, Instant};
 use tracing::{debug, info, warn, Instrument};
 
@@ -49,9 +48,10 @@ trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 type Io = Box<dyn Stream>;
 
-/// Serves one accepted socket until it closes.
-pub(crate) async fn serve(
-    stream: TcpStream,
+/// Serves one accepted socket (or, for fuzzing, any byte stream) until it
+/// closes.
+pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
     peer: SocketAddr,
     shared: Arc<Shared>,
     listener: Arc<ListenerContext>,
@@ -123,8 +123,8 @@ impl Connection {
     /// Runs the TLS handshake, reads CONNECT, authenticates, attaches the
     /// client to the router and answers CONNACK. `None` when the client was
     /// refused with a CONNACK.
-    async fn open(
-        stream: TcpStream,
+    async fn open<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+        stream: S,
         shared: &Shared,
         listener: &ListenerContext,
     ) -> Result<Option<Self>, ConnectionError> {
@@ -649,8 +649,8 @@ impl Connection {
 
 /// The TLS handshake of a TLS listener, with the subject CN of the client
 /// certificate if there is one. Failures are counted by reason.
-async fn handshake(
-    stream: TcpStream,
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
     listener: &ListenerContext,
     shared: &Shared,
 ) -> Result<(Io, Option<String>), ConnectionError> {

@@ -23,6 +23,8 @@ pub mod broker;
 mod codec;
 mod connection;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gate;
 pub mod message;
 pub mod passwd;
