@@ -12,6 +12,7 @@
 //! - [`app`]: everything wired together; `main.rs` is the CLI around it.
 
 pub mod app;
+pub mod broker_metrics;
 pub mod config;
 pub mod datasets;
 pub mod deadletter;
@@ -20,6 +21,7 @@ pub mod flow;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod passwd_cli;
 
 /// The mapping language lives in its own crate (`backhaul-mapping`).
 pub use backhaul_mapping as mapping;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use backhaul_bridge::app;
 use backhaul_bridge::config::Config;
+use backhaul_bridge::passwd_cli::{self, PasswdAction};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -45,6 +46,22 @@ enum Command {
         #[arg(long, short, value_name = "DIR")]
         config: Option<PathBuf>,
     },
+    /// Add a user to a broker password file or change its password (like
+    /// mosquitto_passwd); the password is prompted twice.
+    Passwd {
+        /// Create a new file, replacing any existing one.
+        #[arg(short = 'c', long = "create")]
+        create: bool,
+        /// Delete USERNAME instead.
+        #[arg(short = 'D', long = "delete", conflicts_with_all = ["create", "password_stdin"])]
+        delete: bool,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// The password file (written atomically, mode 0600).
+        file: PathBuf,
+        username: String,
+    },
 }
 
 fn load(config: Option<&PathBuf>) -> Result<Config, String> {
@@ -79,6 +96,32 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Passwd {
+            create,
+            delete,
+            password_stdin,
+            file,
+            username,
+        } => {
+            let action = if delete {
+                PasswdAction::Delete
+            } else {
+                PasswdAction::Set {
+                    create,
+                    password_stdin,
+                }
+            };
+            match passwd_cli::run(&file, &username, action) {
+                Ok(message) => {
+                    println!("{message}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("backhaul passwd: {err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { config, data_dir } => {
             let config = match load(config.as_ref()) {
                 Ok(config) => config,
