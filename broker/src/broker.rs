@@ -194,8 +194,13 @@ impl Broker {
                 authentication,
                 "MQTT listener bound"
             );
-            if settings.authentication.is_anonymous() && !address.ip().is_loopback() {
+            let on_network = !address.ip().is_loopback();
+            if settings.authentication.is_anonymous() && on_network {
                 warn!(listener = %settings.name, %address, "this listener lets any client on the network connect without authentication (allowAnonymous)");
+            }
+            let password = matches!(settings.authentication, Authentication::Password(_));
+            if password && settings.tls.is_none() && on_network {
+                warn!(listener = %settings.name, %address, "passwords reach this listener unencrypted: add tls to it");
             }
             bound.push(BoundListener {
                 name: settings.name.clone(),

@@ -11,6 +11,10 @@ pub(crate) enum Codec {
     V5(V5),
 }
 
+/// Packet types a client may send: CONNECT, PUBLISH, PUBACK, PUBREC,
+/// PUBREL, PUBCOMP, SUBSCRIBE, UNSUBSCRIBE, PINGREQ, DISCONNECT.
+const CLIENT_PACKETS: [u8; 10] = [1, 3, 4, 5, 6, 7, 8, 10, 12, 14];
+
 /// The protocol level byte of MQTT 5 in CONNECT.
 const LEVEL_V5: u8 = 5;
 
@@ -51,6 +55,15 @@ impl Codec {
     /// One packet from `buf`, or `Error::InsufficientBytes` when it is not
     /// complete yet (nothing is consumed then).
     pub(crate) fn read(&mut self, buf: &mut BytesMut, max_size: usize) -> Result<Packet, Error> {
+        // Packets only a server sends (CONNACK, SUBACK, UNSUBACK, PINGRESP)
+        // are refused here: rumqttd 0.20's decoders reach `unreachable!()`
+        // on some of them (found by the connection fuzz target).
+        if let Some(first) = buf.first() {
+            let kind = first >> 4;
+            if !CLIENT_PACKETS.contains(&kind) {
+                return Err(Error::InvalidPacketType(kind));
+            }
+        }
         match self {
             Codec::V4(codec) => codec.read_mut(buf, max_size),
             Codec::V5(codec) => codec.read_mut(buf, max_size),
@@ -144,6 +157,19 @@ mod tests {
         assert_eq!(peek_publish(&qos0), Some(PublishHeader { qos: 0, pkid: 0 }));
         assert_eq!(peek_publish(&[0xc0, 0]), None, "PINGREQ is no PUBLISH");
         assert_eq!(peek_publish(&qos1[..7]), None, "incomplete header");
+    }
+
+    #[test]
+    fn packets_only_a_server_sends_are_refused_before_decoding() {
+        for (first, kind) in [(0x20, 2), (0x90, 9), (0xb0, 11), (0xd0, 13), (0xf0, 15)] {
+            for mut codec in [Codec::V4(V4), Codec::V5(V5)] {
+                let mut buf = BytesMut::from(&[first, 2, 0, 1][..]);
+                assert!(
+                    matches!(codec.read(&mut buf, 1024), Err(Error::InvalidPacketType(k)) if k == kind),
+                    "type {kind}"
+                );
+            }
+        }
     }
 
     #[test]

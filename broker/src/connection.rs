@@ -62,10 +62,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             .stats
             .connections_total
             .fetch_add(1, Ordering::Relaxed);
-        shared
-            .stats
-            .connections_active
-            .fetch_add(1, Ordering::Relaxed);
+        let _open = OpenConnection::count(&shared);
         match Connection::open(stream, &shared, &listener).await {
             Ok(Some(mut connection)) => {
                 let result = connection.run(&shared).await;
@@ -85,13 +82,31 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 info!(%err, "connection refused");
             }
         }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Counts an open connection until dropped, also when its task unwinds.
+struct OpenConnection(Arc<Shared>);
+
+impl OpenConnection {
+    fn count(shared: &Arc<Shared>) -> Self {
         shared
+            .stats
+            .connections_active
+            .fetch_add(1, Ordering::Relaxed);
+        Self(shared.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0
             .stats
             .connections_active
             .fetch_sub(1, Ordering::Relaxed);
     }
-    .instrument(span)
-    .await
 }
 
 struct Connection {
@@ -252,6 +267,15 @@ impl Connection {
     async fn run(&mut self, shared: &Shared) -> Result<(), ConnectionError> {
         let far_future = Duration::from_secs(86400 * 365);
         let mut deadline = Instant::now() + self.keep_alive.unwrap_or(far_future);
+        // Packets a client sent right behind its CONNECT (before CONNACK, as
+        // MQTT allows) were read with it: handle them before waiting.
+        if !self.inbuf.is_empty() {
+            let disconnected = self.handle_input(shared).await?;
+            self.flush().await?;
+            if disconnected {
+                return Ok(());
+            }
+        }
         loop {
             tokio::select! {
                 read = self.reader.read_buf(&mut self.inbuf) => {

@@ -68,6 +68,11 @@ fn harness() -> &'static Harness {
     })
 }
 
+/// The counters of the fuzzing broker (to check the harness does work).
+pub fn stats() -> Arc<crate::BrokerStats> {
+    harness().shared.stats.clone()
+}
+
 /// Feeds `data` to a connection task as a client would, then closes the
 /// client side and drains what the broker answered. Panics of the task
 /// are re-raised here, for the fuzzer to see.

@@ -527,3 +527,44 @@ async fn mosquitto_pub_publishes_over_tls_with_a_password() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packets_sent_right_behind_connect_are_handled() {
+    let broker = limited(BrokerSettings::default()).await;
+    let mut v4 = TcpStream::connect(broker.addresses[0]).await.unwrap();
+    let mut burst = connect(false, "eager", None);
+    burst.extend(publish(false, "factory/eager", 1, 5, "first"));
+    v4.write_all(&burst).await.unwrap();
+    assert_eq!(read_packet(&mut v4).await.unwrap(), [0x20, 2, 0, 0]);
+    assert_eq!(ack(&read_packet(&mut v4).await.unwrap()), (0x40, 5, 0));
+    assert_eq!(
+        broker.queued().await,
+        [("factory/eager".to_string(), "first".to_string())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_packet_only_a_server_sends_closes_the_connection_without_a_panic() {
+    let broker = limited(BrokerSettings::default()).await;
+    let address = broker.addresses[0];
+    for (v5, first) in [(true, 0x20u8), (true, 0xb0), (false, 0x20), (false, 0xb0)] {
+        let mut socket = TcpStream::connect(address).await.unwrap();
+        assert_eq!(connack_code(&mut socket, v5, "odd", None).await, Some(0));
+        socket.write_all(&[first, 2, 0, 1]).await.unwrap();
+        let answer = until_closed(&mut socket).await;
+        if v5 {
+            assert_eq!(disconnect_reasons(&answer), [0x81], "malformed packet");
+        } else {
+            assert!(answer.is_empty());
+        }
+    }
+    assert_eq!(broker.stats.packets_rejected.get(Rejection::Malformed), 4);
+    eventually("every connection task ended", || {
+        broker
+            .stats
+            .connections_active
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0
+    })
+    .await;
+}
