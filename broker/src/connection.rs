@@ -26,20 +26,24 @@ use bytes::{Bytes, BytesMut};
 use futures::stream::{FuturesOrdered, StreamExt};
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{
-    ConnAck, ConnectReturnCode, Disconnect, DisconnectReasonCode, Error as CodecError, Login,
-    Packet, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, Publish,
-    PublishProperties, SubAck, Subscribe, SubscribeProperties, SubscribeReasonCode,
+    ConnectReturnCode, Disconnect, DisconnectReasonCode, Error as CodecError, Packet, PubAck,
+    PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, Publish, PublishProperties, SubAck,
+    Subscribe, SubscribeProperties, SubscribeReasonCode,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::time::{sleep_until, timeout_at, Instant};
 use tracing::{debug, info, warn, Instrument};
 
+mod admission;
+mod limits;
+
+use self::admission::{check_password, handshake, refuse};
+use self::limits::{check_topic, count_rejection, disconnect_reason};
 use crate::auth::Authentication;
 use crate::authz::Requester;
 use crate::broker::{LinkRequest, ListenerContext, Shared};
 use crate::codec::{peek_publish, Codec, PublishHeader};
 use crate::message::StoredMessage;
-use crate::passwd::{PasswordFile, Verified};
 use crate::stats::{Action, AuthFailure, Rejection};
 use crate::ConnectionError;
 
@@ -669,147 +673,6 @@ impl Connection {
             .await;
         let _ = self.writer.shutdown().await;
     }
-}
-
-/// The TLS handshake of a TLS listener, with the subject CN of the client
-/// certificate if there is one. Failures are counted by reason.
-async fn handshake<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
-    stream: S,
-    listener: &ListenerContext,
-    shared: &Shared,
-) -> Result<(Io, Option<String>), ConnectionError> {
-    let Some(acceptor) = &listener.tls else {
-        return Ok((Box::new(stream), None));
-    };
-    match acceptor.accept(stream).await {
-        Ok(tls) => {
-            let cn = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|certs| certs.first())
-                .and_then(|cert| crate::tls::common_name(cert));
-            Ok((Box::new(tls), cn))
-        }
-        Err(err) => {
-            shared
-                .stats
-                .auth_failures
-                .inc(crate::tls::handshake_failure(&err));
-            Err(ConnectionError::TlsHandshake(err.to_string()))
-        }
-    }
-}
-
-/// Checks the CONNECT's credentials against the password file: on the
-/// blocking pool, a few at a time. The username, or why it failed.
-async fn check_password(
-    shared: &Shared,
-    file: &Arc<PasswordFile>,
-    login: Option<Login>,
-) -> Result<String, AuthFailure> {
-    let Some(Login { username, password }) = login else {
-        return Err(AuthFailure::NoCredentials);
-    };
-    if username.is_empty() {
-        return Err(AuthFailure::NoCredentials);
-    }
-    let _slot = shared.verify_slots.acquire().await;
-    let file = file.clone();
-    let verified = tokio::task::spawn_blocking(move || {
-        file.verify(&username, &password)
-            .eq(&Verified::Yes)
-            .then_some(username)
-    })
-    .await
-    .ok()
-    .flatten();
-    verified.ok_or(AuthFailure::BadCredentials)
-}
-
-/// Answers CONNECT with a refusal and closes.
-async fn refuse(
-    codec: &Codec,
-    writer: &mut WriteHalf<Io>,
-    code: ConnectReturnCode,
-) -> Result<(), ConnectionError> {
-    let mut out = BytesMut::new();
-    let refusal = ConnAck {
-        session_present: false,
-        code,
-    };
-    codec.write(Packet::ConnAck(refusal, None), &mut out)?;
-    writer.write_all(&out).await?;
-    writer.shutdown().await?;
-    Ok(())
-}
-
-/// Applies the topic length and level limits to a topic or filter.
-fn check_topic(topic: &str, filter: bool, shared: &Shared) -> Result<(), ConnectionError> {
-    let settings = &shared.settings;
-    if topic.len() > settings.max_topic_length {
-        return Err(ConnectionError::TopicTooLong {
-            filter,
-            length: topic.len(),
-            max: settings.max_topic_length,
-        });
-    }
-    let levels = topic.split('/').count();
-    if levels > settings.max_topic_levels {
-        return Err(ConnectionError::TooManyTopicLevels {
-            filter,
-            levels,
-            max: settings.max_topic_levels,
-        });
-    }
-    Ok(())
-}
-
-/// The limit an error stands for, if any.
-fn rejection(err: &ConnectionError) -> Option<Rejection> {
-    Some(match err {
-        ConnectionError::Codec(CodecError::PayloadSizeLimitExceeded(_)) => {
-            Rejection::PacketTooLarge
-        }
-        ConnectionError::Codec(_)
-        | ConnectionError::NotConnect
-        | ConnectionError::SecondConnect
-        | ConnectionError::UnknownTopicAlias(_) => Rejection::Malformed,
-        ConnectionError::ConnectTimeout => Rejection::ConnectTimeout,
-        ConnectionError::TopicTooLong { .. } => Rejection::TopicTooLong,
-        ConnectionError::TooManyTopicLevels { .. } => Rejection::TooManyTopicLevels,
-        ConnectionError::ReceiveMaximumExceeded(_) => Rejection::ReceiveMaximumExceeded,
-        _ => return None,
-    })
-}
-
-fn count_rejection(shared: &Shared, err: &ConnectionError) {
-    if let Some(reason) = rejection(err) {
-        shared.stats.packets_rejected.inc(reason);
-    }
-}
-
-/// The MQTT 5 DISCONNECT reason for an error, if the client should hear it.
-fn disconnect_reason(err: &ConnectionError) -> Option<DisconnectReasonCode> {
-    Some(match err {
-        ConnectionError::Codec(CodecError::PayloadSizeLimitExceeded(_)) => {
-            DisconnectReasonCode::PacketTooLarge
-        }
-        ConnectionError::Codec(_) => DisconnectReasonCode::MalformedPacket,
-        ConnectionError::SecondConnect => DisconnectReasonCode::ProtocolError,
-        ConnectionError::UnknownTopicAlias(_) => DisconnectReasonCode::TopicAliasInvalid,
-        ConnectionError::KeepAliveTimeout => DisconnectReasonCode::KeepAliveTimeout,
-        ConnectionError::TopicTooLong { filter: false, .. }
-        | ConnectionError::TooManyTopicLevels { filter: false, .. } => {
-            DisconnectReasonCode::TopicNameInvalid
-        }
-        ConnectionError::TopicTooLong { filter: true, .. }
-        | ConnectionError::TooManyTopicLevels { filter: true, .. } => {
-            DisconnectReasonCode::TopicFilterInvalid
-        }
-        ConnectionError::ReceiveMaximumExceeded(_) => DisconnectReasonCode::ReceiveMaximumExceeded,
-        _ => return None,
-    })
 }
 
 /// Reads until a whole CONNECT is there and returns it with its codec.
