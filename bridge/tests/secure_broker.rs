@@ -277,3 +277,43 @@ async fn passwd_manages_the_file_a_running_broker_uses() {
         assert!(!exposed.contains(secret), "{secret} leaked");
     }
 }
+
+#[test]
+fn limits_and_authorization_rules_are_checked_with_their_fields() {
+    let text = "apiVersion: backhaul.dev/v1alpha1\nkind: Appliance\nmetadata: {name: edge}\n\
+                spec:\n  limits: {receiveMaximum: 0, maxTopicLevels: 4}\n  authorization:\n    \
+                rules:\n      - {identity: '', publish: ['a/#']}\n      \
+                - {identity: scada, subscribe: ['ok/#', 'a/#/b']}\n";
+    let errors = backhaul_bridge::config::Config::from_texts(&[("a.yaml", text)])
+        .unwrap_err()
+        .to_string();
+    let at = "a.yaml: document 1 (Appliance 'edge')";
+    assert_eq!(
+        errors.lines().collect::<Vec<_>>(),
+        [
+            format!("{at}: spec.authorization.rules[0].identity: must be a username, a certificate CN, or '*' for every client"),
+            format!("{at}: spec.authorization.rules[1].subscribe[1]: '#' must be the last level and stand alone (as in 'a/#') in 'a/#/b'"),
+            format!("{at}: spec.limits.receiveMaximum: 0 is out of range; expected 1 to 65535"),
+        ]
+    );
+    let ok = text
+        .replace("receiveMaximum: 0", "receiveMaximum: 16")
+        .replace("identity: ''", "identity: '*'")
+        .replace(", 'a/#/b'", "");
+    let config = backhaul_bridge::config::Config::from_texts(&[("a.yaml", &ok)]).unwrap();
+    let broker = &config.appliance.broker;
+    assert_eq!(broker.receive_maximum, 16);
+    assert_eq!(broker.max_topic_levels, 4);
+    assert_eq!(broker.max_topic_length, 1024, "default");
+    let who = |identity| backhaul_broker::authz::Requester {
+        identity,
+        client_id: "c",
+    };
+    assert!(broker
+        .authorization
+        .may_subscribe(who(Some("scada")), "ok/x"));
+    assert!(!broker
+        .authorization
+        .may_subscribe(who(Some("other")), "ok/x"));
+    assert!(broker.authorization.may_publish(who(None), "a/b"));
+}
