@@ -72,9 +72,32 @@ impl Codec {
 
     pub(crate) fn write(&self, packet: Packet, out: &mut BytesMut) -> Result<usize, Error> {
         match self {
-            Codec::V4(codec) => codec.write(packet, out),
+            Codec::V4(codec) => codec.write(without_properties(packet), out),
             Codec::V5(codec) => codec.write(packet, out),
         }
+    }
+}
+
+/// The packet without MQTT 5 properties: rumqttd 0.20's 3.1.1 encoder
+/// reaches `unreachable!()` on a packet that has some, and the router adds
+/// them to some packets for every client (found by the connection fuzz
+/// target: subscribe then unsubscribe on MQTT 3.1.1).
+fn without_properties(packet: Packet) -> Packet {
+    match packet {
+        Packet::Connect(connect, _, will, _, login) => {
+            Packet::Connect(connect, None, will, None, login)
+        }
+        Packet::Publish(p, _) => Packet::Publish(p, None),
+        Packet::PubAck(p, _) => Packet::PubAck(p, None),
+        Packet::PubRec(p, _) => Packet::PubRec(p, None),
+        Packet::PubRel(p, _) => Packet::PubRel(p, None),
+        Packet::PubComp(p, _) => Packet::PubComp(p, None),
+        Packet::Subscribe(p, _) => Packet::Subscribe(p, None),
+        Packet::SubAck(p, _) => Packet::SubAck(p, None),
+        Packet::Unsubscribe(p, _) => Packet::Unsubscribe(p, None),
+        Packet::UnsubAck(p, _) => Packet::UnsubAck(p, None),
+        Packet::Disconnect(p, _) => Packet::Disconnect(p, None),
+        other => other,
     }
 }
 
@@ -170,6 +193,24 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn mqtt_3_packets_are_written_without_properties() {
+        use rumqttd::protocol::{UnsubAck, UnsubAckProperties};
+        let ack = UnsubAck {
+            pkid: 7,
+            reasons: Vec::new(),
+        };
+        let props = UnsubAckProperties {
+            reason_string: None,
+            user_properties: Vec::new(),
+        };
+        let mut out = BytesMut::new();
+        Codec::V4(V4)
+            .write(Packet::UnsubAck(ack, Some(props)), &mut out)
+            .unwrap();
+        assert_eq!(&out[..], &[0xb0, 2, 0, 7]);
     }
 
     #[test]
