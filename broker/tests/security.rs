@@ -568,3 +568,27 @@ async fn a_packet_only_a_server_sends_closes_the_connection_without_a_panic() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtt_3_client_can_unsubscribe_and_stay_connected() {
+    let broker = limited(BrokerSettings::default()).await;
+    let mut v4 = TcpStream::connect(broker.addresses[0]).await.unwrap();
+    assert_eq!(connack_code(&mut v4, false, "unsub", None).await, Some(0));
+    v4.write_all(&subscribe(false, 1, &["a/+"])).await.unwrap();
+    assert_eq!(
+        suback(&read_packet(&mut v4).await.unwrap(), 1),
+        (1, vec![1])
+    );
+    // UNSUBSCRIBE a/+ (packet id 2), then PINGREQ.
+    v4.write_all(&[0xa2, 7, 0, 2, 0, 3, b'a', b'/', b'+', 0xc0, 0])
+        .await
+        .unwrap();
+    // The UNSUBACK comes from the router, the PINGRESP from the connection
+    // task: either may be first.
+    let mut answers = vec![
+        read_packet(&mut v4).await.unwrap(),
+        read_packet(&mut v4).await.unwrap(),
+    ];
+    answers.sort();
+    assert_eq!(answers, [vec![0xb0, 2, 0, 2], vec![0xd0, 0]]);
+}
