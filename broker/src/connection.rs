@@ -27,8 +27,8 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{
     ConnectReturnCode, Disconnect, DisconnectReasonCode, Error as CodecError, Packet, PubAck,
-    PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, Publish, PublishProperties, SubAck,
-    Subscribe, SubscribeProperties, SubscribeReasonCode,
+    PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, Publish, PublishProperties, QoS,
+    SubAck, Subscribe, SubscribeProperties, SubscribeReasonCode,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::time::{sleep_until, timeout_at, Instant};
@@ -136,6 +136,8 @@ struct Connection {
     /// id to (denied positions, filter count), to put the failures back
     /// into the router's SUBACK.
     suback_fixups: HashMap<u16, (Vec<usize>, usize)>,
+    /// A persistent session (clean session / clean start off).
+    persistent: bool,
 }
 
 impl Connection {
@@ -258,6 +260,7 @@ impl Connection {
             client_id,
             inflight_qos1: 0,
             suback_fixups: HashMap::new(),
+            persistent: !connect.clean_session,
         }))
     }
 
@@ -494,12 +497,20 @@ impl Connection {
     /// [`Connection::restore_denied_filters`].
     async fn handle_subscribe(
         &mut self,
-        subscribe: Subscribe,
+        mut subscribe: Subscribe,
         props: Option<SubscribeProperties>,
         shared: &Shared,
     ) -> Result<(), ConnectionError> {
-        for filter in &subscribe.filters {
+        for filter in &mut subscribe.filters {
             check_topic(&filter.path, true, shared)?;
+            // rumqttd 0.20's router thread panics ("group must exists") when
+            // a persistent session alone in a shared group leaves with a
+            // message in flight, taking every connection with it. Granting
+            // such subscriptions QoS 0 (which SUBACK reports) keeps nothing
+            // in flight for them.
+            if self.persistent && filter.path.starts_with("$share/") {
+                filter.qos = QoS::AtMostOnce;
+            }
         }
         let authorization = &shared.settings.authorization;
         let denied: Vec<usize> = subscribe

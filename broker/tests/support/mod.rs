@@ -239,10 +239,20 @@ fn packet(first: u8, body: Vec<u8>) -> Vec<u8> {
 
 /// CONNECT (3.1.1 or 5), clean session, keep-alive 30 s.
 pub fn connect(v5: bool, client_id: &str, login: Option<(&str, &str)>) -> Vec<u8> {
+    connect_with(v5, client_id, login, true)
+}
+
+/// CONNECT with a clean or a persistent session.
+pub fn connect_with(
+    v5: bool,
+    client_id: &str,
+    login: Option<(&str, &str)>,
+    clean: bool,
+) -> Vec<u8> {
     let mut body = Vec::new();
     string(&mut body, "MQTT");
     body.push(if v5 { 5 } else { 4 });
-    let mut flags = 0b0000_0010;
+    let mut flags = if clean { 0b0000_0010 } else { 0 };
     if login.is_some() {
         flags |= 0b1100_0000;
     }
