@@ -650,3 +650,43 @@ async fn a_persistent_session_leaving_a_shared_group_does_not_stop_the_broker() 
     let routed = read_packet(&mut probe).await.unwrap();
     assert!(routed.ends_with(b"still here"), "{routed:?}");
 }
+
+/// Client takeover: a second connection with the same client id evicts
+/// the first; whatever the first one still sends must not stop the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_over_connection_cannot_stop_the_broker() {
+    let broker = limited(BrokerSettings::default()).await;
+    let address = broker.addresses[0];
+    let mut old = TcpStream::connect(address).await.unwrap();
+    assert_eq!(connack_code(&mut old, false, "dup", None).await, Some(0));
+    old.write_all(&subscribe(false, 1, &["t/+"])).await.unwrap();
+    assert_eq!(
+        suback(&read_packet(&mut old).await.unwrap(), 1),
+        (1, vec![1])
+    );
+    let mut new = TcpStream::connect(address).await.unwrap();
+    assert_eq!(connack_code(&mut new, false, "dup", None).await, Some(0));
+    // The old connection keeps talking.
+    let _ = old.write_all(&publish(false, "t/a", 1, 2, "late")).await;
+    let _ = old.write_all(&subscribe(false, 3, &["t/b"])).await;
+    let _ = old.write_all(&[0xc0, 0]).await;
+    let _ = bytes_until_closed(&mut old).await;
+    // The broker still serves and routes.
+    let mut probe = TcpStream::connect(address).await.unwrap();
+    assert_eq!(
+        connack_code(&mut probe, false, "probe", None).await,
+        Some(0)
+    );
+    probe
+        .write_all(&subscribe(false, 4, &["u/v"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        suback(&read_packet(&mut probe).await.unwrap(), 1),
+        (4, vec![1])
+    );
+    new.write_all(&publish(false, "u/v", 0, 0, "routed"))
+        .await
+        .unwrap();
+    assert!(read_packet(&mut probe).await.unwrap().ends_with(b"routed"));
+}
