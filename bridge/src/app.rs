@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use backhaul_broker::{Broker, BrokerSettings, DurableGate, FlowRoute};
+use backhaul_broker::{Broker, DurableGate, FlowRoute};
 use backhaul_storage::{FlowSpec, QueueStore, StorageMode};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -87,10 +87,7 @@ pub async fn run(
             filters: f.sources.clone(),
         })
         .collect();
-    let broker_settings = BrokerSettings {
-        listeners: config.appliance.listeners.clone(),
-        ..BrokerSettings::default()
-    };
+    let broker_settings = config.appliance.broker.clone();
     let broker = Broker::new(broker_settings, DurableGate::new(store.clone(), routes));
     let listeners = broker.bind().await?;
 

@@ -13,6 +13,7 @@
 //! - [`app`]: everything wired together; `main.rs` is the CLI around it.
 
 pub mod app;
+pub mod broker_metrics;
 pub mod config;
 pub mod datasets;
 pub mod deadletter;
@@ -21,6 +22,7 @@ pub mod flow;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod passwd_cli;
 pub mod sd_notify;
 pub mod watchdog;
 

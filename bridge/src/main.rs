@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use backhaul_bridge::app;
 use backhaul_bridge::config::Config;
+use backhaul_bridge::passwd_cli::{self, PasswdAction};
 use clap::{Parser, Subcommand};
 
 mod healthcheck;
@@ -58,6 +59,22 @@ enum Command {
         #[arg(long, value_name = "IP:PORT")]
         address: Option<std::net::SocketAddr>,
     },
+    /// Add a user to a broker password file or change its password (like
+    /// mosquitto_passwd); the password is prompted twice.
+    Passwd {
+        /// Create a new file, replacing any existing one.
+        #[arg(short = 'c', long = "create")]
+        create: bool,
+        /// Delete USERNAME instead.
+        #[arg(short = 'D', long = "delete", conflicts_with_all = ["create", "password_stdin"])]
+        delete: bool,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// The password file (written atomically, mode 0600).
+        file: PathBuf,
+        username: String,
+    },
 }
 
 fn load(config: Option<&PathBuf>) -> Result<Config, String> {
@@ -107,6 +124,32 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     eprintln!("backhaul: not ready: {err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Passwd {
+            create,
+            delete,
+            password_stdin,
+            file,
+            username,
+        } => {
+            let action = if delete {
+                PasswdAction::Delete
+            } else {
+                PasswdAction::Set {
+                    create,
+                    password_stdin,
+                }
+            };
+            match passwd_cli::run(&file, &username, action) {
+                Ok(message) => {
+                    println!("{message}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("backhaul passwd: {err:#}");
                     ExitCode::FAILURE
                 }
             }

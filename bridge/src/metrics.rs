@@ -87,6 +87,7 @@ impl Metrics {
             "1 while the flow's endpoint refuses it for good (authorization, configuration); its data stays queued.",
             &["flow"],
         );
+        let broker_collector = crate::broker_metrics::BrokerCollector::new(broker.clone());
         let state = StateCollector::new(queues, store, broker);
         for collector in [
             Box::new(delivered.clone()) as Box<dyn Collector>,
@@ -97,6 +98,7 @@ impl Metrics {
             Box::new(endpoint_up.clone()),
             Box::new(parked.clone()),
             Box::new(state),
+            Box::new(broker_collector),
         ] {
             registry
                 .register(collector)

@@ -9,7 +9,7 @@ kind: Appliance
 metadata: {name: edge-01}
 spec:
   listeners:
-    - {name: plant, address: 0.0.0.0:1883}
+    - {name: plant, address: 0.0.0.0:1883, allowAnonymous: true}
   storage: {mode: memory, path: /var/lib/backhaul}
   metrics: {address: 127.0.0.1:9700}
 "#;

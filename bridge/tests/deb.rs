@@ -345,12 +345,12 @@ fn under_systemd_the_package_starts_a_ready_service_that_the_watchdog_restarts()
     // An upgrade (the same package again) keeps the operator's edit of a
     // conffile and restarts the service on the new binary.
     booted.sh(
-        "sed -i 's/address: 127.0.0.1:1883/address: 0.0.0.0:1883/' /etc/backhaul/appliance.yaml",
+        "sed -i 's/address: 127.0.0.1:1883/address: 127.0.0.1:1884/' /etc/backhaul/appliance.yaml",
     );
     let (code, stdout, stderr) = booted.exec(&["dpkg", "-i", "/tmp/backhaul.deb"]);
     assert_eq!(code, 0, "dpkg -i again: {stdout}{stderr}");
     assert_eq!(
-        booted.sh("grep -c 'address: 0.0.0.0:1883' /etc/backhaul/appliance.yaml"),
+        booted.sh("grep -c 'address: 127.0.0.1:1884' /etc/backhaul/appliance.yaml"),
         "1\n"
     );
     assert_eq!(property(&booted, "ActiveState"), "active");

@@ -9,10 +9,16 @@ use rumqttd::local::{LinkBuilder, LinkRx, LinkTx};
 use rumqttd::protocol::{LastWill, LastWillProperties};
 use rumqttd::{Notification, Router, RouterConfig};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn, Instrument};
 
+use crate::auth::Authentication;
+use crate::authz::Authorization;
 use crate::connection;
 use crate::gate::DurableGate;
+use crate::stats::{Action, AuthFailure, ReasonCounters, Rejection};
 use crate::{BrokerError, ConnectionError};
 
 /// Settings of the device-facing broker.
@@ -21,15 +27,43 @@ pub struct BrokerSettings {
     pub listeners: Vec<ListenerSettings>,
     /// Largest packet a client may send.
     pub max_packet_size: usize,
-    /// How long a new connection may take to send CONNECT.
+    /// How long a new connection may take to finish its TLS handshake and
+    /// send CONNECT.
     pub connect_timeout: Duration,
+    /// Most open connections (all listeners); a client beyond it gets
+    /// CONNACK "quota exceeded" (MQTT 5) or "server unavailable" (3.1.1).
+    pub max_connections: usize,
+    /// Most QoS 1/2 publishes an MQTT 5 client may have unacknowledged
+    /// (advertised in CONNACK); one more closes it with 0x93.
+    pub receive_maximum: u16,
+    /// Longest topic name or filter, in bytes.
+    pub max_topic_length: usize,
+    /// Most levels in a topic name or filter.
+    pub max_topic_levels: usize,
+    /// Who may publish and subscribe where.
+    pub authorization: Arc<Authorization>,
 }
 
-/// One TCP listener.
+/// One listener: its address, TLS and how it authenticates clients.
 #[derive(Debug, Clone)]
 pub struct ListenerSettings {
     pub name: String,
     pub address: SocketAddr,
+    /// `None` for plain TCP.
+    pub tls: Option<Arc<ServerConfig>>,
+    pub authentication: Authentication,
+}
+
+impl ListenerSettings {
+    /// A plain TCP listener that lets anyone in.
+    pub fn plain(name: impl Into<String>, address: SocketAddr) -> Self {
+        Self {
+            name: name.into(),
+            address,
+            tls: None,
+            authentication: Authentication::Anonymous,
+        }
+    }
 }
 
 impl Default for BrokerSettings {
@@ -38,6 +72,11 @@ impl Default for BrokerSettings {
             listeners: Vec::new(),
             max_packet_size: 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            receive_maximum: 100,
+            max_topic_length: 1024,
+            max_topic_levels: 32,
+            authorization: Arc::new(Authorization::allow_all()),
         }
     }
 }
@@ -52,6 +91,12 @@ pub struct BrokerStats {
     pub publishes_gated: AtomicU64,
     /// Publishes whose durable append failed (no PUBACK was sent).
     pub publishes_refused: AtomicU64,
+    /// Clients not let in, by reason.
+    pub auth_failures: ReasonCounters<AuthFailure>,
+    /// Publishes and subscriptions the authorization rules refused.
+    pub authorization_denied: ReasonCounters<Action>,
+    /// Packets and connections a limit refused.
+    pub packets_rejected: ReasonCounters<Rejection>,
 }
 
 /// What a connection asks of the router.
@@ -73,6 +118,9 @@ pub(crate) struct Shared {
     /// Attaches a client to the router (blocking: run off the async workers).
     pub(crate) connector: Arc<Connector>,
     pub(crate) stats: Arc<BrokerStats>,
+    /// Password checks running at once: Argon2 takes tens of milliseconds
+    /// and ~19 MiB each, so a flood of logins must queue, not fill memory.
+    pub(crate) verify_slots: Semaphore,
     next_client: AtomicU64,
 }
 
@@ -91,7 +139,7 @@ pub struct Broker {
 impl Broker {
     /// Starts rumqttd's router thread. Call [`Broker::bind`] next.
     pub fn new(settings: BrokerSettings, gate: DurableGate) -> Self {
-        let router_tx = Router::new(0, router_config()).spawn();
+        let router_tx = Router::new(0, router_config(settings.max_connections)).spawn();
         let connector = move |request: LinkRequest| {
             LinkBuilder::new(&request.client_id, router_tx.clone())
                 .clean_session(request.clean_session)
@@ -107,9 +155,14 @@ impl Broker {
                 gate,
                 connector: Arc::new(connector),
                 stats: Arc::new(BrokerStats::default()),
+                verify_slots: Semaphore::new(VERIFY_SLOTS),
                 next_client: AtomicU64::new(1),
             }),
         }
+    }
+
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
     }
 
     pub fn stats(&self) -> Arc<BrokerStats> {
@@ -129,12 +182,35 @@ impl Broker {
                     source,
                 })?;
             let address = listener.local_addr().unwrap_or(settings.address);
-            info!(listener = %settings.name, %address, "MQTT listener bound");
+            let authentication = match &settings.authentication {
+                Authentication::Anonymous => "anonymous",
+                Authentication::Password(_) => "password",
+                Authentication::X509 => "x509",
+            };
+            info!(
+                listener = %settings.name,
+                %address,
+                tls = settings.tls.is_some(),
+                authentication,
+                "MQTT listener bound"
+            );
+            let on_network = !address.ip().is_loopback();
+            if settings.authentication.is_anonymous() && on_network {
+                warn!(listener = %settings.name, %address, "this listener lets any client on the network connect without authentication (allowAnonymous)");
+            }
+            let password = matches!(settings.authentication, Authentication::Password(_));
+            if password && settings.tls.is_none() && on_network {
+                warn!(listener = %settings.name, %address, "passwords reach this listener unencrypted: add tls to it");
+            }
             bound.push(BoundListener {
                 name: settings.name.clone(),
                 address,
                 listener,
                 shared: self.shared.clone(),
+                context: Arc::new(ListenerContext {
+                    tls: settings.tls.clone().map(TlsAcceptor::from),
+                    authentication: settings.authentication.clone(),
+                }),
             });
         }
         Ok(bound)
@@ -144,9 +220,10 @@ impl Broker {
 /// Router limits. Device subscribers read from rumqttd's in-memory logs;
 /// data flows never do, so these only bound what ordinary subscribers can
 /// fall behind by.
-fn router_config() -> RouterConfig {
+fn router_config(max_connections: usize) -> RouterConfig {
     RouterConfig {
-        max_connections: 10_010,
+        // Room for connections being refused while others close.
+        max_connections: max_connections + 10,
         max_outgoing_packet_count: 200,
         max_segment_size: 16 * 1024 * 1024,
         max_segment_count: 4,
@@ -156,12 +233,22 @@ fn router_config() -> RouterConfig {
     }
 }
 
+/// Concurrent password checks (see [`Shared::verify_slots`]).
+const VERIFY_SLOTS: usize = 4;
+
+/// What a connection needs of its listener.
+pub(crate) struct ListenerContext {
+    pub(crate) tls: Option<TlsAcceptor>,
+    pub(crate) authentication: Authentication,
+}
+
 /// A bound listener, ready to accept.
 pub struct BoundListener {
     name: String,
     address: SocketAddr,
     listener: TcpListener,
     shared: Arc<Shared>,
+    context: Arc<ListenerContext>,
 }
 
 impl BoundListener {
@@ -169,15 +256,20 @@ impl BoundListener {
         self.address
     }
 
-    /// Accepts connections forever; each one runs in its own task, so a slow
-    /// client never holds up the accept loop.
+    /// Accepts connections forever; each one runs in its own task (TLS
+    /// handshake included), so a slow client never holds up the accept loop.
     pub async fn serve(self) {
         let span = tracing::info_span!("listener", name = %self.name, address = %self.address);
         async move {
             loop {
                 match self.listener.accept().await {
                     Ok((stream, peer)) => {
-                        tokio::spawn(connection::serve(stream, peer, self.shared.clone()));
+                        tokio::spawn(connection::serve(
+                            stream,
+                            peer,
+                            self.shared.clone(),
+                            self.context.clone(),
+                        ));
                     }
                     Err(err) => {
                         warn!(%err, "accept failed");

@@ -11,6 +11,10 @@ pub(crate) enum Codec {
     V5(V5),
 }
 
+/// Packet types a client may send: CONNECT, PUBLISH, PUBACK, PUBREC,
+/// PUBREL, PUBCOMP, SUBSCRIBE, UNSUBSCRIBE, PINGREQ, DISCONNECT.
+const CLIENT_PACKETS: [u8; 10] = [1, 3, 4, 5, 6, 7, 8, 10, 12, 14];
+
 /// The protocol level byte of MQTT 5 in CONNECT.
 const LEVEL_V5: u8 = 5;
 
@@ -23,6 +27,11 @@ impl Codec {
         };
         if first >> 4 != 1 {
             return Err(Error::InvalidPacketType(first >> 4));
+        }
+        // CONNECT's flag bits are reserved as 0. Checking them also refuses
+        // a TLS ClientHello (0x16) on a plain port at its first byte.
+        if first & 0x0f != 0 {
+            return Err(Error::MalformedPacket);
         }
         let Some((_, header_len)) = remaining_length(buf)? else {
             return Ok(None);
@@ -46,6 +55,15 @@ impl Codec {
     /// One packet from `buf`, or `Error::InsufficientBytes` when it is not
     /// complete yet (nothing is consumed then).
     pub(crate) fn read(&mut self, buf: &mut BytesMut, max_size: usize) -> Result<Packet, Error> {
+        // Packets only a server sends (CONNACK, SUBACK, UNSUBACK, PINGRESP)
+        // are refused here: rumqttd 0.20's decoders reach `unreachable!()`
+        // on some of them (found by the connection fuzz target).
+        if let Some(first) = buf.first() {
+            let kind = first >> 4;
+            if !CLIENT_PACKETS.contains(&kind) {
+                return Err(Error::InvalidPacketType(kind));
+            }
+        }
         match self {
             Codec::V4(codec) => codec.read_mut(buf, max_size),
             Codec::V5(codec) => codec.read_mut(buf, max_size),
@@ -54,9 +72,32 @@ impl Codec {
 
     pub(crate) fn write(&self, packet: Packet, out: &mut BytesMut) -> Result<usize, Error> {
         match self {
-            Codec::V4(codec) => codec.write(packet, out),
+            Codec::V4(codec) => codec.write(without_properties(packet), out),
             Codec::V5(codec) => codec.write(packet, out),
         }
+    }
+}
+
+/// The packet without MQTT 5 properties: rumqttd 0.20's 3.1.1 encoder
+/// reaches `unreachable!()` on a packet that has some, and the router adds
+/// them to some packets for every client (found by the connection fuzz
+/// target: subscribe then unsubscribe on MQTT 3.1.1).
+fn without_properties(packet: Packet) -> Packet {
+    match packet {
+        Packet::Connect(connect, _, will, _, login) => {
+            Packet::Connect(connect, None, will, None, login)
+        }
+        Packet::Publish(p, _) => Packet::Publish(p, None),
+        Packet::PubAck(p, _) => Packet::PubAck(p, None),
+        Packet::PubRec(p, _) => Packet::PubRec(p, None),
+        Packet::PubRel(p, _) => Packet::PubRel(p, None),
+        Packet::PubComp(p, _) => Packet::PubComp(p, None),
+        Packet::Subscribe(p, _) => Packet::Subscribe(p, None),
+        Packet::SubAck(p, _) => Packet::SubAck(p, None),
+        Packet::Unsubscribe(p, _) => Packet::Unsubscribe(p, None),
+        Packet::UnsubAck(p, _) => Packet::UnsubAck(p, None),
+        Packet::Disconnect(p, _) => Packet::Disconnect(p, None),
+        other => other,
     }
 }
 
@@ -118,6 +159,10 @@ mod tests {
             Codec::detect(&[0x30, 0]),
             Err(Error::InvalidPacketType(3))
         ));
+        assert!(
+            matches!(Codec::detect(&[0x16, 3, 1]), Err(Error::MalformedPacket)),
+            "a TLS ClientHello"
+        );
     }
 
     #[test]
@@ -135,6 +180,37 @@ mod tests {
         assert_eq!(peek_publish(&qos0), Some(PublishHeader { qos: 0, pkid: 0 }));
         assert_eq!(peek_publish(&[0xc0, 0]), None, "PINGREQ is no PUBLISH");
         assert_eq!(peek_publish(&qos1[..7]), None, "incomplete header");
+    }
+
+    #[test]
+    fn packets_only_a_server_sends_are_refused_before_decoding() {
+        for (first, kind) in [(0x20, 2), (0x90, 9), (0xb0, 11), (0xd0, 13), (0xf0, 15)] {
+            for mut codec in [Codec::V4(V4), Codec::V5(V5)] {
+                let mut buf = BytesMut::from(&[first, 2, 0, 1][..]);
+                assert!(
+                    matches!(codec.read(&mut buf, 1024), Err(Error::InvalidPacketType(k)) if k == kind),
+                    "type {kind}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn mqtt_3_packets_are_written_without_properties() {
+        use rumqttd::protocol::{UnsubAck, UnsubAckProperties};
+        let ack = UnsubAck {
+            pkid: 7,
+            reasons: Vec::new(),
+        };
+        let props = UnsubAckProperties {
+            reason_string: None,
+            user_properties: Vec::new(),
+        };
+        let mut out = BytesMut::new();
+        Codec::V4(V4)
+            .write(Packet::UnsubAck(ack, Some(props)), &mut out)
+            .unwrap();
+        assert_eq!(&out[..], &[0xb0, 2, 0, 7]);
     }
 
     #[test]

@@ -6,6 +6,11 @@
 //! PUBLISHes pass the [`DurableGate`] first: their PUBACK/PUBREC is written
 //! here, in order, once the gate's commit ticket resolves; the router only
 //! sees a QoS 0 copy for its subscribers and so never acknowledges for us.
+//!
+//! Security runs here too, in the connection's own task and within the
+//! connect timeout: the TLS handshake, authentication (password checks on
+//! the blocking pool), then per packet the limits and the authorization
+//! rules. A PUBLISH the rules deny never reaches the gate nor the router.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -21,56 +26,96 @@ use bytes::{Bytes, BytesMut};
 use futures::stream::{FuturesOrdered, StreamExt};
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{
-    ConnAck, ConnectReturnCode, Disconnect, DisconnectReasonCode, Error as CodecError, Packet,
-    PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, Publish, PublishProperties,
+    ConnectReturnCode, Disconnect, DisconnectReasonCode, Error as CodecError, Packet, PubAck,
+    PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, Publish, PublishProperties, QoS,
+    SubAck, Subscribe, SubscribeProperties, SubscribeReasonCode,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
-use tokio::time::{sleep_until, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::time::{sleep_until, timeout_at, Instant};
 use tracing::{debug, info, warn, Instrument};
 
-use crate::broker::{LinkRequest, Shared};
+mod admission;
+mod limits;
+
+use self::admission::{check_password, handshake, refuse};
+use self::limits::{check_topic, count_rejection, disconnect_reason};
+use crate::auth::Authentication;
+use crate::authz::Requester;
+use crate::broker::{LinkRequest, ListenerContext, Shared};
 use crate::codec::{peek_publish, Codec, PublishHeader};
 use crate::message::StoredMessage;
+use crate::stats::{Action, AuthFailure, Rejection};
 use crate::ConnectionError;
 
-/// Serves one accepted socket until it closes.
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+/// A client's byte stream: plain TCP or TLS over it.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+type Io = Box<dyn Stream>;
+
+/// Serves one accepted socket (or, for fuzzing, any byte stream) until it
+/// closes.
+pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    listener: Arc<ListenerContext>,
+) {
     let span = tracing::info_span!("connection", %peer, client_id = tracing::field::Empty);
     async move {
         shared
             .stats
             .connections_total
             .fetch_add(1, Ordering::Relaxed);
-        shared
-            .stats
-            .connections_active
-            .fetch_add(1, Ordering::Relaxed);
-        match Connection::open(stream, &shared).await {
+        let _open = OpenConnection::count(&shared);
+        match Connection::open(stream, &shared, &listener).await {
             Ok(Some(mut connection)) => {
                 let result = connection.run(&shared).await;
-                connection.close().await;
+                let reason = result.as_ref().err().and_then(disconnect_reason);
+                if let Err(err) = &result {
+                    count_rejection(&shared, err);
+                }
+                connection.close(reason).await;
                 match result {
                     Ok(()) => debug!("connection closed"),
                     Err(err) => info!(%err, "connection closed"),
                 }
             }
             Ok(None) => {}
-            Err(err) => info!(%err, "connection refused"),
+            Err(err) => {
+                count_rejection(&shared, &err);
+                info!(%err, "connection refused");
+            }
         }
-        shared
-            .stats
-            .connections_active
-            .fetch_sub(1, Ordering::Relaxed);
     }
     .instrument(span)
     .await
 }
 
+/// Counts an open connection until dropped, also when its task unwinds.
+struct OpenConnection(Arc<Shared>);
+
+impl OpenConnection {
+    fn count(shared: &Arc<Shared>) -> Self {
+        shared
+            .stats
+            .connections_active
+            .fetch_add(1, Ordering::Relaxed);
+        Self(shared.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0
+            .stats
+            .connections_active
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 struct Connection {
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
+    reader: ReadHalf<Io>,
+    writer: WriteHalf<Io>,
     codec: Codec,
     inbuf: BytesMut,
     outbuf: BytesMut,
@@ -82,32 +127,86 @@ struct Connection {
     /// QoS 2 packet ids received and not yet released by PUBREL.
     qos2_received: HashSet<u16>,
     topic_aliases: HashMap<u16, Bytes>,
+    /// The authenticated identity (username or certificate CN).
+    identity: Option<String>,
+    client_id: String,
+    /// QoS 1 publishes whose PUBACK is not written yet (Receive Maximum).
+    inflight_qos1: usize,
+    /// SUBSCRIBEs sent to the router without their denied filters: packet
+    /// id to (denied positions, filter count), to put the failures back
+    /// into the router's SUBACK.
+    suback_fixups: HashMap<u16, (Vec<usize>, usize)>,
+    /// A persistent session (clean session / clean start off).
+    persistent: bool,
 }
 
 impl Connection {
-    /// Reads CONNECT, attaches the client to the router and answers CONNACK.
-    /// `None` when the client was refused with a CONNACK.
-    async fn open(stream: TcpStream, shared: &Shared) -> Result<Option<Self>, ConnectionError> {
-        let (mut reader, mut writer) = stream.into_split();
-        let mut inbuf = BytesMut::with_capacity(8 * 1024);
-        let read_connect = read_connect(&mut reader, &mut inbuf, shared.settings.max_packet_size);
-        let (codec, packet) = tokio::time::timeout(shared.settings.connect_timeout, read_connect)
+    /// Runs the TLS handshake, reads CONNECT, authenticates, attaches the
+    /// client to the router and answers CONNACK. `None` when the client was
+    /// refused with a CONNACK.
+    async fn open<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+        stream: S,
+        shared: &Shared,
+        listener: &ListenerContext,
+    ) -> Result<Option<Self>, ConnectionError> {
+        let deadline = Instant::now() + shared.settings.connect_timeout;
+        let (io, certificate_cn) = timeout_at(deadline, handshake(stream, listener, shared))
             .await
             .map_err(|_| ConnectionError::ConnectTimeout)??;
-        let Packet::Connect(connect, props, will, will_props, _login) = packet else {
+        let (mut reader, mut writer) = tokio::io::split(io);
+        let mut inbuf = BytesMut::with_capacity(8 * 1024);
+        let read_connect = read_connect(&mut reader, &mut inbuf, shared.settings.max_packet_size);
+        let (codec, packet) = timeout_at(deadline, read_connect)
+            .await
+            .map_err(|_| ConnectionError::ConnectTimeout)??;
+        let Packet::Connect(connect, props, will, will_props, login) = packet else {
             return Err(ConnectionError::NotConnect);
+        };
+        let v5 = codec.is_v5();
+        let open = shared.stats.connections_active.load(Ordering::Relaxed);
+        if open > shared.settings.max_connections as u64 {
+            shared.stats.packets_rejected.inc(Rejection::MaxConnections);
+            let code = if v5 {
+                ConnectReturnCode::QuotaExceeded
+            } else {
+                ConnectReturnCode::ServiceUnavailable
+            };
+            info!(open, "refused: too many connections");
+            refuse(&codec, &mut writer, code).await?;
+            return Ok(None);
+        }
+        let identity = match &listener.authentication {
+            Authentication::Anonymous => None,
+            Authentication::X509 => match certificate_cn {
+                Some(cn) => Some(cn),
+                None => {
+                    shared.stats.auth_failures.inc(AuthFailure::BadCertificate);
+                    info!("refused: the client certificate has no subject CN");
+                    refuse(&codec, &mut writer, ConnectReturnCode::NotAuthorized).await?;
+                    return Ok(None);
+                }
+            },
+            Authentication::Password(file) => match check_password(shared, file, login).await {
+                Ok(username) => Some(username),
+                Err(reason) => {
+                    shared.stats.auth_failures.inc(reason);
+                    info!(reason = reason.label(), "refused: bad username or password");
+                    refuse(&codec, &mut writer, ConnectReturnCode::BadUserNamePassword).await?;
+                    return Ok(None);
+                }
+            },
         };
         let mut outbuf = BytesMut::with_capacity(8 * 1024);
         let mut client_id = connect.client_id.clone();
         let mut assigned = None;
         if client_id.is_empty() {
             if !connect.clean_session {
-                let refuse = ConnAck {
-                    session_present: false,
-                    code: ConnectReturnCode::ClientIdentifierNotValid,
-                };
-                codec.write(Packet::ConnAck(refuse, None), &mut outbuf)?;
-                writer.write_all(&outbuf).await?;
+                refuse(
+                    &codec,
+                    &mut writer,
+                    ConnectReturnCode::ClientIdentifierNotValid,
+                )
+                .await?;
                 return Ok(None);
             }
             client_id = shared.assign_client_id();
@@ -115,7 +214,7 @@ impl Connection {
         }
         tracing::Span::current().record("client_id", client_id.as_str());
         let request = LinkRequest {
-            client_id,
+            client_id: client_id.clone(),
             clean_session: connect.clean_session,
             last_will: will,
             last_will_properties: will_props,
@@ -130,6 +229,8 @@ impl Connection {
             let ack_props = codec.is_v5().then(|| {
                 let mut p = ack_props.unwrap_or_default();
                 p.assigned_client_identifier = assigned;
+                p.receive_max = Some(shared.settings.receive_maximum);
+                p.max_packet_size = u32::try_from(shared.settings.max_packet_size).ok();
                 p
             });
             codec.write(Packet::ConnAck(ack, ack_props), &mut outbuf)?;
@@ -139,6 +240,7 @@ impl Connection {
         debug!(
             keep_alive = connect.keep_alive,
             v5 = codec.is_v5(),
+            identity = identity.as_deref(),
             "connected"
         );
         Ok(Some(Self {
@@ -154,12 +256,33 @@ impl Connection {
             pending: FuturesOrdered::new(),
             qos2_received: HashSet::new(),
             topic_aliases: HashMap::new(),
+            identity,
+            client_id,
+            inflight_qos1: 0,
+            suback_fixups: HashMap::new(),
+            persistent: !connect.clean_session,
         }))
+    }
+
+    fn requester(&self) -> Requester<'_> {
+        Requester {
+            identity: self.identity.as_deref(),
+            client_id: &self.client_id,
+        }
     }
 
     async fn run(&mut self, shared: &Shared) -> Result<(), ConnectionError> {
         let far_future = Duration::from_secs(86400 * 365);
         let mut deadline = Instant::now() + self.keep_alive.unwrap_or(far_future);
+        // Packets a client sent right behind its CONNECT (before CONNACK, as
+        // MQTT allows) were read with it: handle them before waiting.
+        if !self.inbuf.is_empty() {
+            let disconnected = self.handle_input(shared).await?;
+            self.flush().await?;
+            if disconnected {
+                return Ok(());
+            }
+        }
         loop {
             tokio::select! {
                 read = self.reader.read_buf(&mut self.inbuf) => {
@@ -172,13 +295,16 @@ impl Connection {
                         return Ok(());
                     }
                 }
-                Some((header, kind, result)) = self.pending.next(), if !self.pending.is_empty() => {
-                    self.acknowledge(header, kind, result, shared)?;
+                Some((header, kind, denied, result)) = self.pending.next(), if !self.pending.is_empty() => {
+                    self.acknowledge(header, kind, denied, result, shared)?;
                 }
                 notification = self.link_rx.next() => {
                     let Some(notification) = notification? else { continue };
                     match Option::<Packet>::from(notification) {
-                        Some(packet) => { self.codec.write(packet, &mut self.outbuf)?; }
+                        Some(packet) => {
+                            let packet = self.restore_denied_filters(packet);
+                            self.codec.write(packet, &mut self.outbuf)?;
+                        }
                         None => self.link_rx.wake().await?,
                     }
                 }
@@ -232,8 +358,10 @@ impl Connection {
                 }
                 Packet::Disconnect(..) => return Ok(true),
                 Packet::Connect(..) => return Err(ConnectionError::SecondConnect),
-                packet @ (Packet::Subscribe(..)
-                | Packet::Unsubscribe(..)
+                Packet::Subscribe(subscribe, props) => {
+                    self.handle_subscribe(subscribe, props, shared).await?;
+                }
+                packet @ (Packet::Unsubscribe(..)
                 | Packet::PubAck(..)
                 | Packet::PubRec(..)
                 | Packet::PubComp(..)) => {
@@ -262,7 +390,37 @@ impl Connection {
         let topic_text = std::str::from_utf8(&topic)
             .map_err(|_| CodecError::TopicNotUtf8)?
             .to_owned();
+        check_topic(&topic_text, false, shared)?;
         let duplicate_qos2 = header.qos == 2 && !self.qos2_received.insert(header.pkid);
+        if self.codec.is_v5() && header.qos > 0 && !duplicate_qos2 {
+            let inflight =
+                self.inflight_qos1 + self.qos2_received.len() + usize::from(header.qos == 1);
+            if inflight > usize::from(shared.settings.receive_maximum) {
+                return Err(ConnectionError::ReceiveMaximumExceeded(
+                    shared.settings.receive_maximum,
+                ));
+            }
+        }
+        if !shared
+            .settings
+            .authorization
+            .may_publish(self.requester(), &topic_text)
+        {
+            // Denied: neither the gate nor the router sees it. MQTT 5 says
+            // so in the PUBACK/PUBREC (0x87); 3.1.1 has no negative ack, so
+            // the client gets its ordinary one (else it would resend the
+            // message forever) and the message is dropped.
+            shared.stats.authorization_denied.inc(Action::Publish);
+            debug!(topic = %topic_text, "publish denied by the authorization rules");
+            if header.qos > 0 {
+                self.push_ack(
+                    header,
+                    self.codec.is_v5(),
+                    CommitTicket::ready(Ok(Vec::new())),
+                );
+            }
+            return Ok(());
+        }
         let ticket = if duplicate_qos2 {
             None
         } else {
@@ -286,14 +444,10 @@ impl Connection {
         if ticket.is_some() {
             shared.stats.publishes_gated.fetch_add(1, Ordering::Relaxed);
         }
-        match (header.qos, ticket) {
-            // QoS 0 carries no promise; its append is best effort.
-            (0, _) => {}
-            (kind, ticket) => self.pending.push_back(PendingAck {
-                header,
-                kind,
-                ticket: ticket.unwrap_or_else(|| CommitTicket::ready(Ok(Vec::new()))),
-            }),
+        // QoS 0 carries no promise; its append is best effort.
+        if header.qos > 0 {
+            let ticket = ticket.unwrap_or_else(|| CommitTicket::ready(Ok(Vec::new())));
+            self.push_ack(header, false, ticket);
         }
         if !duplicate_qos2 {
             let routed = Publish::new(topic, publish.payload, publish.retain);
@@ -323,14 +477,136 @@ impl Connection {
         Ok(topic)
     }
 
+    /// Queues the PUBACK/PUBREC of `header`, written in order once `ticket`
+    /// resolves; `denied` makes it a "not authorized" one.
+    fn push_ack(&mut self, header: PublishHeader, denied: bool, ticket: CommitTicket) {
+        if header.qos == 1 {
+            self.inflight_qos1 += 1;
+        }
+        self.pending.push_back(PendingAck {
+            header,
+            kind: header.qos,
+            denied,
+            ticket,
+        });
+    }
+
+    /// Checks a SUBSCRIBE against the limits and the authorization rules.
+    /// Denied filters get a failure code in the SUBACK; the others go to
+    /// the router, whose SUBACK is completed by
+    /// [`Connection::restore_denied_filters`].
+    async fn handle_subscribe(
+        &mut self,
+        mut subscribe: Subscribe,
+        props: Option<SubscribeProperties>,
+        shared: &Shared,
+    ) -> Result<(), ConnectionError> {
+        for filter in &mut subscribe.filters {
+            check_topic(&filter.path, true, shared)?;
+            // rumqttd 0.20's router thread panics ("group must exists") when
+            // a persistent session alone in a shared group leaves with a
+            // message in flight, taking every connection with it. Granting
+            // such subscriptions QoS 0 (which SUBACK reports) keeps nothing
+            // in flight for them.
+            if self.persistent && filter.path.starts_with("$share/") {
+                filter.qos = QoS::AtMostOnce;
+            }
+        }
+        let authorization = &shared.settings.authorization;
+        let denied: Vec<usize> = subscribe
+            .filters
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !authorization.may_subscribe(self.requester(), &f.path))
+            .map(|(i, _)| i)
+            .collect();
+        if denied.is_empty() {
+            self.link_tx
+                .send(Packet::Subscribe(subscribe, props))
+                .await?;
+            return Ok(());
+        }
+        for i in &denied {
+            shared.stats.authorization_denied.inc(Action::Subscribe);
+            debug!(filter = %subscribe.filters[*i].path, "subscription denied by the authorization rules");
+        }
+        let total = subscribe.filters.len();
+        if denied.len() == total {
+            let ack = SubAck {
+                pkid: subscribe.pkid,
+                return_codes: vec![self.subscribe_failure(); total],
+            };
+            self.codec
+                .write(Packet::SubAck(ack, None), &mut self.outbuf)?;
+            return Ok(());
+        }
+        let filters = subscribe
+            .filters
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !denied.contains(i))
+            .map(|(_, f)| f)
+            .collect();
+        self.suback_fixups.insert(subscribe.pkid, (denied, total));
+        let allowed = Subscribe {
+            pkid: subscribe.pkid,
+            filters,
+        };
+        self.link_tx.send(Packet::Subscribe(allowed, props)).await?;
+        Ok(())
+    }
+
+    /// The SUBACK code of a denied filter: 0x87 (MQTT 5) or 0x80 (3.1.1).
+    fn subscribe_failure(&self) -> SubscribeReasonCode {
+        if self.codec.is_v5() {
+            SubscribeReasonCode::NotAuthorized
+        } else {
+            SubscribeReasonCode::Failure
+        }
+    }
+
+    /// Puts the failure codes of denied filters back into the router's
+    /// SUBACK, at their positions in the client's SUBSCRIBE.
+    fn restore_denied_filters(&mut self, packet: Packet) -> Packet {
+        let Packet::SubAck(ack, props) = packet else {
+            return packet;
+        };
+        let Some((denied, total)) = self.suback_fixups.remove(&ack.pkid) else {
+            return Packet::SubAck(ack, props);
+        };
+        let failure = self.subscribe_failure();
+        let mut granted = ack.return_codes.into_iter();
+        let return_codes = (0..total)
+            .map(|i| {
+                if denied.contains(&i) {
+                    failure
+                } else {
+                    granted.next().unwrap_or(failure)
+                }
+            })
+            .collect();
+        Packet::SubAck(
+            SubAck {
+                pkid: ack.pkid,
+                return_codes,
+            },
+            props,
+        )
+    }
+
     fn acknowledge(
         &mut self,
         header: PublishHeader,
         kind: u8,
+        denied: bool,
         result: Result<Vec<u64>, StorageError>,
         shared: &Shared,
     ) -> Result<(), ConnectionError> {
+        if kind == 1 {
+            self.inflight_qos1 = self.inflight_qos1.saturating_sub(1);
+        }
         let accepted = match result {
+            Ok(_) if denied => false,
             Ok(_) => true,
             Err(err) => {
                 shared
@@ -351,10 +627,10 @@ impl Connection {
             }
         };
         let packet = if kind == 2 {
-            let reason = if accepted {
-                PubRecReason::Success
-            } else {
-                PubRecReason::QuotaExceeded
+            let reason = match (accepted, denied) {
+                (true, _) => PubRecReason::Success,
+                (false, true) => PubRecReason::NotAuthorized,
+                (false, false) => PubRecReason::QuotaExceeded,
             };
             Packet::PubRec(
                 PubRec {
@@ -364,10 +640,10 @@ impl Connection {
                 None,
             )
         } else {
-            let reason = if accepted {
-                PubAckReason::Success
-            } else {
-                PubAckReason::QuotaExceeded
+            let reason = match (accepted, denied) {
+                (true, _) => PubAckReason::Success,
+                (false, true) => PubAckReason::NotAuthorized,
+                (false, false) => PubAckReason::QuotaExceeded,
             };
             Packet::PubAck(
                 PubAck {
@@ -385,9 +661,20 @@ impl Connection {
         Ok(())
     }
 
-    /// Detaches from the router (the client id's session is kept for a
-    /// persistent session, as the router decides).
-    async fn close(&mut self) {
+    /// Tells an MQTT 5 client why it is closed (if there is a reason code
+    /// for it), then detaches from the router (the client id's session is
+    /// kept for a persistent session, as the router decides).
+    async fn close(&mut self, reason: Option<DisconnectReasonCode>) {
+        if let (Some(reason_code), true) = (reason, self.codec.is_v5()) {
+            let disconnect = Disconnect { reason_code };
+            if self
+                .codec
+                .write(Packet::Disconnect(disconnect, None), &mut self.outbuf)
+                .is_ok()
+            {
+                let _ = self.flush().await;
+            }
+        }
         let disconnect = Disconnect {
             reason_code: DisconnectReasonCode::NormalDisconnection,
         };
@@ -401,7 +688,7 @@ impl Connection {
 
 /// Reads until a whole CONNECT is there and returns it with its codec.
 async fn read_connect(
-    reader: &mut OwnedReadHalf,
+    reader: &mut ReadHalf<Io>,
     inbuf: &mut BytesMut,
     max_size: usize,
 ) -> Result<(Codec, Packet), ConnectionError> {
@@ -426,20 +713,22 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A PUBACK (kind 1) or PUBREC (kind 2) waiting for its commit ticket.
+/// A PUBACK (kind 1) or PUBREC (kind 2) waiting for its commit ticket;
+/// `denied` ones answer "not authorized" (their ticket is ready at once).
 struct PendingAck {
     header: PublishHeader,
     kind: u8,
+    denied: bool,
     ticket: CommitTicket,
 }
 
 impl Future for PendingAck {
-    type Output = (PublishHeader, u8, Result<Vec<u64>, StorageError>);
+    type Output = (PublishHeader, u8, bool, Result<Vec<u64>, StorageError>);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let (header, kind) = (self.header, self.kind);
+        let (header, kind, denied) = (self.header, self.kind, self.denied);
         Pin::new(&mut self.ticket)
             .poll(cx)
-            .map(|result| (header, kind, result))
+            .map(|result| (header, kind, denied, result))
     }
 }

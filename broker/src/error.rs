@@ -39,6 +39,22 @@ pub enum ConnectionError {
     Link(String),
     #[error("the router has stopped")]
     RouterGone,
+    #[error("TLS handshake failed: {0}")]
+    TlsHandshake(String),
+    #[error("topic {} of {length} bytes is longer than the limit of {max}", if *filter { "filter" } else { "name" })]
+    TopicTooLong {
+        filter: bool,
+        length: usize,
+        max: usize,
+    },
+    #[error("topic {} has {levels} levels, more than the limit of {max}", if *filter { "filter" } else { "name" })]
+    TooManyTopicLevels {
+        filter: bool,
+        levels: usize,
+        max: usize,
+    },
+    #[error("more than Receive Maximum ({0}) unacknowledged QoS 1/2 publishes")]
+    ReceiveMaximumExceeded(u16),
     #[error("durable append failed, publish refused: {0}")]
     Storage(#[from] StorageError),
 }

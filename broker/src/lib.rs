@@ -13,15 +13,27 @@
 //! - [`gate`]: the durable gate.
 //! - [`broker`]: router, listeners and settings.
 //! - `codec` and `connection`: framing and the per-connection task.
+//! - [`tls`], [`auth`], [`passwd`], [`authz`]: listener TLS, who a client
+//!   is, password files, and what it may publish and subscribe to.
+//! - [`stats`]: refusals counted by reason, for metrics.
 
+pub mod auth;
+pub mod authz;
 pub mod broker;
 mod codec;
 mod connection;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gate;
 pub mod message;
+pub mod passwd;
+pub mod stats;
+pub mod tls;
 pub mod topic;
 
+pub use auth::Authentication;
+pub use authz::Authorization;
 pub use broker::{BoundListener, Broker, BrokerSettings, BrokerStats, ListenerSettings};
 pub use error::{BrokerError, ConnectionError};
 pub use gate::{DurableGate, FlowRoute};

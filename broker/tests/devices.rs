@@ -19,10 +19,10 @@ async fn start_broker(store: Arc<QueueStore>) -> std::net::SocketAddr {
         }],
     );
     let settings = BrokerSettings {
-        listeners: vec![ListenerSettings {
-            name: "test".into(),
-            address: "127.0.0.1:0".parse().unwrap(),
-        }],
+        listeners: vec![ListenerSettings::plain(
+            "test",
+            "127.0.0.1:0".parse().unwrap(),
+        )],
         ..BrokerSettings::default()
     };
     let broker = Broker::new(settings, gate);

@@ -23,10 +23,10 @@ async fn start(settings: BrokerSettings) -> (SocketAddr, Arc<backhaul_broker::Br
         }],
     );
     let settings = BrokerSettings {
-        listeners: vec![ListenerSettings {
-            name: "test".into(),
-            address: "127.0.0.1:0".parse().unwrap(),
-        }],
+        listeners: vec![ListenerSettings::plain(
+            "test",
+            "127.0.0.1:0".parse().unwrap(),
+        )],
         ..settings
     };
     let broker = Broker::new(settings, gate);

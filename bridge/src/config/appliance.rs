@@ -3,6 +3,9 @@
 use serde::Deserialize;
 
 use super::enums::ci_enum;
+use super::security::{
+    AuthorizationSpec, BrokerLimitsSpec, ListenerAuthenticationSpec, ListenerTlsSpec,
+};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -15,6 +18,10 @@ pub struct ApplianceSpec {
     pub metrics: Option<MetricsSpec>,
     pub retry: Option<RetrySpec>,
     pub queues: Option<QueuesSpec>,
+    /// Who may publish and subscribe to what (default: everyone, everything).
+    pub authorization: Option<AuthorizationSpec>,
+    /// The broker's limits.
+    pub limits: Option<BrokerLimitsSpec>,
 }
 
 ci_enum!(
@@ -59,6 +66,12 @@ pub struct ListenerSpec {
     pub name: Option<String>,
     /// `IP:port` to listen on.
     pub address: String,
+    /// TLS (1.2 and 1.3) instead of plain TCP.
+    pub tls: Option<ListenerTlsSpec>,
+    /// Default: Anonymous.
+    pub authentication: Option<ListenerAuthenticationSpec>,
+    /// Accept Anonymous on an address other than loopback.
+    pub allow_anonymous: Option<bool>,
 }
 
 ci_enum!(

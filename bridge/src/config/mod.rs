@@ -21,13 +21,14 @@ pub mod error;
 mod event_hubs;
 pub mod profile;
 pub mod secrets;
+pub mod security;
 mod validate;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use backhaul_broker::{ListenerSettings, TopicFilter};
+use backhaul_broker::{BrokerSettings, ListenerSettings, TopicFilter};
 use backhaul_storage::{QueueLimits, StoreLimits};
 
 pub use self::appliance::StorageModeSpec;
@@ -72,6 +73,8 @@ pub struct Appliance {
     /// Part of every message id.
     pub id: String,
     pub listeners: Vec<ListenerSettings>,
+    /// The broker: listeners, limits and authorization.
+    pub broker: BrokerSettings,
     pub storage_mode: StorageModeSpec,
     /// The data directory, if the configuration names one.
     pub data_dir: Option<PathBuf>,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use backhaul_broker::{ListenerSettings, TopicFilter};
+use backhaul_broker::{BrokerSettings, ListenerSettings, TopicFilter};
 
 use super::appliance::{ApplianceSpec, OverflowSpec, QueueLimitsSpec, RetrySpec, StorageModeSpec};
 use super::dataflow::{DataflowSpec, OperationSpec, OperationType};
@@ -18,6 +18,7 @@ use super::enums::Toggle;
 use super::error::{ConfigError, Origin};
 use super::event_hubs;
 use super::profile::DataflowProfileSpec;
+use super::security;
 use super::{
     Appliance, Config, Endpoint, Flow, LocalStorageEndpoint, MqttEndpoint, Retry, DEFAULT_LISTENER,
     DEFAULT_METRICS,
@@ -51,7 +52,7 @@ pub(super) fn validate(
             ),
         ));
     }
-    let appliance = appliance(appliances.first().copied(), errors);
+    let appliance = appliance(appliances.first().copied(), dir, errors);
 
     let profiles: Vec<&str> = of_kind("DataflowProfile")
         .filter(|r| {
@@ -165,7 +166,11 @@ fn parse_address(
     }
 }
 
-fn appliance(resource: Option<&RawResource>, errors: &mut Vec<ConfigError>) -> Option<Appliance> {
+fn appliance(
+    resource: Option<&RawResource>,
+    dir: Option<&Path>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Appliance> {
     let defaults = Origin {
         file: "<defaults>".into(),
         document: 0,
@@ -191,16 +196,19 @@ fn appliance(resource: Option<&RawResource>, errors: &mut Vec<ConfigError>) -> O
             .filter_map(|(i, l)| {
                 let field = format!("spec.listeners[{i}].address");
                 let address = parse_address(&origin, &field, &l.address, errors)?;
-                Some(ListenerSettings {
-                    name: l.name.clone().unwrap_or_else(|| format!("listener-{i}")),
-                    address,
-                })
+                security::listener(&origin, i, l, address, dir, errors)
             })
             .collect(),
-        None => vec![ListenerSettings {
-            name: "default".into(),
-            address: DEFAULT_LISTENER.parse().ok()?,
-        }],
+        None => vec![ListenerSettings::plain(
+            "default",
+            DEFAULT_LISTENER.parse().ok()?,
+        )],
+    };
+    let authorization = security::authorization(&origin, spec.authorization.as_ref(), errors);
+    let broker = BrokerSettings {
+        listeners: listeners.clone(),
+        authorization: std::sync::Arc::new(authorization),
+        ..security::limits(&origin, spec.limits.as_ref(), errors)
     };
     let storage = spec.storage.clone().unwrap_or_default();
     let metrics = spec.metrics.as_ref().and_then(|m| m.address.clone());
@@ -241,6 +249,7 @@ fn appliance(resource: Option<&RawResource>, errors: &mut Vec<ConfigError>) -> O
         default_queue_limits: defaults,
         id,
         listeners,
+        broker,
         storage_mode: mode,
         data_dir: storage.path.map(PathBuf::from),
         metrics_address: metrics_address?,

@@ -32,7 +32,7 @@ pub fn appliance_yaml(storage_extra: &str, extra: &str) -> String {
 kind: Appliance
 metadata: {{name: {APPLIANCE_ID}}}
 spec:
-  listeners: [{{name: devices, address: "0.0.0.0:1883"}}]
+  listeners: [{{name: devices, address: "0.0.0.0:1883", allowAnonymous: true}}]
   storage: {{mode: Disk, path: /var/lib/backhaul{storage_extra}}}
   metrics: {{address: "0.0.0.0:9600"}}
   retry: {{initialBackoffMs: 100, maxBackoffSeconds: 2, parkedRetrySeconds: 2}}
