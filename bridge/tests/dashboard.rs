@@ -141,18 +141,27 @@ fn percent_encode(text: &str) -> String {
 /// One instant query through Prometheus's HTTP API (HTTP/1.0: the answer
 /// is not chunked).
 fn prometheus_query(port: u16, expr: &str) -> serde_json::Value {
+    try_prometheus_query(port, expr).unwrap_or_else(|response| panic!("{response}"))
+}
+
+/// [`prometheus_query`], or the whole response when it is not JSON (while
+/// Prometheus starts it answers 503 Service Unavailable).
+fn try_prometheus_query(port: u16, expr: &str) -> Result<serde_json::Value, String> {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|err| err.to_string())?;
     write!(
         stream,
         "GET /api/v1/query?query={} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n",
         percent_encode(expr)
     )
-    .unwrap();
+    .map_err(|err| err.to_string())?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|err| err.to_string())?;
     let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    serde_json::from_str(body).unwrap_or_else(|err| panic!("{err}: {response}"))
+    serde_json::from_str(body).map_err(|err| format!("{err}: {response}"))
 }
 
 /// A Prometheus server from Debian, killed when dropped.
@@ -221,11 +230,11 @@ fn every_dashboard_query_evaluates_in_prometheus_against_a_running_appliance() {
     // Rates need two scrapes in their window: wait for four (bounded).
     let mut scrapes = 0.0;
     for _ in 0..600 {
-        if std::net::TcpStream::connect(("127.0.0.1", prometheus.port)).is_ok() {
-            let answer = prometheus_query(
-                prometheus.port,
-                "count_over_time(backhaul_broker_connections[1m])",
-            );
+        let answer = try_prometheus_query(
+            prometheus.port,
+            "count_over_time(backhaul_broker_connections[1m])",
+        );
+        if let Ok(answer) = answer {
             scrapes = answer["data"]["result"][0]["value"][1]
                 .as_str()
                 .and_then(|v| v.parse().ok())
@@ -266,7 +275,7 @@ fn every_dashboard_query_evaluates_in_prometheus_against_a_running_appliance() {
     assert_eq!(failures, Vec::<String>::new());
     assert_eq!(
         queries.len(),
-        39,
+        43,
         "every target and both variables: {queries:#?}"
     );
 }
