@@ -32,8 +32,19 @@ spec:
 /// Writes an Appliance document and one flow `factory/#` → the MQTT broker on
 /// `remote_port`, topic `cloud/${inputTopic}`.
 pub fn write_mqtt_bridge(dir: &Path, appliance: &TestAppliance, remote_port: u16) {
+    write_mqtt_bridge_with(dir, appliance, remote_port, "");
+}
+
+/// As [`write_mqtt_bridge`], with `extra` lines in the Appliance spec (see
+/// [`appliance_yaml`]), e.g. retry settings.
+pub fn write_mqtt_bridge_with(
+    dir: &Path,
+    appliance: &TestAppliance,
+    remote_port: u16,
+    extra: &str,
+) {
     std::fs::create_dir_all(dir).expect("config dir");
-    let appliance_yaml = appliance_yaml(appliance, "");
+    let appliance_yaml = appliance_yaml(appliance, extra);
     let flows_yaml = format!(
         r#"apiVersion: connectivity.iotoperations.azure.com/v1
 kind: DataflowEndpoint

@@ -7,7 +7,9 @@
 //! - [`config`]: configuration directories for a test.
 //! - [`mqtt`]: a numbered publisher that records PUBACKs and a subscriber
 //!   that records every message with its Backhaul id.
+//! - [`bench`]: the `backhaul-bench` harness (Backhaul vs a Mosquitto bridge).
 
+pub mod bench;
 pub mod config;
 pub mod eventhubs_peer;
 pub mod mqtt;
