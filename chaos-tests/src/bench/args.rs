@@ -13,13 +13,15 @@ usage: backhaul-bench [--quick] [--runs N] [--messages N] [--backlog M] [--sizes
                       [--systems backhaul-disk,backhaul-memory,mosquitto,backhaul-eventhubs]
                       [--scenarios steady,outage,crash] [--publishers P] [--window W]
                       [--live-rate R] [--quiet-s S] [--timeout-s S] [--dir DIR]
-                      [--output FILE] [--backhaul-bin PATH]
+                      [--output FILE] [--backhaul-bin PATH] [--destination-conf LINES]
 
 Runs every system on loopback with the same load generator and destination
 and writes one markdown report (default BENCHMARKS.md). Defaults: 3 runs,
 500,000 messages at steady state, a backlog of 1,000,000, 200 B and 2 KiB,
 8 publishers with 1,000 in flight each, live traffic 1,000 msg/s.
---quick: 1 run, 3,000 messages, backlog 3,000, quiet 5 s (a smoke test).";
+--quick: 1 run, 3,000 messages, backlog 3,000, quiet 5 s (a smoke test).
+--destination-conf: extra lines for the destination Mosquitto (\\n between
+lines), for experiments such as \"set_tcp_nodelay true\".";
 
 /// Which trials to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +65,7 @@ impl Args {
                 quiet: Duration::from_secs(if quick { 5 } else { 15 }),
                 timeout: Duration::from_secs(if quick { 60 } else { 900 }),
                 dir: std::env::temp_dir(),
+                destination_conf: String::new(),
             },
             runs: if quick { 1 } else { 3 },
             sizes: vec![200, 2048],
@@ -103,6 +106,8 @@ impl Args {
                 "--quiet-s" => s.quiet = Duration::from_secs(number(&value)?),
                 "--timeout-s" => s.timeout = Duration::from_secs(number(&value)?),
                 "--dir" => s.dir = PathBuf::from(value),
+                // `\n` separates lines, e.g. "set_tcp_nodelay true".
+                "--destination-conf" => s.destination_conf = value.replace("\\n", "\n") + "\n",
                 "--output" => parsed.output = PathBuf::from(value),
                 "--backhaul-bin" => parsed.backhaul_bin = Some(PathBuf::from(value)),
                 "--sizes" => parsed.sizes = list(&value, |v| Ok(number(v)? as usize))?,

@@ -41,6 +41,9 @@ pub struct Settings {
     pub timeout: Duration,
     /// Where trial directories (queues, Mosquitto persistence) go.
     pub dir: PathBuf,
+    /// Extra configuration lines of the destination Mosquitto (experiments,
+    /// e.g. `set_tcp_nodelay true`); empty by default.
+    pub destination_conf: String,
 }
 
 /// What reached the destination of what was acknowledged.
@@ -153,7 +156,13 @@ impl<'a> Trial<'a> {
             .prefix(&format!("bench-{}-", system.key))
             .tempdir_in(&settings.dir)?;
         let collector = SharedCollector::default();
-        let dest = Destination::start(system.dest, dir.path(), runtimes, &collector)?;
+        let dest = Destination::start(
+            system.dest,
+            dir.path(),
+            &settings.destination_conf,
+            runtimes,
+            &collector,
+        )?;
         let max_queued = 2 * (settings.backlog + settings.messages) + 100_000;
         let edge = Edge::start(system.edge, dir.path(), &dest, max_queued)?;
         let trial = Self {

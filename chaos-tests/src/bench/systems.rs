@@ -16,6 +16,9 @@ use crate::eventhubs_peer::{EventHubsPeer, PeerOptions};
 use crate::free_port;
 use crate::process::{Backhaul, Mosquitto};
 
+/// `max_queued_messages` of the destination Mosquitto (as the kit's).
+const DEST_QUEUE: u64 = 1_000_000;
+
 /// The data flow of every Backhaul configuration here.
 const FLOW: &str = "factory-up";
 
@@ -121,6 +124,7 @@ pub enum Destination {
     Mosquitto {
         port: u16,
         dir: PathBuf,
+        conf: String,
         broker: Option<Mosquitto>,
         /// Kept for the whole trial: it reconnects across outages.
         _subscriber: Subscriber,
@@ -135,6 +139,7 @@ impl Destination {
     pub fn start(
         kind: DestKind,
         dir: &Path,
+        mosquitto_conf: &str,
         runtimes: &Runtimes,
         collector: &SharedCollector,
     ) -> Result<Self> {
@@ -142,7 +147,8 @@ impl Destination {
             DestKind::Mosquitto => {
                 let port = free_port();
                 let dir = dir.join("destination");
-                let broker = Mosquitto::start(port, &dir).context("destination mosquitto")?;
+                let broker = Mosquitto::start_with(port, &dir, DEST_QUEUE, mosquitto_conf)
+                    .context("destination mosquitto")?;
                 let subscriber = Subscriber::start(
                     runtimes.counter.handle(),
                     port,
@@ -153,6 +159,7 @@ impl Destination {
                 Ok(Destination::Mosquitto {
                     port,
                     dir,
+                    conf: mosquitto_conf.to_string(),
                     broker: Some(broker),
                     _subscriber: subscriber,
                 })
@@ -213,10 +220,14 @@ impl Destination {
     pub fn restart(&mut self) -> Result<()> {
         match self {
             Destination::Mosquitto {
-                port, dir, broker, ..
+                port,
+                dir,
+                conf,
+                broker,
+                ..
             } => {
                 if broker.is_none() {
-                    *broker = Some(Mosquitto::start(*port, dir)?);
+                    *broker = Some(Mosquitto::start_with(*port, dir, DEST_QUEUE, conf)?);
                 }
             }
             Destination::EventHubs { peer, .. } => peer.refuse_connections(false),
