@@ -113,13 +113,24 @@ spec:
 /// Writes an Appliance document and one flow `factory/#` → the MQTT broker on
 /// `remote_port`, topic `cloud/${inputTopic}`.
 pub fn write_mqtt_bridge(dir: &Path, appliance: &TestAppliance, remote_port: u16) {
+    write_mqtt_bridge_with(dir, appliance, remote_port, "");
+}
+
+/// As [`write_mqtt_bridge`], with `extra` lines in the Appliance spec (see
+/// [`appliance_yaml`]), e.g. retry settings.
+pub fn write_mqtt_bridge_with(
+    dir: &Path,
+    appliance: &TestAppliance,
+    remote_port: u16,
+    extra: &str,
+) {
     std::fs::create_dir_all(dir).expect("config dir");
     let flows_yaml = format!(
         "{}---\n{}",
         mqtt_endpoint_yaml(&format!("127.0.0.1:{remote_port}")),
         dataflow_yaml("factory-up", "factory/#", "cloud", "cloud/${inputTopic}")
     );
-    std::fs::write(dir.join("appliance.yaml"), appliance_yaml(appliance, ""))
+    std::fs::write(dir.join("appliance.yaml"), appliance_yaml(appliance, extra))
         .expect("write config");
     std::fs::write(dir.join("flows.yaml"), flows_yaml).expect("write config");
 }

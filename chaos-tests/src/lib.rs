@@ -12,7 +12,9 @@
 //! - [`entra_authority`]: the Entra ID token endpoint stand-in.
 //! - [`docker`], [`images`], [`chaos`]: the same in containers, with faults
 //!   injected through the Docker engine (the `chaos_*` suites).
+//! - [`bench`]: the `backhaul-bench` harness (Backhaul vs a Mosquitto bridge).
 
+pub mod bench;
 pub mod chaos;
 pub mod config;
 pub mod docker;

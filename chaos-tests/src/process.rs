@@ -177,6 +177,11 @@ impl Backhaul {
         self.child.wait()?;
         Ok(())
     }
+
+    /// The process id, for `/proc/<pid>/stat` and `/proc/<pid>/status`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Backhaul {
@@ -194,13 +199,25 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub fn start(port: u16, dir: &Path) -> Result<Self> {
+        Self::start_with(port, dir, 1_000_000, "")
+    }
+
+    /// As [`Self::start`], with room for `max_queued_messages` per client
+    /// and `extra` configuration lines (a bridge, autosave settings).
+    pub fn start_with(
+        port: u16,
+        dir: &Path,
+        max_queued_messages: u64,
+        extra: &str,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
             format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
-                 persistence_location {}/\nmax_queued_messages 1000000\nmax_inflight_messages 1000\n{}",
+                 persistence_location {}/\nmax_queued_messages {max_queued_messages}\n\
+                 max_inflight_messages 1000\n{}{extra}",
                 dir.display(),
                 if is_root() { "user root\n" } else { "" }
             ),
@@ -228,6 +245,18 @@ impl Mosquitto {
         }
         self.child.wait()?;
         Ok(())
+    }
+
+    /// SIGKILL: nothing is saved beyond what autosave already wrote.
+    pub fn kill9(mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// The process id, for `/proc/<pid>/stat` and `/proc/<pid>/status`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 

@@ -1,0 +1,154 @@
+//! `backhaul-bench --quick` end to end: tiny sizes, one run, every system
+//! and scenario. Asserts the report's shape and that its counts reconcile
+//! (Backhaul loses nothing it acknowledged); speeds are never asserted.
+
+use std::collections::HashMap;
+use std::process::Command;
+
+use backhaul_chaos_tests::process::backhaul_bin;
+
+const SYSTEMS: [&str; 4] = [
+    "backhaul-disk",
+    "backhaul-memory",
+    "mosquitto",
+    "backhaul-eventhubs",
+];
+const SIZES: [&str; 2] = ["200 B", "2048 B"];
+const QUICK_MESSAGES: u64 = 3_000;
+
+/// The rows of the markdown table that follows `heading`, as cells.
+fn table(report: &str, heading: &str) -> Vec<Vec<String>> {
+    let start = report
+        .find(heading)
+        .unwrap_or_else(|| panic!("no {heading:?} in:\n{report}"));
+    report[start..]
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            l.trim_matches('|')
+                .split(" | ")
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn quick_run_reports_every_row_and_backhaul_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let output = tmp.path().join("BENCHMARKS.md");
+    let run = Command::new(env!("CARGO_BIN_EXE_backhaul-bench"))
+        .arg("--quick")
+        .arg("--dir")
+        .arg(tmp.path())
+        .arg("--output")
+        .arg(&output)
+        .arg("--backhaul-bin")
+        .arg(backhaul_bin().unwrap())
+        .output()
+        .unwrap();
+    let report = std::fs::read_to_string(&output).unwrap_or_default();
+    assert!(
+        run.status.success(),
+        "backhaul-bench failed: {}\n{}\n{report}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for section in [
+        "## Machine",
+        "## Setup",
+        "## Figures",
+        "## Counts",
+        "## CPU",
+    ] {
+        assert!(report.contains(section), "{section} missing:\n{report}");
+    }
+    assert!(!report.contains("## Errors"), "{report}");
+    assert!(report.contains("--quick"), "the exact command is recorded");
+
+    // Figures: a header with every system and both ratios, 17 rows per size.
+    let figures = table(&report, "## Figures");
+    let header = &figures[0];
+    for column in [
+        "Backhaul disk → Mosquitto",
+        "Backhaul memory → Mosquitto",
+        "Mosquitto bridge → Mosquitto",
+        "Backhaul disk → Event Hubs peer",
+        "backhaul-disk ÷ Mosquitto",
+        "backhaul-memory ÷ Mosquitto",
+        "goal",
+    ] {
+        assert!(header.contains(&column.to_string()), "{column}: {header:?}");
+    }
+    let rows = &figures[2..];
+    assert_eq!(rows.len(), 2 * 17, "{report}");
+    for size in SIZES {
+        let labels: Vec<&str> = rows
+            .iter()
+            .filter(|r| r[0] == size)
+            .map(|r| r[1].as_str())
+            .collect();
+        assert_eq!(labels.len(), 17, "{size}");
+        for prefix in ["1 ", "2 ", "3 ", "4 ", "5 ", "generator"] {
+            assert!(labels.iter().any(|l| l.starts_with(prefix)), "{prefix}");
+        }
+        // Every figure of every system was measured (none is "–").
+        for row in rows.iter().filter(|r| r[0] == size) {
+            for (cell, column) in row[2..6].iter().zip(&header[2..6]) {
+                assert!(
+                    cell.starts_with("**"),
+                    "{size} {} {column}: {cell:?}",
+                    row[1]
+                );
+            }
+        }
+        let killed = rows
+            .iter()
+            .find(|r| r[0] == size && r[1].starts_with("4 kill -9"))
+            .unwrap();
+        assert_eq!(
+            killed[2], "**100**",
+            "Backhaul disk delivers every PUBACKed message"
+        );
+        assert_eq!(killed[5], "**100**", "also with the Event Hubs peer");
+    }
+
+    // Counts: one row per system, size and scenario; they reconcile.
+    let counts = table(&report, "## Counts");
+    let mut seen: HashMap<(String, String, String), Vec<u64>> = HashMap::new();
+    for row in &counts[2..] {
+        let numbers: Vec<u64> = row[3..].iter().map(|c| c.parse().unwrap()).collect();
+        let [runs, acked, delivered, lost, _duplicates, _reordered] = numbers[..] else {
+            panic!("{row:?}");
+        };
+        assert_eq!(runs, 1, "{row:?}");
+        assert_eq!(acked, delivered + lost, "counts reconcile: {row:?}");
+        seen.insert((row[0].clone(), row[1].clone(), row[2].clone()), numbers);
+    }
+    for system in SYSTEMS {
+        for size in SIZES {
+            for scenario in ["2 steady", "3 outage", "3 live", "4 kill -9"] {
+                let key = (system.to_string(), size.to_string(), scenario.to_string());
+                let numbers = seen
+                    .get(&key)
+                    .unwrap_or_else(|| panic!("no counts row {key:?}:\n{report}"));
+                let (acked, lost, reordered) = (numbers[1], numbers[3], numbers[5]);
+                if scenario != "3 live" {
+                    assert_eq!(acked, QUICK_MESSAGES, "{key:?}");
+                } else {
+                    assert!(acked > 0, "live messages were published: {key:?}");
+                }
+                let durable = system != "mosquitto"
+                    && !(system == "backhaul-memory" && scenario == "4 kill -9");
+                if durable {
+                    assert_eq!(lost, 0, "Backhaul loses nothing: {key:?}");
+                    assert_eq!(
+                        reordered, 0,
+                        "Backhaul keeps each publisher's order: {key:?}"
+                    );
+                }
+            }
+        }
+    }
+}
