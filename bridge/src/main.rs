@@ -77,6 +77,25 @@ enum Command {
     },
 }
 
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`). rumqttd's spans
+/// are left out: its router opens one per PUBLISH with the topic as a field,
+/// and formatting those took about a fifth of the broker's CPU at full
+/// ingest (perf, BENCHMARKS.md); its events (errors) still show.
+fn init_logging() {
+    use tracing_subscriber::filter::{filter_fn, EnvFilter, FilterExt};
+    use tracing_subscriber::prelude::*;
+    let level = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let without_router_spans =
+        filter_fn(|meta| !(meta.is_span() && meta.target().starts_with("rumqttd")));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(level.and(without_router_spans)),
+        )
+        .init();
+}
+
 fn load(config: Option<&PathBuf>) -> Result<Config, String> {
     let loaded = match config {
         Some(dir) => Config::load_dir(dir),
@@ -86,13 +105,7 @@ fn load(config: Option<&PathBuf>) -> Result<Config, String> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     match Cli::parse().command {
         Command::Validate { config } => match load(config.as_ref()) {
             Ok(config) => {
