@@ -71,38 +71,56 @@ impl Authorization {
     }
 
     pub fn may_publish(&self, who: Requester<'_>, topic: &str) -> bool {
-        self.decide(who, |rule| &rule.publish, |filter| filter.matches(topic))
+        self.grants_for(who).may_publish(topic)
     }
 
     pub fn may_subscribe(&self, who: Requester<'_>, filter: &str) -> bool {
-        let requested = strip_share(filter);
-        self.decide(
-            who,
-            |rule| &rule.subscribe,
-            |granted| covers(granted.as_str(), requested),
-        )
+        self.grants_for(who).may_subscribe(filter)
     }
 
-    fn decide(
-        &self,
-        who: Requester<'_>,
-        grants: impl Fn(&Rule) -> &Vec<String>,
-        allows: impl Fn(&TopicFilter) -> bool,
-    ) -> bool {
-        if self.default == DefaultDecision::Allow && self.rules.is_empty() {
-            return true;
+    /// What the policy grants `who`, with `%u` and `%c` substituted: a
+    /// connection resolves it once, not for every packet.
+    pub fn grants_for(&self, who: Requester<'_>) -> Grants {
+        let resolve = |grants: fn(&Rule) -> &Vec<String>| -> Vec<TopicFilter> {
+            self.rules
+                .iter()
+                .filter(|rule| match &rule.identity {
+                    RuleIdentity::Anyone => true,
+                    RuleIdentity::Named(name) => who.identity == Some(name.as_str()),
+                })
+                .flat_map(|rule| grants(rule).iter())
+                .filter_map(|template| substitute(template, who))
+                .collect()
+        };
+        Grants {
+            publish: resolve(|rule| &rule.publish),
+            subscribe: resolve(|rule| &rule.subscribe),
+            allow_rest: self.default == DefaultDecision::Allow,
         }
-        let granted = self
-            .rules
-            .iter()
-            .filter(|rule| match &rule.identity {
-                RuleIdentity::Anyone => true,
-                RuleIdentity::Named(name) => who.identity == Some(name.as_str()),
-            })
-            .flat_map(|rule| grants(rule).iter())
-            .filter_map(|template| substitute(template, who))
-            .any(|filter| allows(&filter));
-        granted || self.default == DefaultDecision::Allow
+    }
+}
+
+/// The filters one client was granted (see [`Authorization::grants_for`]).
+#[derive(Debug, Clone)]
+pub struct Grants {
+    publish: Vec<TopicFilter>,
+    subscribe: Vec<TopicFilter>,
+    /// The policy's default is `Allow`.
+    allow_rest: bool,
+}
+
+impl Grants {
+    pub fn may_publish(&self, topic: &str) -> bool {
+        self.allow_rest || self.publish.iter().any(|filter| filter.matches(topic))
+    }
+
+    pub fn may_subscribe(&self, filter: &str) -> bool {
+        let requested = strip_share(filter);
+        self.allow_rest
+            || self
+                .subscribe
+                .iter()
+                .any(|granted| covers(granted.as_str(), requested))
     }
 }
 

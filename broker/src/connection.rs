@@ -40,7 +40,7 @@ mod limits;
 use self::admission::{check_password, handshake, refuse};
 use self::limits::{check_topic, count_rejection, disconnect_reason};
 use crate::auth::Authentication;
-use crate::authz::Requester;
+use crate::authz::{Grants, Requester};
 use crate::broker::{LinkRequest, ListenerContext, Shared};
 use crate::codec::{peek_publish, Codec, PublishHeader};
 use crate::message::StoredMessage;
@@ -127,9 +127,8 @@ struct Connection {
     /// QoS 2 packet ids received and not yet released by PUBREL.
     qos2_received: HashSet<u16>,
     topic_aliases: HashMap<u16, Bytes>,
-    /// The authenticated identity (username or certificate CN).
-    identity: Option<String>,
-    client_id: String,
+    /// What the authorization policy grants this client.
+    grants: Grants,
     /// QoS 1 publishes whose PUBACK is not written yet (Receive Maximum).
     inflight_qos1: usize,
     /// SUBSCRIBEs sent to the router without their denied filters: packet
@@ -243,6 +242,10 @@ impl Connection {
             identity = identity.as_deref(),
             "connected"
         );
+        let grants = shared.settings.authorization.grants_for(Requester {
+            identity: identity.as_deref(),
+            client_id: &client_id,
+        });
         Ok(Some(Self {
             reader,
             writer,
@@ -256,19 +259,11 @@ impl Connection {
             pending: FuturesOrdered::new(),
             qos2_received: HashSet::new(),
             topic_aliases: HashMap::new(),
-            identity,
-            client_id,
+            grants,
             inflight_qos1: 0,
             suback_fixups: HashMap::new(),
             persistent: !connect.clean_session,
         }))
-    }
-
-    fn requester(&self) -> Requester<'_> {
-        Requester {
-            identity: self.identity.as_deref(),
-            client_id: &self.client_id,
-        }
     }
 
     async fn run(&mut self, shared: &Shared) -> Result<(), ConnectionError> {
@@ -401,11 +396,7 @@ impl Connection {
                 ));
             }
         }
-        if !shared
-            .settings
-            .authorization
-            .may_publish(self.requester(), &topic_text)
-        {
+        if !self.grants.may_publish(&topic_text) {
             // Denied: neither the gate nor the router sees it. MQTT 5 says
             // so in the PUBACK/PUBREC (0x87); 3.1.1 has no negative ack, so
             // the client gets its ordinary one (else it would resend the
@@ -512,12 +503,11 @@ impl Connection {
                 filter.qos = QoS::AtMostOnce;
             }
         }
-        let authorization = &shared.settings.authorization;
         let denied: Vec<usize> = subscribe
             .filters
             .iter()
             .enumerate()
-            .filter(|(_, f)| !authorization.may_subscribe(self.requester(), &f.path))
+            .filter(|(_, f)| !self.grants.may_subscribe(&f.path))
             .map(|(i, _)| i)
             .collect();
         if denied.is_empty() {
