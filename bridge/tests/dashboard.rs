@@ -76,18 +76,7 @@ fn the_dashboard_shows_exactly_the_metrics_a_running_appliance_exports() {
     }
 
     let tmp = tempfile::tempdir().unwrap();
-    let appliance = TestAppliance {
-        mqtt_port: free_port(),
-        metrics_port: free_port(),
-        storage: "Disk",
-    };
-    write_local_files(&tmp.path().join("config"), &appliance);
-    let backhaul = Backhaul::start(
-        &tmp.path().join("config"),
-        &tmp.path().join("data"),
-        appliance.metrics_port,
-    )
-    .unwrap();
+    let (backhaul, _) = running_appliance(tmp.path());
     let exposition = backhaul.metrics().unwrap();
     let samples: BTreeSet<String> = exposition
         .lines()
@@ -117,6 +106,23 @@ fn the_dashboard_shows_exactly_the_metrics_a_running_appliance_exports() {
         "metrics /metrics exports that no panel shows"
     );
     assert!(families.contains("backhaul_queue_messages"), "{exposition}");
+}
+
+/// The built-in example flow running under `dir` on free ports.
+fn running_appliance(dir: &Path) -> (Backhaul, TestAppliance) {
+    let appliance = TestAppliance {
+        mqtt_port: free_port(),
+        metrics_port: free_port(),
+        storage: "Disk",
+    };
+    write_local_files(&dir.join("config"), &appliance);
+    let backhaul = Backhaul::start(
+        &dir.join("config"),
+        &dir.join("data"),
+        appliance.metrics_port,
+    )
+    .unwrap();
+    (backhaul, appliance)
 }
 
 /// `expr` with the dashboard's variables as Grafana fills them when all
@@ -213,18 +219,7 @@ fn every_dashboard_query_evaluates_in_prometheus_against_a_running_appliance() {
     let dashboard: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let appliance = TestAppliance {
-        mqtt_port: free_port(),
-        metrics_port: free_port(),
-        storage: "Disk",
-    };
-    write_local_files(&tmp.path().join("config"), &appliance);
-    let _backhaul = Backhaul::start(
-        &tmp.path().join("config"),
-        &tmp.path().join("data"),
-        appliance.metrics_port,
-    )
-    .unwrap();
+    let (_backhaul, appliance) = running_appliance(tmp.path());
     let prometheus = Prometheus::scraping(tmp.path(), appliance.metrics_port);
 
     // Rates need two scrapes in their window: wait for four (bounded).
