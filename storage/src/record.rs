@@ -18,7 +18,7 @@
 //!   in milliseconds after the segment's time base. Still read, never
 //!   written.
 //! - Version 4, the frame this build writes: `[version u8 = 4][len
-//!   varint][seq delta low byte u8][time delta varint][crc32c u32 LE][data]`
+//!   varint][seq delta low byte u8][time delta varint][data][crc32c u32 LE]`
 //!   (LEB128 varints). 17 bytes of framing were 8.5 % of a 200-byte record,
 //!   most of it zeros; version 4 takes 9 bytes for one appended within
 //!   128 ms of its segment's start, 10 within 16 s, 11 within 35 minutes:
@@ -31,8 +31,10 @@
 //!     checks it for free; after damage, a reader looking for the next
 //!     valid frame tries only the sequences with that low byte (1 in 256 of
 //!     those possible), and a frame whose CRC matches one of them is that
-//!     record. The CRC also covers the header bytes before it and the data,
-//!     so a corrupt length, time or sequence is caught like corrupt data.
+//!     record. The CRC also covers the header bytes and the data, so a
+//!     corrupt length, time or sequence is caught like corrupt data; it
+//!     comes last so that it is computed over one contiguous run of bytes.
+//!     A frame torn anywhere lacks bytes its length announces.
 //!
 //! The version byte lets later versions change the framing without a
 //! migration step.
@@ -74,6 +76,17 @@ impl Framing {
             Framing::V3 => FRAME_OVERHEAD_V3 as u64,
             Framing::V4 => 10,
         }
+    }
+
+    /// Where the data of a valid frame of `len` bytes, `data_len` of them
+    /// data, lies in it (version 4 ends with its CRC, versions 2 and 3
+    /// with the data).
+    pub fn data_range(self, len: usize, data_len: usize) -> Range<usize> {
+        let end = match self {
+            Framing::V4 => len - 4,
+            Framing::V2 | Framing::V3 => len,
+        };
+        end - data_len..end
     }
 
     /// The framing bytes of every record, if the layout is fixed.
@@ -135,16 +148,15 @@ pub fn encode_frame(seq: u32, time: u32, data: &[u8], out: &mut Vec<u8>) {
     put_varint(data.len() as u64, out);
     out.push(seq as u8);
     put_varint(u64::from(time), out);
-    let crc = frame_crc(&out[start..], data, seq);
-    out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(data);
+    let crc = frame_crc(&out[start..], seq);
+    out.extend_from_slice(&crc.to_le_bytes());
 }
 
-/// The CRC32C of a version-4 frame: its header bytes before the CRC, its
-/// data, then the full sequence delta.
-fn frame_crc(header: &[u8], data: &[u8], seq: u32) -> u32 {
-    let partial = crc32c::crc32c_append(crc32c::crc32c(header), data);
-    crc32c::crc32c_append(partial, &seq.to_le_bytes())
+/// The CRC32C of a version-4 frame: its bytes before the CRC (header and
+/// data), then the full sequence delta.
+fn frame_crc(frame: &[u8], seq: u32) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(frame), &seq.to_le_bytes())
 }
 
 /// Appends a version-3 frame (as the previous build wrote them), for tests
@@ -196,9 +208,21 @@ pub enum Frame<'a> {
 struct V4Header {
     seq_low: u8,
     time: u32,
-    /// Bytes before the data (the CRC is the last 4 of them).
+    /// Bytes before the data.
     header_len: usize,
     data_len: usize,
+}
+
+impl V4Header {
+    /// Where the CRC starts (after the data).
+    fn crc_at(&self) -> usize {
+        self.header_len + self.data_len
+    }
+
+    /// The whole frame's length.
+    fn total(&self) -> usize {
+        self.crc_at() + 4
+    }
 }
 
 fn parse_v4(buf: &[u8], max_data: usize) -> Result<V4Header, Frame<'static>> {
@@ -228,19 +252,18 @@ fn parse_v4(buf: &[u8], max_data: usize) -> Result<V4Header, Frame<'static>> {
         Err(None) => return Err(incomplete),
     };
     let time = u32::try_from(time).map_err(|_| Frame::Corrupt("frame time out of range"))?;
-    let header_len = at + 1 + time_bytes + 4;
-    let data_len = len as usize;
-    if buf.len() < header_len + data_len {
-        return Err(Frame::Incomplete {
-            need: header_len + data_len,
-        });
-    }
-    Ok(V4Header {
+    let header = V4Header {
         seq_low,
         time,
-        header_len,
-        data_len,
-    })
+        header_len: at + 1 + time_bytes,
+        data_len: len as usize,
+    };
+    if buf.len() < header.total() {
+        return Err(Frame::Incomplete {
+            need: header.total(),
+        });
+    }
+    Ok(header)
 }
 
 /// Parses the frame at the start of `buf`, a frame of `framing`; `max_data`
@@ -249,8 +272,24 @@ fn parse_v4(buf: &[u8], max_data: usize) -> Result<V4Header, Frame<'static>> {
 /// expects there: a version-4 frame is valid only as that record (versions
 /// 2 and 3 carry their whole sequence and ignore it).
 pub fn decode_frame(buf: &[u8], max_data: usize, framing: Framing, expect: u32) -> Frame<'_> {
+    decode(buf, max_data, framing, expect, true)
+}
+
+/// [`decode_frame`] without the CRC check, for a frame this process has
+/// already read and verified at the same place (an acknowledgement walking
+/// over records a read walked over: only the lengths are needed).
+pub fn decode_verified_frame(
+    buf: &[u8],
+    max_data: usize,
+    framing: Framing,
+    expect: u32,
+) -> Frame<'_> {
+    decode(buf, max_data, framing, expect, false)
+}
+
+fn decode(buf: &[u8], max_data: usize, framing: Framing, expect: u32, check: bool) -> Frame<'_> {
     if framing != Framing::V4 {
-        return decode_fixed(buf, max_data);
+        return decode_fixed(buf, max_data, check);
     }
     let header = match parse_v4(buf, max_data) {
         Ok(header) => header,
@@ -259,23 +298,21 @@ pub fn decode_frame(buf: &[u8], max_data: usize, framing: Framing, expect: u32) 
     if header.seq_low != expect as u8 {
         return Frame::Corrupt("frame sequence out of order");
     }
-    let crc_at = header.header_len - 4;
-    let total = header.header_len + header.data_len;
-    let data = &buf[header.header_len..total];
+    let crc_at = header.crc_at();
     let stored = u32::from_le_bytes([
         buf[crc_at],
         buf[crc_at + 1],
         buf[crc_at + 2],
         buf[crc_at + 3],
     ]);
-    if stored != frame_crc(&buf[..crc_at], data, expect) {
+    if check && stored != frame_crc(&buf[..crc_at], expect) {
         return Frame::Corrupt("frame checksum mismatch");
     }
     Frame::Record {
         seq: expect,
         time: Some(header.time),
-        data,
-        len: total,
+        data: &buf[header.header_len..crc_at],
+        len: header.total(),
     }
 }
 
@@ -290,19 +327,16 @@ pub fn find_frame(
     seqs: Range<u32>,
 ) -> Option<(u32, usize)> {
     if framing != Framing::V4 {
-        return match decode_fixed(buf, max_data) {
+        return match decode_fixed(buf, max_data, true) {
             Frame::Record { seq, len, .. } if seqs.contains(&seq) => Some((seq, len)),
             _ => None,
         };
     }
     let header = parse_v4(buf, max_data).ok()?;
-    let crc_at = header.header_len - 4;
-    let total = header.header_len + header.data_len;
-    let stored = u32::from_le_bytes(buf[crc_at..header.header_len].try_into().ok()?);
-    let partial = crc32c::crc32c_append(
-        crc32c::crc32c(&buf[..crc_at]),
-        &buf[header.header_len..total],
-    );
+    let crc_at = header.crc_at();
+    let total = header.total();
+    let stored = u32::from_le_bytes(buf[crc_at..total].try_into().ok()?);
+    let partial = crc32c::crc32c(&buf[..crc_at]);
     // The first delta in `seqs` with the stored low byte, then every 256th.
     let low = u32::from(header.seq_low);
     let first = u64::from(seqs.start) + u64::from(low.wrapping_sub(seqs.start) & 0xff);
@@ -313,8 +347,8 @@ pub fn find_frame(
         .map(|seq| (seq, total))
 }
 
-/// Parses a version-2 or version-3 frame.
-fn decode_fixed(buf: &[u8], max_data: usize) -> Frame<'_> {
+/// Parses a version-2 or version-3 frame (checking its CRC if `check`).
+fn decode_fixed(buf: &[u8], max_data: usize, check: bool) -> Frame<'_> {
     if buf.len() < FRAME_OVERHEAD_V2 {
         return Frame::Incomplete {
             need: FRAME_OVERHEAD_V2,
@@ -343,8 +377,7 @@ fn decode_fixed(buf: &[u8], max_data: usize) -> Frame<'_> {
         buf[crc_at + 3],
     ]);
     let data = &buf[overhead..total];
-    let actual = crc32c::crc32c_append(crc32c::crc32c(&buf[..crc_at]), data);
-    if stored != actual {
+    if check && stored != crc32c::crc32c_append(crc32c::crc32c(&buf[..crc_at]), data) {
         return Frame::Corrupt("frame checksum mismatch");
     }
     Frame::Record {
@@ -447,6 +480,26 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_verified_frame_is_parsed_without_its_crc() {
+        let mut buf = Vec::new();
+        encode_frame(9, 1, b"twice", &mut buf);
+        let len = buf.len();
+        buf[len - 1] ^= 1;
+        assert!(matches!(
+            decode_frame(&buf, MAX, Framing::V4, 9),
+            Frame::Corrupt(_)
+        ));
+        assert_eq!(
+            record(decode_verified_frame(&buf, MAX, Framing::V4, 9)),
+            (9, Some(1), b"twice".to_vec(), len)
+        );
+        assert_eq!(
+            decode_verified_frame(&buf, MAX, Framing::V4, 10),
+            Frame::Corrupt("frame sequence out of order")
+        );
     }
 
     #[test]

@@ -6,7 +6,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
 use tracing::{error, warn};
 
 use super::io::{Fs, FsFile};
@@ -63,6 +62,10 @@ pub(crate) struct Shared {
     /// During recovery the newest segment's end and last sequence are not
     /// known yet: walks read it to the end of the file.
     recovering: bool,
+    /// Records the reader walked over and CRC-checked in a row, without
+    /// damage (its [`Walk::clean_from`]`..next`): the acknowledger parses
+    /// only their lengths.
+    read_clean: std::ops::Range<Seq>,
 }
 
 impl Shared {
@@ -80,6 +83,22 @@ impl Shared {
         }
         self.counted.insert(from, to);
         to - from + 1
+    }
+
+    /// The records an acknowledgement from `acked` may walk over without
+    /// checking their CRCs again: those the reader checked, unless damage
+    /// was noted at or after `acked + 1` (then both walks judge it afresh).
+    fn verified_after(&self, acked: Seq) -> std::ops::Range<Seq> {
+        let damage_ahead = self
+            .counted
+            .iter()
+            .next_back()
+            .is_some_and(|(_, end)| *end > acked);
+        if damage_ahead {
+            0..0
+        } else {
+            self.read_clean.clone()
+        }
     }
 
     fn index_of(&self, base: Seq) -> Option<usize> {
@@ -205,6 +224,7 @@ impl FlowLog {
                 acked: ledger.acked(),
                 counted: BTreeMap::new(),
                 recovering: true,
+                read_clean: 0..0,
             }),
             writer: Mutex::new(Writer::new(dir, None)),
             reader: Mutex::new(None),
@@ -559,7 +579,7 @@ impl FlowLog {
         let mut cursor = SegmentCursor::new(self.fs.open(path)?, &info, header_len(framing));
         let (mut seq, mut bytes) = (base, 0);
         while let Peek::Record { len, data_len, .. } =
-            cursor.peek(len, self.config.max_record_bytes, seq)?
+            cursor.peek(len, self.config.max_record_bytes, seq, false)?
         {
             bytes += data_len as u64;
             cursor.advance(len);
@@ -640,6 +660,7 @@ impl FlowLog {
         };
         let mut bytes = 0usize;
         let mut restarts = 0;
+        outcome.records.reserve(max_count.min(1024));
         while outcome.records.len() < max_count {
             match walk.step(self)? {
                 Step::Record {
@@ -655,7 +676,7 @@ impl FlowLog {
                         bytes += data_len;
                         outcome.records.push(QueuedRecord::new(
                             seq,
-                            Bytes::copy_from_slice(walk.data(len, data_len)),
+                            walk.data(len, data_len),
                             time,
                         ));
                     }
@@ -692,6 +713,7 @@ impl FlowLog {
                 }
             }
         }
+        lock(&self.shared).read_clean = walk.clean_from..walk.next;
         Ok(outcome)
     }
 
@@ -776,7 +798,9 @@ impl FlowLog {
             _ => acked,
         };
         let mut restarts = 0;
+        let verified = lock(&self.shared).verified_after(acked);
         if let Some(walk) = acker.walk.as_mut() {
+            walk.verified = verified.clone();
             loop {
                 if walk.next > upto {
                     break;
@@ -810,7 +834,10 @@ impl FlowLog {
                         // walk passed its last record: move on.
                         restarts += 1;
                         match self.walk_from(walk.next)? {
-                            Some(fresh) if restarts < 3 => *walk = fresh,
+                            Some(fresh) if restarts < 3 => {
+                                *walk = fresh;
+                                walk.verified = verified.clone();
+                            }
                             _ => break,
                         }
                     }

@@ -10,13 +10,19 @@ use std::io;
 use std::ops::Range;
 use std::path::PathBuf;
 
+use bytes::{Bytes, BytesMut};
+
 use super::header_len;
 use super::io::FsFile;
-use crate::record::{decode_frame, find_frame, Frame, Framing, MIN_FRAME_OVERHEAD};
+use crate::record::{
+    decode_frame, decode_verified_frame, find_frame, Frame, Framing, MIN_FRAME_OVERHEAD,
+};
 use crate::Seq;
 
 /// Bytes read from a segment at a time: large enough that a replay costs
 /// few system calls, small enough that memory does not follow the backlog.
+/// Records handed out share their chunk (no copy, no allocation per
+/// record), so a caller holding on to one record holds its chunk.
 const CHUNK: usize = 256 * 1024;
 
 /// What the cursor found at its position.
@@ -46,7 +52,9 @@ pub(crate) struct SegmentCursor {
     /// append time relative to it.
     time_base: u64,
     framing: Framing,
-    buf: Vec<u8>,
+    /// The bytes read from `buf_off` on (one chunk, shared with the
+    /// records taken from it).
+    buf: Bytes,
     buf_off: u64,
     pos: usize,
 }
@@ -59,7 +67,7 @@ impl SegmentCursor {
             base: info.base,
             time_base: info.time_base,
             framing: info.framing,
-            buf: Vec::new(),
+            buf: Bytes::new(),
             buf_off: offset,
             pos: 0,
         }
@@ -71,42 +79,58 @@ impl SegmentCursor {
     }
 
     pub(crate) fn seek(&mut self, offset: u64) {
-        self.buf.clear();
+        self.buf = Bytes::new();
         self.buf_off = offset;
         self.pos = 0;
     }
 
     /// Makes at least `need` bytes available at the cursor, unless `end`
-    /// (or the file) comes first.
+    /// (or the file) comes first: a new chunk starting with the bytes not
+    /// yet consumed.
     fn fill(&mut self, need: usize, end: u64) -> io::Result<()> {
         if self.buf.len() - self.pos >= need {
             return Ok(());
         }
-        self.buf.drain(..self.pos);
-        self.buf_off += self.pos as u64;
-        self.pos = 0;
-        let have_end = self.buf_off + self.buf.len() as u64;
-        let want_end = (self.buf_off + need.max(CHUNK) as u64).min(end);
+        let left = &self.buf[self.pos..];
+        let start = self.buf_off + self.pos as u64;
+        let have_end = start + left.len() as u64;
+        let want_end = (start + need.max(CHUNK) as u64).min(end);
         if want_end <= have_end {
             return Ok(());
         }
-        let old = self.buf.len();
-        self.buf.resize(old + (want_end - have_end) as usize, 0);
-        let n = self.file.read_full_at(&mut self.buf[old..], have_end)?;
-        self.buf.truncate(old + n);
+        let mut chunk = BytesMut::with_capacity((want_end - start) as usize);
+        chunk.extend_from_slice(left);
+        chunk.resize((want_end - start) as usize, 0);
+        let n = self.file.read_full_at(&mut chunk[left.len()..], have_end)?;
+        chunk.truncate(left.len() + n);
+        self.buf = chunk.freeze();
+        self.buf_off = start;
+        self.pos = 0;
         Ok(())
     }
 
     /// The frame at the cursor, not consumed, if it is record `expect`
     /// (versions 2 and 3 name theirs: any valid one). Reads never go past
-    /// `end`.
-    pub(crate) fn peek(&mut self, end: u64, max_data: usize, expect: Seq) -> io::Result<Peek> {
+    /// `end`. `verified`: this process already read and checked this frame
+    /// here, so its CRC is not computed again.
+    pub(crate) fn peek(
+        &mut self,
+        end: u64,
+        max_data: usize,
+        expect: Seq,
+        verified: bool,
+    ) -> io::Result<Peek> {
         if self.offset() >= end {
             return Ok(Peek::End);
         }
         let expect = self.delta(expect);
+        let decode = if verified {
+            decode_verified_frame
+        } else {
+            decode_frame
+        };
         self.fill(MIN_FRAME_OVERHEAD, end)?;
-        let need = match decode_frame(&self.buf[self.pos..], max_data, self.framing, expect) {
+        let need = match decode(&self.buf[self.pos..], max_data, self.framing, expect) {
             Frame::Record {
                 seq,
                 time,
@@ -118,7 +142,7 @@ impl SegmentCursor {
         };
         self.fill(need, end)?;
         Ok(
-            match decode_frame(&self.buf[self.pos..], max_data, self.framing, expect) {
+            match decode(&self.buf[self.pos..], max_data, self.framing, expect) {
                 Frame::Record {
                     seq,
                     time,
@@ -146,9 +170,10 @@ impl SegmentCursor {
     }
 
     /// The data (`data_len` bytes) of the frame of `len` bytes at the cursor
-    /// (after a [`Peek::Record`]).
-    pub(crate) fn data(&self, len: usize, data_len: usize) -> &[u8] {
-        &self.buf[self.pos + len - data_len..self.pos + len]
+    /// (after a [`Peek::Record`]), sharing the chunk it was read into.
+    pub(crate) fn data(&self, len: usize, data_len: usize) -> Bytes {
+        let range = self.framing.data_range(len, data_len);
+        self.buf.slice(self.pos + range.start..self.pos + range.end)
     }
 
     pub(crate) fn advance(&mut self, len: usize) {
@@ -262,6 +287,12 @@ pub(crate) struct Walk {
     cursor: SegmentCursor,
     /// The sequence the next frame should carry.
     pub(crate) next: Seq,
+    /// Records `clean_from..next` were each read and CRC-checked by this
+    /// walk, in a row, without damage between them.
+    pub(crate) clean_from: Seq,
+    /// Records already checked by another walk (see
+    /// [`Walk::clean_from`]): only their lengths are parsed.
+    pub(crate) verified: std::ops::Range<Seq>,
 }
 
 impl Walk {
@@ -270,6 +301,8 @@ impl Walk {
         let file = view.open(&info)?;
         Ok(Self {
             next: info.base,
+            clean_from: info.base,
+            verified: 0..0,
             cursor: SegmentCursor::new(file, &info, header_len(info.framing)),
             info,
         })
@@ -281,7 +314,7 @@ impl Walk {
     }
 
     /// The data of the record a [`Step::Record`] announced.
-    pub(crate) fn data(&self, len: usize, data_len: usize) -> &[u8] {
+    pub(crate) fn data(&self, len: usize, data_len: usize) -> Bytes {
         self.cursor.data(len, data_len)
     }
 
@@ -303,9 +336,18 @@ impl Walk {
     }
 
     pub(crate) fn step(&mut self, view: &dyn SegmentView) -> io::Result<Step> {
+        let step = self.step_unchecked(view)?;
+        if matches!(step, Step::Lost { .. }) {
+            self.clean_from = self.next;
+        }
+        Ok(step)
+    }
+
+    fn step_unchecked(&mut self, view: &dyn SegmentView) -> io::Result<Step> {
         loop {
             let max = view.max_record();
-            match self.cursor.peek(self.info.end, max, self.next)? {
+            let verified = self.verified.contains(&self.next);
+            match self.cursor.peek(self.info.end, max, self.next, verified)? {
                 Peek::Record {
                     seq,
                     len,

@@ -334,6 +334,34 @@ fn rolls_segments_and_deletes_acknowledged_ones() {
 }
 
 #[test]
+fn a_group_never_takes_a_segment_past_its_size() {
+    let fs = ModelFs::new();
+    let mut h = open(Arc::new(fs.clone()), &root(), &["a"]);
+    // Groups of 4 frames of 22 bytes (88) into segments of at most 256
+    // bytes with a 48-byte header: two groups per segment, not three.
+    for _ in 0..10 {
+        h.append_n(0, 4, "x");
+    }
+    // One group larger than a segment gets a segment of its own.
+    h.append_n(0, 12, "big");
+    h.append_n(0, 1, "after");
+    let dir = root().join("flow-a");
+    let sizes: Vec<u64> = segments(&fs, &dir)
+        .iter()
+        .map(|name| fs.open(&dir.join(name)).unwrap().size().unwrap())
+        .collect();
+    let header = HEADER_LEN as u64;
+    assert_eq!(
+        sizes,
+        [
+            vec![header + 2 * 88; 5],
+            vec![header + 12 * 24, header + 26]
+        ]
+        .concat()
+    );
+}
+
+#[test]
 fn recovery_counts_messages_and_bytes_without_reading_old_segments() {
     let fs = ModelFs::new();
     let mut h = open(Arc::new(fs.clone()), &root(), &["a", "b"]);
@@ -520,8 +548,8 @@ mod corruption {
         let path = seg(&s, 1);
         let mut bytes = std::fs::read(&path).unwrap();
         // Second frame's data of the second segment (frames of these
-        // records are 8 bytes of framing and 14 of data).
-        let at = HEADER_LEN + 22 + 8 + 5;
+        // records: 4 header bytes, 14 of data, 4 of CRC).
+        let at = HEADER_LEN + 22 + 4 + 5;
         bytes[at] ^= 0x55;
         std::fs::write(&path, &bytes).unwrap();
         let (mut h, seqs, quarantined) = reopen(&s);

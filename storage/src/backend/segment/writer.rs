@@ -79,18 +79,22 @@ impl Writer {
         })
     }
 
-    /// Whether the next group (sequences `first..=last`, appended at
-    /// `time`) must start a new segment first.
+    /// Whether the next group (sequences `first..=last`, the last appended
+    /// at `time`, at most `group_bytes` of frames) must start a new segment
+    /// first: it would take the segment past `max_segment_bytes` (unless
+    /// the segment is empty), its sequences or times would not fit the
+    /// frames' deltas, or the segment holds an earlier build's frames.
     pub(crate) fn needs_roll(
         &self,
         max_segment_bytes: u64,
-        first: Seq,
-        last: Seq,
+        (first, last): (Seq, Seq),
         time: u64,
+        group_bytes: u64,
     ) -> bool {
         match &self.active {
             Some(active) => {
-                (active.written >= max_segment_bytes && active.written > HEADER_LEN as u64)
+                let has_records = active.written > HEADER_LEN as u64;
+                (has_records && active.written.saturating_add(group_bytes) > max_segment_bytes)
                     || first < active.base
                     || last - active.base >= u64::from(u32::MAX)
                     || active.framing != Framing::V4
