@@ -91,6 +91,7 @@ async fn the_store_budget_refuses_every_flow_and_recovers_after_acks() {
 
     // Acknowledging half deletes segments: appends resume, no restart.
     a.ack(appended / 2).await.unwrap();
+    store.settle();
     assert!(store.disk_bytes().unwrap() < disk);
     let (more, err) = fill(&store).await;
     assert!(more > 10, "appends resumed: {more}");

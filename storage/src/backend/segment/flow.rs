@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tracing::{error, warn};
@@ -149,6 +150,8 @@ pub(crate) struct FlowLog {
     pub(crate) writer: Mutex<Writer>,
     reader: Mutex<Option<Walk>>,
     acker: Mutex<Acker>,
+    /// Whether the reclaim thread has a request for this flow waiting.
+    pub(crate) reclaim_queued: AtomicBool,
 }
 
 impl SegmentView for FlowLog {
@@ -229,6 +232,7 @@ impl FlowLog {
             writer: Mutex::new(Writer::new(dir, None)),
             reader: Mutex::new(None),
             acker: Mutex::new(Acker { walk: None, ledger }),
+            reclaim_queued: AtomicBool::new(false),
         };
         let recovered = log
             .recover(found)
@@ -878,41 +882,55 @@ impl FlowLog {
             warn!(flow = %self.name, %err, "cannot write the acknowledgement checkpoint; retrying with the next one");
         }
 
-        // Delete segments now wholly acknowledged (never the newest), after
-        // syncing the checkpoint so that a power cut cannot bring back an
-        // older checkpoint than the deleted segments imply.
+        // Segments now wholly acknowledged are deleted by
+        // [`FlowLog::reclaim`], after the checkpoint is synced.
+        lock(&self.shared).acked = new_acked;
+        Ok(removed)
+    }
+
+    /// Whether segments wholly acknowledged by a recorded checkpoint wait
+    /// to be deleted.
+    pub(crate) fn reclaimable(&self) -> bool {
+        let acked = lock(&self.acker).ledger.recorded().1;
+        Self::sealed_through(&lock(&self.shared), acked)
+    }
+
+    /// Whether the oldest segment is sealed (not the newest) and every
+    /// record in it is `<= acked`.
+    fn sealed_through(shared: &Shared, acked: Seq) -> bool {
+        shared.segments.len() > 1 && shared.segments.front().is_some_and(|m| m.last <= acked)
+    }
+
+    /// Deletes the segments wholly acknowledged (never the newest), after
+    /// syncing the checkpoint that covers them, so that a power cut cannot
+    /// bring back an older checkpoint than the deleted segments imply. The
+    /// sync runs without holding the acknowledger, so acknowledgements
+    /// (and reads) go on meanwhile; `SegmentBackend` calls this from its
+    /// reclaim thread.
+    pub(crate) fn reclaim(&self) {
+        let (ledger, acked) = lock(&self.acker).ledger.recorded();
+        if !Self::sealed_through(&lock(&self.shared), acked) {
+            return;
+        }
+        if let Err(err) = ledger.sync_data() {
+            warn!(flow = %self.name, %err, "cannot sync the acknowledgement checkpoint; keeping acknowledged segments for now");
+            return;
+        }
         let doomed: Vec<SegMeta> = {
             let mut shared = lock(&self.shared);
-            shared.acked = new_acked;
-            let doomed = shared
-                .segments
-                .iter()
-                .take(shared.segments.len().saturating_sub(1))
-                .take_while(|m| m.last <= new_acked)
-                .cloned()
-                .collect();
+            let mut doomed = Vec::new();
+            while Self::sealed_through(&shared, acked) {
+                doomed.extend(shared.segments.pop_front());
+            }
+            let floor = shared.segments.front().map_or(0, |m| m.base);
+            shared.counted = shared.counted.split_off(&floor);
             doomed
         };
-        if !doomed.is_empty() && checkpoint.is_ok() {
-            if let Err(err) = acker.ledger.sync() {
-                warn!(flow = %self.name, %err, "cannot sync the acknowledgement checkpoint; keeping acknowledged segments for now");
-                return Ok(removed);
-            }
-            {
-                let mut shared = lock(&self.shared);
-                for _ in &doomed {
-                    shared.segments.pop_front();
-                }
-                let floor = shared.segments.front().map_or(0, |m| m.base);
-                shared.counted = shared.counted.split_off(&floor);
-            }
-            for meta in doomed {
-                if let Err(err) = self.fs.remove_file(&meta.path) {
-                    warn!(flow = %self.name, %err, path = %meta.path.display(), "cannot delete an acknowledged segment");
-                }
+        for meta in doomed {
+            if let Err(err) = self.fs.remove_file(&meta.path) {
+                warn!(flow = %self.name, %err, path = %meta.path.display(), "cannot delete an acknowledged segment");
             }
         }
-        Ok(removed)
     }
 
     /// Syncs the checkpoint and the active segment (on close).

@@ -23,7 +23,9 @@
 //! 3. The newest segment of a flow is never deleted, so its name and its
 //!    last frame keep the next sequence across restarts, also when the
 //!    queue ran empty. Older segments are deleted once every record in them
-//!    is acknowledged, and only after the checkpoint covering them is synced.
+//!    is acknowledged, and only after the checkpoint covering them is
+//!    synced: by the reclaim thread (`reclaimer.rs`), right after the
+//!    acknowledgement, so that the sync never stalls the flow.
 //! 4. A checkpoint (the ledger) may lag behind acknowledgements (it is
 //!    synced at most once a second), never run ahead of them: a crash can
 //!    re-deliver, never lose.
@@ -93,6 +95,7 @@ mod flow;
 pub mod io;
 mod ledger;
 mod reader;
+mod reclaimer;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -103,6 +106,7 @@ use tracing::{info, warn};
 
 use self::flow::FlowLog;
 use self::io::{is_disk_full, Fs, RealFs};
+use self::reclaimer::Reclaimer;
 use super::{
     Backend, DropUntil, IoStats, PendingRecord, ReadOutcome, Recovered, Removed, SegmentWrite,
     WriteToken,
@@ -301,6 +305,7 @@ pub struct SegmentBackend {
     fsyncs: AtomicU64,
     bytes_written: AtomicU64,
     segments_created: AtomicU64,
+    reclaimer: Reclaimer,
     _lock: Box<dyn Send + Sync>,
 }
 
@@ -335,8 +340,16 @@ impl SegmentBackend {
             fsyncs: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
             segments_created: AtomicU64::new(0),
+            reclaimer: Reclaimer::start(),
             _lock: lock,
         })
+    }
+
+    /// Waits until the acknowledged segments queued for deletion are
+    /// deleted (they are deleted by a thread of their own, right after the
+    /// acknowledgement that completed them).
+    pub fn settle(&self) {
+        self.reclaimer.settle();
     }
 
     fn flow(&self, index: FlowIndex) -> Result<Arc<FlowLog>, StorageError> {
@@ -391,6 +404,7 @@ impl SegmentBackend {
 
 impl Drop for SegmentBackend {
     fn drop(&mut self) {
+        self.reclaimer.stop();
         let flows = self.flows.read().unwrap_or_else(|p| p.into_inner());
         for flow in flows.iter() {
             flow.close();
@@ -619,14 +633,24 @@ impl Backend for SegmentBackend {
 
     fn ack(&self, flow: FlowIndex, upto: Seq) -> Result<Removed, StorageError> {
         let log = self.flow(flow)?;
-        log.ack(upto)
-            .map_err(|e| io_error(e, format!("acknowledging in flow {}", log.name)))
+        let removed = log
+            .ack(upto)
+            .map_err(|e| io_error(e, format!("acknowledging in flow {}", log.name)))?;
+        if log.reclaimable() {
+            self.reclaimer.request(&log);
+        }
+        Ok(removed)
     }
 
     fn drop_head(&self, flow: FlowIndex, until: DropUntil) -> Result<Removed, StorageError> {
         let log = self.flow(flow)?;
-        log.drop_head(until)
-            .map_err(|e| io_error(e, format!("dropping records of flow {}", log.name)))
+        let removed = log
+            .drop_head(until)
+            .map_err(|e| io_error(e, format!("dropping records of flow {}", log.name)))?;
+        if log.reclaimable() {
+            self.reclaimer.request(&log);
+        }
+        Ok(removed)
     }
 
     fn head_time(&self, flow: FlowIndex) -> Result<Option<u64>, StorageError> {
@@ -651,6 +675,10 @@ impl Backend for SegmentBackend {
 
     fn disk_bytes(&self) -> Option<u64> {
         Some(SegmentBackend::disk_bytes(self))
+    }
+
+    fn settle(&self) {
+        SegmentBackend::settle(self);
     }
 
     fn io_stats(&self) -> Option<IoStats> {

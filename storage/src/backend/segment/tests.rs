@@ -268,6 +268,7 @@ fn drops_from_the_head_by_count_bytes_and_age() {
         )
         .unwrap();
     assert_eq!((removed.messages, removed.through), (20, 20));
+    h.backend.settle();
     assert!(
         segments(&fs, &flow_dir).len() < before,
         "dropped segments deleted"
@@ -318,6 +319,7 @@ fn rolls_segments_and_deletes_acknowledged_ones() {
     assert_eq!(removed.messages, 22);
     assert_eq!(removed.bytes, 10 * 14 + 12 * 14);
     assert_eq!(removed.through, 22);
+    h.backend.settle();
     let left = segments(&fs, &flow_dir);
     assert!(left.len() < files.len(), "acknowledged segments deleted");
     assert_eq!(h.read_all(0).0.first().map(|r| r.0), Some(23));
@@ -325,12 +327,43 @@ fn rolls_segments_and_deletes_acknowledged_ones() {
     // Everything acknowledged: the newest segment stays and keeps the
     // sequence across a restart.
     h.backend.ack(0, 30).unwrap();
+    h.backend.settle();
     assert_eq!(segments(&fs, &flow_dir).len(), 1);
     drop(h);
     let mut h = open(Arc::new(fs.clone()), &root(), &["a"]);
     assert_eq!(h.recovered[0].next_seq, 31);
     assert_eq!(h.recovered[0].messages, 0);
     assert_eq!(h.append_n(0, 1, "z"), vec![31]);
+}
+
+#[test]
+fn acknowledged_segments_are_deleted_after_their_checkpoint_is_synced() {
+    let fs = ModelFs::new();
+    let mut h = open(Arc::new(fs.clone()), &root(), &["a"]);
+    let flow_dir = root().join("flow-a");
+    for _ in 0..10 {
+        h.append_n(0, 4, "x");
+    }
+    let files = segments(&fs, &flow_dir).len();
+    // The checkpoint cannot be synced: nothing is deleted, the
+    // acknowledgement itself succeeds.
+    fs.fail_next_syncs(10);
+    assert_eq!(h.backend.ack(0, 20).unwrap().messages, 20);
+    h.backend.settle();
+    assert_eq!(segments(&fs, &flow_dir).len(), files);
+    fs.fail_next_syncs(0);
+    // The next acknowledgement asks again; a power cut after the deletion
+    // keeps a checkpoint that covers every deleted segment.
+    h.backend.ack(0, 24).unwrap();
+    h.backend.settle();
+    let left = segments(&fs, &flow_dir);
+    assert!(left.len() < files, "{left:?}");
+    let image = fs.crash(|_| 0);
+    drop(h);
+    let h = open(Arc::new(image), &root(), &["a"]);
+    assert_eq!(h.recovered[0].quarantined, 0, "nothing taken for lost");
+    let first = h.read_all(0).0.first().map(|r| r.0);
+    assert!(first.is_some_and(|seq| seq <= 25), "{first:?}");
 }
 
 #[test]
