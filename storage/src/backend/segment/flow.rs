@@ -888,11 +888,18 @@ impl FlowLog {
         Ok(removed)
     }
 
-    /// Whether segments wholly acknowledged by a recorded checkpoint wait
+    /// How many segments wholly acknowledged by a recorded checkpoint wait
     /// to be deleted.
-    pub(crate) fn reclaimable(&self) -> bool {
+    pub(crate) fn reclaimable(&self) -> usize {
         let acked = lock(&self.acker).ledger.recorded().1;
-        Self::sealed_through(&lock(&self.shared), acked)
+        let shared = lock(&self.shared);
+        let sealed = shared.segments.len().saturating_sub(1);
+        shared
+            .segments
+            .iter()
+            .take(sealed)
+            .take_while(|m| m.last <= acked)
+            .count()
     }
 
     /// Whether the oldest segment is sealed (not the newest) and every

@@ -636,9 +636,7 @@ impl Backend for SegmentBackend {
         let removed = log
             .ack(upto)
             .map_err(|e| io_error(e, format!("acknowledging in flow {}", log.name)))?;
-        if log.reclaimable() {
-            self.reclaimer.request(&log);
-        }
+        self.reclaimer.request(&log, log.reclaimable());
         Ok(removed)
     }
 
@@ -647,9 +645,7 @@ impl Backend for SegmentBackend {
         let removed = log
             .drop_head(until)
             .map_err(|e| io_error(e, format!("dropping records of flow {}", log.name)))?;
-        if log.reclaimable() {
-            self.reclaimer.request(&log);
-        }
+        self.reclaimer.request(&log, log.reclaimable());
         Ok(removed)
     }
 

@@ -9,7 +9,9 @@
 //! third of the replay time in the slow state. Here the acknowledgement
 //! only asks, and one thread per store syncs and deletes, while the flow
 //! reads and acknowledges on. Requests for a flow already queued are
-//! merged; dropping the store finishes the queued ones first.
+//! merged; dropping the store finishes the queued ones first. If the thread
+//! falls two segments behind, the acknowledgement deletes them itself, so
+//! acknowledged data on disk stays within about two segments per flow.
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
@@ -19,6 +21,10 @@ use std::thread::JoinHandle;
 use tracing::warn;
 
 use super::flow::FlowLog;
+
+/// Acknowledged segments a flow may keep waiting for the thread before an
+/// acknowledgement deletes them itself.
+const MAX_WAITING: usize = 2;
 
 enum Job {
     Reclaim(Arc<FlowLog>),
@@ -65,8 +71,19 @@ impl Reclaimer {
         }
     }
 
-    /// Asks for `log`'s wholly acknowledged segments to be deleted.
-    pub(crate) fn request(&self, log: &Arc<FlowLog>) {
+    /// Asks for `log`'s wholly acknowledged segments (`waiting` of them)
+    /// to be deleted. When the thread is behind by [`MAX_WAITING`] segments
+    /// (a replay faster than the disk syncs, or a starved thread), the
+    /// caller deletes them itself: what acknowledged data keeps on disk
+    /// stays bounded.
+    pub(crate) fn request(&self, log: &Arc<FlowLog>, waiting: usize) {
+        if waiting == 0 {
+            return;
+        }
+        if waiting >= MAX_WAITING {
+            log.reclaim();
+            return;
+        }
         if log.reclaim_queued.swap(true, Ordering::SeqCst) {
             return;
         }
