@@ -266,8 +266,12 @@ impl FlowLog {
                 if newest.len <= HEADER_LEN as u64 {
                     let (prev, prev_data_bytes) = match &before_newest {
                         Some((base, path, framing, time_base, len)) => {
-                            let bytes =
-                                self.count_data_bytes(path, *base, *framing, *time_base, *len)?;
+                            let bytes = self
+                                .count_data_bytes(path, *base, *framing, *time_base, *len)
+                                .unwrap_or_else(|err| {
+                                    warn!(flow = %self.name, %err, "cannot read the segment before a torn one; its data bytes are estimated");
+                                    len.saturating_sub(header_len(*framing))
+                                });
                             (*base, bytes)
                         }
                         None => (0, 0),
@@ -343,7 +347,7 @@ impl FlowLog {
             let data_bytes = if newest {
                 0
             } else {
-                self.sealed_data_bytes(segment, found.get(i + 1), last)?
+                self.sealed_data_bytes(segment, found.get(i + 1), last)
             };
             segments.push_back(SegMeta {
                 base: segment.base,
@@ -532,23 +536,19 @@ impl FlowLog {
     /// without reading it when possible: fixed framings by arithmetic from
     /// its size, version 4 from the header of the segment rolled after it.
     /// Otherwise (that header damaged, or a segment missing in between) the
-    /// segment is read once.
-    fn sealed_data_bytes(
-        &self,
-        segment: &Found,
-        next: Option<&Found>,
-        last: Seq,
-    ) -> io::Result<u64> {
+    /// segment is read once; if even that fails, the bytes are estimated
+    /// (start-up goes on either way).
+    fn sealed_data_bytes(&self, segment: &Found, next: Option<&Found>, last: Seq) -> u64 {
         let payload = segment.len.saturating_sub(header_len(segment.framing));
+        let records = (last + 1).saturating_sub(segment.base);
         if let Some(overhead) = segment.framing.fixed_overhead() {
-            let records = (last + 1).saturating_sub(segment.base);
-            return Ok(payload.saturating_sub(records * overhead));
+            return payload.saturating_sub(records * overhead);
         }
         if let Some(bytes) = next
             .filter(|n| n.prev == Some(segment.base))
             .and_then(|n| n.prev_data_bytes)
         {
-            return Ok(bytes.min(payload));
+            return bytes.min(payload);
         }
         self.count_data_bytes(
             &segment.path,
@@ -557,6 +557,10 @@ impl FlowLog {
             segment.time_base,
             segment.len,
         )
+        .unwrap_or_else(|err| {
+            warn!(flow = %self.name, segment = segment.base, %err, "cannot read a segment to count its bytes; estimated");
+            payload.saturating_sub(records * segment.framing.nominal_overhead())
+        })
     }
 
     /// Reads a segment's valid frames from its start and sums their data
