@@ -19,6 +19,7 @@ use crate::authz::Authorization;
 use crate::connection;
 use crate::gate::DurableGate;
 use crate::stats::{Action, AuthFailure, ReasonCounters, Rejection};
+use crate::websocket::WebSocketSettings;
 use crate::{BrokerError, ConnectionError};
 
 /// Settings of the device-facing broker.
@@ -44,13 +45,16 @@ pub struct BrokerSettings {
     pub authorization: Arc<Authorization>,
 }
 
-/// One listener: its address, TLS and how it authenticates clients.
+/// One listener: its address, TLS, WebSocket and how it authenticates
+/// clients.
 #[derive(Debug, Clone)]
 pub struct ListenerSettings {
     pub name: String,
     pub address: SocketAddr,
     /// `None` for plain TCP.
     pub tls: Option<Arc<ServerConfig>>,
+    /// MQTT over WebSocket (over TLS when `tls` is set: `wss`).
+    pub websocket: Option<WebSocketSettings>,
     pub authentication: Authentication,
 }
 
@@ -61,6 +65,7 @@ impl ListenerSettings {
             name: name.into(),
             address,
             tls: None,
+            websocket: None,
             authentication: Authentication::Anonymous,
         }
     }
@@ -191,6 +196,7 @@ impl Broker {
                 listener = %settings.name,
                 %address,
                 tls = settings.tls.is_some(),
+                websocket = settings.websocket.as_ref().map(|ws| ws.path.as_str()),
                 authentication,
                 "MQTT listener bound"
             );
@@ -209,6 +215,7 @@ impl Broker {
                 shared: self.shared.clone(),
                 context: Arc::new(ListenerContext {
                     tls: settings.tls.clone().map(TlsAcceptor::from),
+                    websocket: settings.websocket.clone(),
                     authentication: settings.authentication.clone(),
                 }),
             });
@@ -239,6 +246,7 @@ const VERIFY_SLOTS: usize = 4;
 /// What a connection needs of its listener.
 pub(crate) struct ListenerContext {
     pub(crate) tls: Option<TlsAcceptor>,
+    pub(crate) websocket: Option<WebSocketSettings>,
     pub(crate) authentication: Authentication,
 }
 

@@ -8,9 +8,9 @@
 //! sees a QoS 0 copy for its subscribers and so never acknowledges for us.
 //!
 //! Security runs here too, in the connection's own task and within the
-//! connect timeout: the TLS handshake, authentication (password checks on
-//! the blocking pool), then per packet the limits and the authorization
-//! rules. A PUBLISH the rules deny never reaches the gate nor the router.
+//! connect timeout: the TLS and WebSocket handshakes, authentication
+//! (password checks on the blocking pool), then per packet the limits and
+//! the authorization rules. A PUBLISH the rules deny never reaches the gate nor the router.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -47,7 +47,8 @@ use crate::message::StoredMessage;
 use crate::stats::{Action, AuthFailure, Rejection};
 use crate::ConnectionError;
 
-/// A client's byte stream: plain TCP or TLS over it.
+/// A client's byte stream: plain TCP, TLS over it, and either of them
+/// carrying WebSocket.
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 type Io = Box<dyn Stream>;
@@ -235,6 +236,7 @@ impl Connection {
             codec.write(Packet::ConnAck(ack, ack_props), &mut outbuf)?;
         }
         writer.write_all(&outbuf).await?;
+        writer.flush().await?;
         outbuf.clear();
         debug!(
             keep_alive = connect.keep_alive,
@@ -312,6 +314,8 @@ impl Connection {
     async fn flush(&mut self) -> Result<(), ConnectionError> {
         if !self.outbuf.is_empty() {
             self.writer.write_all(&self.outbuf).await?;
+            // A no-op on TCP; WebSocket and TLS send what they buffered.
+            self.writer.flush().await?;
             self.outbuf.clear();
         }
         Ok(())

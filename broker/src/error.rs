@@ -41,6 +41,8 @@ pub enum ConnectionError {
     RouterGone,
     #[error("TLS handshake failed: {0}")]
     TlsHandshake(String),
+    #[error("WebSocket handshake refused: {0}")]
+    WebSocketHandshake(String),
     #[error("topic {} of {length} bytes is longer than the limit of {max}", if *filter { "filter" } else { "name" })]
     TopicTooLong {
         filter: bool,

@@ -62,6 +62,7 @@ fn harness() -> &'static Harness {
             shared: broker.shared(),
             listener: Arc::new(ListenerContext {
                 tls: None,
+                websocket: None,
                 authentication: Authentication::Anonymous,
             }),
         }

@@ -15,6 +15,7 @@
 //! - `codec` and `connection`: framing and the per-connection task.
 //! - [`tls`], [`auth`], [`passwd`], [`authz`]: listener TLS, who a client
 //!   is, password files, and what it may publish and subscribe to.
+//! - [`websocket`]: MQTT over WebSocket listeners.
 //! - [`stats`]: refusals counted by reason, for metrics.
 
 pub mod auth;
@@ -31,6 +32,7 @@ pub mod passwd;
 pub mod stats;
 pub mod tls;
 pub mod topic;
+pub mod websocket;
 
 pub use auth::Authentication;
 pub use authz::Authorization;
@@ -39,3 +41,4 @@ pub use error::{BrokerError, ConnectionError};
 pub use gate::{DurableGate, FlowRoute};
 pub use message::StoredMessage;
 pub use topic::{FilterError, TopicFilter};
+pub use websocket::WebSocketSettings;

@@ -14,7 +14,9 @@ use std::time::Duration;
 use backhaul_broker::authz::{self, DefaultDecision, Rule, RuleIdentity};
 use backhaul_broker::passwd::PasswordFile;
 use backhaul_broker::tls::{self, TlsFile, TlsFiles};
-use backhaul_broker::{Authentication, Authorization, BrokerSettings, ListenerSettings};
+use backhaul_broker::{
+    Authentication, Authorization, BrokerSettings, ListenerSettings, WebSocketSettings,
+};
 use serde::Deserialize;
 
 use super::appliance::ListenerSpec;
@@ -32,6 +34,14 @@ pub struct ListenerTlsSpec {
     /// PEM CA bundle; when set, every client must present a certificate
     /// signed by it.
     pub client_ca_file: Option<String>,
+}
+
+/// `listeners[].websocket`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListenerWebSocketSpec {
+    /// The HTTP path of the endpoint (default `/mqtt`).
+    pub path: Option<String>,
 }
 
 ci_enum!(
@@ -129,6 +139,19 @@ pub(super) fn listener(
             })
             .ok()
     });
+    let websocket = spec.websocket.as_ref().map(|ws| {
+        let path = ws
+            .path
+            .clone()
+            .unwrap_or_else(|| WebSocketSettings::default().path);
+        if !path.starts_with('/') || path.contains(char::is_whitespace) {
+            errors.push(origin.error(
+                field("websocket.path"),
+                format!("'{path}' must be an HTTP path starting with '/', such as /mqtt"),
+            ));
+        }
+        WebSocketSettings { path }
+    });
     let method = spec
         .authentication
         .as_ref()
@@ -192,6 +215,7 @@ pub(super) fn listener(
         name,
         address,
         tls: tls_config,
+        websocket,
         authentication,
     })
 }

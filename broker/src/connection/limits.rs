@@ -43,6 +43,7 @@ pub(super) fn rejection(err: &ConnectionError) -> Option<Rejection> {
         | ConnectionError::SecondConnect
         | ConnectionError::UnknownTopicAlias(_) => Rejection::Malformed,
         ConnectionError::ConnectTimeout => Rejection::ConnectTimeout,
+        ConnectionError::WebSocketHandshake(_) => Rejection::WebSocketHandshake,
         ConnectionError::TopicTooLong { .. } => Rejection::TopicTooLong,
         ConnectionError::TooManyTopicLevels { .. } => Rejection::TooManyTopicLevels,
         ConnectionError::ReceiveMaximumExceeded(_) => Rejection::ReceiveMaximumExceeded,
