@@ -18,6 +18,7 @@ use crate::auth::Authentication;
 use crate::authz::Authorization;
 use crate::connection;
 use crate::gate::DurableGate;
+use crate::limits::Limits;
 use crate::stats::{Action, AuthFailure, ReasonCounters, Rejection};
 use crate::websocket::WebSocketSettings;
 use crate::{BrokerError, ConnectionError};
@@ -26,21 +27,9 @@ use crate::{BrokerError, ConnectionError};
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
     pub listeners: Vec<ListenerSettings>,
-    /// Largest packet a client may send.
-    pub max_packet_size: usize,
-    /// How long a new connection may take to finish its TLS handshake and
-    /// send CONNECT.
-    pub connect_timeout: Duration,
-    /// Most open connections (all listeners); a client beyond it gets
-    /// CONNACK "quota exceeded" (MQTT 5) or "server unavailable" (3.1.1).
-    pub max_connections: usize,
-    /// Most QoS 1/2 publishes an MQTT 5 client may have unacknowledged
-    /// (advertised in CONNACK); one more closes it with 0x93.
-    pub receive_maximum: u16,
-    /// Longest topic name or filter, in bytes.
-    pub max_topic_length: usize,
-    /// Most levels in a topic name or filter.
-    pub max_topic_levels: usize,
+    /// The limits of listeners without their own; `max_connections` here
+    /// caps all listeners together.
+    pub limits: Limits,
     /// Who may publish and subscribe where.
     pub authorization: Arc<Authorization>,
 }
@@ -56,6 +45,9 @@ pub struct ListenerSettings {
     /// MQTT over WebSocket (over TLS when `tls` is set: `wss`).
     pub websocket: Option<WebSocketSettings>,
     pub authentication: Authentication,
+    /// This listener's own limits (`max_connections` counted on this
+    /// listener alone); `None`: the broker's.
+    pub limits: Option<Limits>,
 }
 
 impl ListenerSettings {
@@ -67,6 +59,7 @@ impl ListenerSettings {
             tls: None,
             websocket: None,
             authentication: Authentication::Anonymous,
+            limits: None,
         }
     }
 }
@@ -75,12 +68,7 @@ impl Default for BrokerSettings {
     fn default() -> Self {
         Self {
             listeners: Vec::new(),
-            max_packet_size: 1024 * 1024,
-            connect_timeout: Duration::from_secs(10),
-            max_connections: 10_000,
-            receive_maximum: 100,
-            max_topic_length: 1024,
-            max_topic_levels: 32,
+            limits: Limits::default(),
             authorization: Arc::new(Authorization::allow_all()),
         }
     }
@@ -144,7 +132,7 @@ pub struct Broker {
 impl Broker {
     /// Starts rumqttd's router thread. Call [`Broker::bind`] next.
     pub fn new(settings: BrokerSettings, gate: DurableGate) -> Self {
-        let router_tx = Router::new(0, router_config(settings.max_connections)).spawn();
+        let router_tx = Router::new(0, router_config(settings.limits.max_connections)).spawn();
         let connector = move |request: LinkRequest| {
             LinkBuilder::new(&request.client_id, router_tx.clone())
                 .clean_session(request.clean_session)
@@ -217,6 +205,8 @@ impl Broker {
                     tls: settings.tls.clone().map(TlsAcceptor::from),
                     websocket: settings.websocket.clone(),
                     authentication: settings.authentication.clone(),
+                    limits: settings.limits.unwrap_or(self.shared.settings.limits),
+                    connections: AtomicU64::new(0),
                 }),
             });
         }
@@ -248,6 +238,10 @@ pub(crate) struct ListenerContext {
     pub(crate) tls: Option<TlsAcceptor>,
     pub(crate) websocket: Option<WebSocketSettings>,
     pub(crate) authentication: Authentication,
+    /// The listener's limits (its own, or the broker's).
+    pub(crate) limits: Limits,
+    /// Connections open on this listener.
+    pub(crate) connections: AtomicU64,
 }
 
 /// A bound listener, ready to accept.

@@ -38,11 +38,12 @@ mod admission;
 mod limits;
 
 use self::admission::{check_password, handshake, refuse};
-use self::limits::{check_topic, count_rejection, disconnect_reason};
+use self::limits::{check_topic, count_rejection, disconnect_reason, too_many_connections};
 use crate::auth::Authentication;
 use crate::authz::{Grants, Requester};
 use crate::broker::{LinkRequest, ListenerContext, Shared};
 use crate::codec::{peek_publish, Codec, PublishHeader};
+use crate::limits::Limits;
 use crate::message::StoredMessage;
 use crate::stats::{Action, AuthFailure, Rejection};
 use crate::ConnectionError;
@@ -67,7 +68,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             .stats
             .connections_total
             .fetch_add(1, Ordering::Relaxed);
-        let _open = OpenConnection::count(&shared);
+        let _open = OpenConnection::count(&shared, &listener);
         match Connection::open(stream, &shared, &listener).await {
             Ok(Some(mut connection)) => {
                 let result = connection.run(&shared).await;
@@ -92,16 +93,18 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     .await
 }
 
-/// Counts an open connection until dropped, also when its task unwinds.
-struct OpenConnection(Arc<Shared>);
+/// Counts an open connection (in the broker and on its listener) until
+/// dropped, also when its task unwinds.
+struct OpenConnection(Arc<Shared>, Arc<ListenerContext>);
 
 impl OpenConnection {
-    fn count(shared: &Arc<Shared>) -> Self {
+    fn count(shared: &Arc<Shared>, listener: &Arc<ListenerContext>) -> Self {
         shared
             .stats
             .connections_active
             .fetch_add(1, Ordering::Relaxed);
-        Self(shared.clone())
+        listener.connections.fetch_add(1, Ordering::Relaxed);
+        Self(shared.clone(), listener.clone())
     }
 }
 
@@ -111,6 +114,7 @@ impl Drop for OpenConnection {
             .stats
             .connections_active
             .fetch_sub(1, Ordering::Relaxed);
+        self.1.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -138,6 +142,8 @@ struct Connection {
     suback_fixups: HashMap<u16, (Vec<usize>, usize)>,
     /// A persistent session (clean session / clean start off).
     persistent: bool,
+    /// The limits of the listener the client came in on.
+    limits: Limits,
 }
 
 impl Connection {
@@ -149,13 +155,14 @@ impl Connection {
         shared: &Shared,
         listener: &ListenerContext,
     ) -> Result<Option<Self>, ConnectionError> {
-        let deadline = Instant::now() + shared.settings.connect_timeout;
+        let limits = listener.limits;
+        let deadline = Instant::now() + limits.connect_timeout;
         let (io, certificate_cn) = timeout_at(deadline, handshake(stream, listener, shared))
             .await
             .map_err(|_| ConnectionError::ConnectTimeout)??;
         let (mut reader, mut writer) = tokio::io::split(io);
         let mut inbuf = BytesMut::with_capacity(8 * 1024);
-        let read_connect = read_connect(&mut reader, &mut inbuf, shared.settings.max_packet_size);
+        let read_connect = read_connect(&mut reader, &mut inbuf, limits.max_packet_size);
         let (codec, packet) = timeout_at(deadline, read_connect)
             .await
             .map_err(|_| ConnectionError::ConnectTimeout)??;
@@ -163,15 +170,14 @@ impl Connection {
             return Err(ConnectionError::NotConnect);
         };
         let v5 = codec.is_v5();
-        let open = shared.stats.connections_active.load(Ordering::Relaxed);
-        if open > shared.settings.max_connections as u64 {
+        if too_many_connections(shared, listener) {
             shared.stats.packets_rejected.inc(Rejection::MaxConnections);
             let code = if v5 {
                 ConnectReturnCode::QuotaExceeded
             } else {
                 ConnectReturnCode::ServiceUnavailable
             };
-            info!(open, "refused: too many connections");
+            info!("refused: too many connections");
             refuse(&codec, &mut writer, code).await?;
             return Ok(None);
         }
@@ -229,8 +235,8 @@ impl Connection {
             let ack_props = codec.is_v5().then(|| {
                 let mut p = ack_props.unwrap_or_default();
                 p.assigned_client_identifier = assigned;
-                p.receive_max = Some(shared.settings.receive_maximum);
-                p.max_packet_size = u32::try_from(shared.settings.max_packet_size).ok();
+                p.receive_max = Some(limits.receive_maximum);
+                p.max_packet_size = u32::try_from(limits.max_packet_size).ok();
                 p
             });
             codec.write(Packet::ConnAck(ack, ack_props), &mut outbuf)?;
@@ -265,6 +271,7 @@ impl Connection {
             inflight_qos1: 0,
             suback_fixups: HashMap::new(),
             persistent: !connect.clean_session,
+            limits,
         }))
     }
 
@@ -328,7 +335,7 @@ impl Connection {
             let header = peek_publish(&self.inbuf);
             let packet = match self
                 .codec
-                .read(&mut self.inbuf, shared.settings.max_packet_size)
+                .read(&mut self.inbuf, self.limits.max_packet_size)
             {
                 Ok(packet) => packet,
                 Err(CodecError::InsufficientBytes(_)) => return Ok(false),
@@ -389,14 +396,14 @@ impl Connection {
         let topic_text = std::str::from_utf8(&topic)
             .map_err(|_| CodecError::TopicNotUtf8)?
             .to_owned();
-        check_topic(&topic_text, false, shared)?;
+        check_topic(&topic_text, false, &self.limits)?;
         let duplicate_qos2 = header.qos == 2 && !self.qos2_received.insert(header.pkid);
         if self.codec.is_v5() && header.qos > 0 && !duplicate_qos2 {
             let inflight =
                 self.inflight_qos1 + self.qos2_received.len() + usize::from(header.qos == 1);
-            if inflight > usize::from(shared.settings.receive_maximum) {
+            if inflight > usize::from(self.limits.receive_maximum) {
                 return Err(ConnectionError::ReceiveMaximumExceeded(
-                    shared.settings.receive_maximum,
+                    self.limits.receive_maximum,
                 ));
             }
         }
@@ -497,7 +504,7 @@ impl Connection {
         shared: &Shared,
     ) -> Result<(), ConnectionError> {
         for filter in &mut subscribe.filters {
-            check_topic(&filter.path, true, shared)?;
+            check_topic(&filter.path, true, &self.limits)?;
             // rumqttd 0.20's router thread panics ("group must exists") when
             // a persistent session alone in a shared group leaves with a
             // message in flight, taking every connection with it. Granting

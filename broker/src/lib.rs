@@ -11,7 +11,8 @@
 //! - [`topic`]: topic filters and matching.
 //! - [`message`]: the stored form of a publish ([`StoredMessage`]).
 //! - [`gate`]: the durable gate.
-//! - [`broker`]: router, listeners and settings.
+//! - [`broker`]: router, listeners and settings; [`limits`]: what a
+//!   listener allows its clients.
 //! - `codec` and `connection`: framing and the per-connection task.
 //! - [`tls`], [`auth`], [`passwd`], [`authz`]: listener TLS, who a client
 //!   is, password files, and what it may publish and subscribe to.
@@ -27,6 +28,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gate;
+pub mod limits;
 pub mod message;
 pub mod passwd;
 pub mod stats;
@@ -39,6 +41,7 @@ pub use authz::Authorization;
 pub use broker::{BoundListener, Broker, BrokerSettings, BrokerStats, ListenerSettings};
 pub use error::{BrokerError, ConnectionError};
 pub use gate::{DurableGate, FlowRoute};
+pub use limits::Limits;
 pub use message::StoredMessage;
 pub use topic::{FilterError, TopicFilter};
 pub use websocket::WebSocketSettings;

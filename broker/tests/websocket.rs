@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use backhaul_broker::stats::Rejection;
-use backhaul_broker::{Authentication, BrokerSettings, ListenerSettings, WebSocketSettings};
+use backhaul_broker::{
+    Authentication, BrokerSettings, Limits, ListenerSettings, WebSocketSettings,
+};
 use rumqttc::{
     AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
 };
@@ -30,7 +32,10 @@ async fn broker_with(others: Vec<ListenerSettings>) -> TestBroker {
     listeners.extend(others);
     TestBroker::start(BrokerSettings {
         listeners,
-        connect_timeout: Duration::from_secs(3),
+        limits: Limits {
+            connect_timeout: Duration::from_secs(3),
+            ..Limits::default()
+        },
         ..BrokerSettings::default()
     })
     .await

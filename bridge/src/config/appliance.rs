@@ -75,6 +75,8 @@ pub struct ListenerSpec {
     pub authentication: Option<ListenerAuthenticationSpec>,
     /// Accept Anonymous on an address other than loopback.
     pub allow_anonymous: Option<bool>,
+    /// This listener's own limits; unset fields are those of `spec.limits`.
+    pub limits: Option<BrokerLimitsSpec>,
 }
 
 ci_enum!(

@@ -27,7 +27,7 @@ pub(super) async fn handshake<S: AsyncRead + AsyncWrite + Unpin + Send + 'static
     let Some(websocket) = &listener.websocket else {
         return Ok((io, cn));
     };
-    let max_packet_size = shared.settings.max_packet_size;
+    let max_packet_size = listener.limits.max_packet_size;
     let io = crate::websocket::accept(io, websocket, max_packet_size).await?;
     Ok((Box::new(io), cn))
 }
