@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use backhaul_broker::{Broker, DurableGate, FlowRoute};
+use backhaul_storage::keyed::RetainedStore;
 use backhaul_storage::{FlowSpec, QueueStore, StorageMode};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -89,6 +90,9 @@ pub async fn run(
         .collect();
     let broker_settings = config.appliance.broker.clone();
     let broker = Broker::new(broker_settings, DurableGate::new(store.clone(), routes));
+    if config.appliance.storage_mode == StorageModeSpec::Disk {
+        keep_retained(&broker, &data_dir).await?;
+    }
     let listeners = broker.bind().await?;
 
     let metrics = Metrics::new(store.queues(), store.clone(), broker.stats());
@@ -183,6 +187,20 @@ pub async fn run(
     if let Some(watchdog_task) = watchdog_task {
         watchdog_task.abort();
     }
+    Ok(())
+}
+
+/// Disk mode: retained messages are kept in `state/` under the data
+/// directory, and the ones kept from earlier runs go back to the router
+/// before any listener accepts.
+async fn keep_retained(broker: &Broker, data_dir: &Path) -> Result<()> {
+    let dir = data_dir.join("state");
+    let opened = dir.clone();
+    let store = tokio::task::spawn_blocking(move || RetainedStore::open(&opened))
+        .await?
+        .with_context(|| format!("cannot open the retained messages in {}", dir.display()))?;
+    let restored = broker.keep_retained(store).await?;
+    info!(restored, dir = %dir.display(), "retained messages restored");
     Ok(())
 }
 

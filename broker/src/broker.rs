@@ -2,9 +2,10 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use backhaul_storage::keyed::RetainedStore;
 use rumqttd::local::{LinkBuilder, LinkRx, LinkTx};
 use rumqttd::protocol::{LastWill, LastWillProperties};
 use rumqttd::{Notification, Router, RouterConfig};
@@ -19,6 +20,7 @@ use crate::authz::Authorization;
 use crate::connection;
 use crate::gate::DurableGate;
 use crate::limits::Limits;
+use crate::retained;
 use crate::stats::{Action, AuthFailure, ReasonCounters, Rejection};
 use crate::websocket::WebSocketSettings;
 use crate::{BrokerError, ConnectionError};
@@ -101,7 +103,7 @@ pub(crate) struct LinkRequest {
     pub(crate) topic_alias_max: u16,
 }
 
-type Connector =
+pub(crate) type Connector =
     dyn Fn(LinkRequest) -> Result<(LinkTx, LinkRx, Notification), ConnectionError> + Send + Sync;
 
 /// State every connection shares.
@@ -114,6 +116,9 @@ pub(crate) struct Shared {
     /// Password checks running at once: Argon2 takes tens of milliseconds
     /// and ~19 MiB each, so a flood of logins must queue, not fill memory.
     pub(crate) verify_slots: Semaphore,
+    /// Where retained messages are kept across restarts (disk mode); unset:
+    /// in the router's memory only.
+    pub(crate) retained: OnceLock<Arc<RetainedStore>>,
     next_client: AtomicU64,
 }
 
@@ -149,6 +154,7 @@ impl Broker {
                 connector: Arc::new(connector),
                 stats: Arc::new(BrokerStats::default()),
                 verify_slots: Semaphore::new(VERIFY_SLOTS),
+                retained: OnceLock::new(),
                 next_client: AtomicU64::new(1),
             }),
         }
@@ -160,6 +166,20 @@ impl Broker {
 
     pub fn stats(&self) -> Arc<BrokerStats> {
         self.shared.stats.clone()
+    }
+
+    /// Keeps retained messages in `store` from now on, after handing the
+    /// ones it holds back to the router (see [`crate::retained`]). Call it
+    /// before the listeners serve, so that the first subscriber gets them.
+    /// Returns how many were restored.
+    pub async fn keep_retained(&self, store: RetainedStore) -> Result<usize, BrokerError> {
+        let stored = store.load();
+        let restored = retained::republish(self.shared.connector.clone(), stored)
+            .await
+            .map_err(|err| BrokerError::RetainedRestore(err.to_string()))?;
+        // Only this method sets it; a second call keeps the first store.
+        let _ = self.shared.retained.set(Arc::new(store));
+        Ok(restored)
     }
 
     /// Binds every listener, so address errors surface before the broker

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use backhaul_storage::keyed::RetainedWrite;
 use backhaul_storage::{CommitTicket, StorageError};
 use bytes::{Bytes, BytesMut};
 use futures::stream::{FuturesOrdered, StreamExt};
@@ -45,6 +46,7 @@ use crate::broker::{LinkRequest, ListenerContext, Shared};
 use crate::codec::{peek_publish, Codec, PublishHeader};
 use crate::limits::Limits;
 use crate::message::StoredMessage;
+use crate::retained;
 use crate::stats::{Action, AuthFailure, Rejection};
 use crate::ConnectionError;
 
@@ -419,37 +421,38 @@ impl Connection {
                     header,
                     self.codec.is_v5(),
                     CommitTicket::ready(Ok(Vec::new())),
+                    None,
                 );
             }
             return Ok(());
         }
+        let message = || {
+            let payload = publish.payload.clone();
+            stored_message(&topic_text, header, publish.retain, payload, props.as_ref())
+        };
         let ticket = if duplicate_qos2 {
             None
         } else {
-            shared.gate.admit(&topic_text, || StoredMessage {
-                received_at_ms: now_ms(),
-                qos: header.qos,
-                retain: publish.retain,
-                topic: topic_text.clone(),
-                payload: publish.payload.clone(),
-                content_type: props.as_ref().and_then(|p| p.content_type.clone()),
-                payload_format_indicator: props.as_ref().and_then(|p| p.payload_format_indicator),
-                message_expiry_interval: props.as_ref().and_then(|p| p.message_expiry_interval),
-                response_topic: props.as_ref().and_then(|p| p.response_topic.clone()),
-                correlation_data: props.as_ref().and_then(|p| p.correlation_data.clone()),
-                user_properties: props
-                    .as_ref()
-                    .map(|p| p.user_properties.clone())
-                    .unwrap_or_default(),
-            })
+            shared.gate.admit(&topic_text, message)
         };
         if ticket.is_some() {
             shared.stats.publishes_gated.fetch_add(1, Ordering::Relaxed);
         }
+        // Disk mode: a retained message is written to the keyed state, and
+        // its PUBACK/PUBREC waits for that write as for the gate's append.
+        let retained = match shared.retained.get() {
+            Some(store)
+                if !duplicate_qos2
+                    && retained::changes(store, &topic_text, publish.retain, &publish.payload) =>
+            {
+                Some(retained::record(store, &message()))
+            }
+            _ => None,
+        };
         // QoS 0 carries no promise; its append is best effort.
         if header.qos > 0 {
             let ticket = ticket.unwrap_or_else(|| CommitTicket::ready(Ok(Vec::new())));
-            self.push_ack(header, false, ticket);
+            self.push_ack(header, false, ticket, retained);
         }
         if !duplicate_qos2 {
             let routed = Publish::new(topic, publish.payload, publish.retain);
@@ -480,8 +483,15 @@ impl Connection {
     }
 
     /// Queues the PUBACK/PUBREC of `header`, written in order once `ticket`
-    /// resolves; `denied` makes it a "not authorized" one.
-    fn push_ack(&mut self, header: PublishHeader, denied: bool, ticket: CommitTicket) {
+    /// (and the retained write, if any) resolves; `denied` makes it a "not
+    /// authorized" one.
+    fn push_ack(
+        &mut self,
+        header: PublishHeader,
+        denied: bool,
+        ticket: CommitTicket,
+        retained: Option<RetainedWrite>,
+    ) {
         if header.qos == 1 {
             self.inflight_qos1 += 1;
         }
@@ -490,6 +500,8 @@ impl Connection {
             kind: header.qos,
             denied,
             ticket,
+            retained,
+            retained_result: Ok(()),
         });
     }
 
@@ -707,6 +719,29 @@ async fn read_connect(
     }
 }
 
+/// A device's PUBLISH as data flows and the retained store keep it.
+fn stored_message(
+    topic: &str,
+    header: PublishHeader,
+    retain: bool,
+    payload: Bytes,
+    props: Option<&PublishProperties>,
+) -> StoredMessage {
+    StoredMessage {
+        received_at_ms: now_ms(),
+        qos: header.qos,
+        retain,
+        topic: topic.to_owned(),
+        payload,
+        content_type: props.and_then(|p| p.content_type.clone()),
+        payload_format_indicator: props.and_then(|p| p.payload_format_indicator),
+        message_expiry_interval: props.and_then(|p| p.message_expiry_interval),
+        response_topic: props.and_then(|p| p.response_topic.clone()),
+        correlation_data: props.and_then(|p| p.correlation_data.clone()),
+        user_properties: props.map(|p| p.user_properties.clone()).unwrap_or_default(),
+    }
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -714,22 +749,36 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A PUBACK (kind 1) or PUBREC (kind 2) waiting for its commit ticket;
-/// `denied` ones answer "not authorized" (their ticket is ready at once).
+/// A PUBACK (kind 1) or PUBREC (kind 2) waiting for its commit ticket
+/// and, for a retained message in disk mode, its retained write; `denied`
+/// ones answer "not authorized" (their ticket is ready at once).
 struct PendingAck {
     header: PublishHeader,
     kind: u8,
     denied: bool,
     ticket: CommitTicket,
+    retained: Option<RetainedWrite>,
+    /// How the retained write ended, once it has.
+    retained_result: Result<(), StorageError>,
 }
 
 impl Future for PendingAck {
     type Output = (PublishHeader, u8, bool, Result<Vec<u64>, StorageError>);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(write) = self.retained.as_mut() {
+            let result = std::task::ready!(Pin::new(write).poll(cx));
+            self.retained = None;
+            self.retained_result = result;
+        }
         let (header, kind, denied) = (self.header, self.kind, self.denied);
-        Pin::new(&mut self.ticket)
-            .poll(cx)
-            .map(|result| (header, kind, denied, result))
+        let result = std::task::ready!(Pin::new(&mut self.ticket).poll(cx));
+        let retained = std::mem::replace(&mut self.retained_result, Ok(()));
+        Poll::Ready((
+            header,
+            kind,
+            denied,
+            result.and_then(|seqs| retained.map(|()| seqs)),
+        ))
     }
 }

@@ -14,6 +14,8 @@ pub enum BrokerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot hand the stored retained messages to the router: {0}")]
+    RetainedRestore(String),
 }
 
 /// Why a device connection ended.

@@ -17,6 +17,7 @@
 //! - [`tls`], [`auth`], [`passwd`], [`authz`]: listener TLS, who a client
 //!   is, password files, and what it may publish and subscribe to.
 //! - [`websocket`]: MQTT over WebSocket listeners.
+//! - [`retained`]: retained messages kept across restarts.
 //! - [`stats`]: refusals counted by reason, for metrics.
 
 pub mod auth;
@@ -31,6 +32,7 @@ pub mod gate;
 pub mod limits;
 pub mod message;
 pub mod passwd;
+pub mod retained;
 pub mod stats;
 pub mod tls;
 pub mod topic;

@@ -178,6 +178,33 @@ impl Backhaul {
         Ok(())
     }
 
+    /// SIGTERM, as systemd stops it, and waits for the exit status.
+    pub fn stop(mut self) -> Result<std::process::ExitStatus> {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()?;
+        if !status.success() {
+            bail!("kill -TERM backhaul failed");
+        }
+        Ok(self.child.wait()?)
+    }
+
+    /// Waits (at most `timeout`) for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        bail!(
+            "backhaul still runs after {timeout:?}; log:\n{}",
+            self.log_text()
+        )
+    }
+
     /// The process id, for `/proc/<pid>/stat` and `/proc/<pid>/status`.
     pub fn pid(&self) -> u32 {
         self.child.id()
