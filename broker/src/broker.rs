@@ -1,5 +1,6 @@
 //! The broker: rumqttd's router plus Backhaul's own listeners.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -8,7 +9,7 @@ use std::time::Duration;
 use backhaul_storage::keyed::RetainedStore;
 use rumqttd::local::{LinkBuilder, LinkRx, LinkTx};
 use rumqttd::protocol::{LastWill, LastWillProperties};
-use rumqttd::{Notification, Router, RouterConfig};
+use rumqttd::{Notification, Router, RouterConfig, SegmentConfig};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::rustls::ServerConfig;
@@ -21,6 +22,7 @@ use crate::connection;
 use crate::gate::DurableGate;
 use crate::limits::Limits;
 use crate::retained;
+use crate::router_watch::RouterWatch;
 use crate::stats::{Action, AuthFailure, ReasonCounters, Rejection};
 use crate::websocket::WebSocketSettings;
 use crate::{BrokerError, ConnectionError};
@@ -132,12 +134,34 @@ impl Shared {
 /// The device-facing broker.
 pub struct Broker {
     shared: Arc<Shared>,
+    router: RouterWatch,
 }
 
 impl Broker {
     /// Starts rumqttd's router thread. Call [`Broker::bind`] next.
     pub fn new(settings: BrokerSettings, gate: DurableGate) -> Self {
-        let router_tx = Router::new(0, router_config(settings.limits.max_connections)).spawn();
+        let router = router_config(settings.limits.max_connections);
+        Self::with_router(settings, gate, router)
+    }
+
+    /// For tests of a router that dies: the router thread panics when a
+    /// client subscribes to `filter` (rumqttd refuses a log segment of
+    /// 0 bytes for it), as it does on its own internal errors.
+    #[doc(hidden)]
+    pub fn with_router_dying_on(settings: BrokerSettings, gate: DurableGate, filter: &str) -> Self {
+        let mut router = router_config(settings.limits.max_connections);
+        let fatal = SegmentConfig {
+            max_segment_size: 0,
+            max_segment_count: 1,
+        };
+        router.custom_segment = Some(HashMap::from([(filter.to_string(), fatal)]));
+        Self::with_router(settings, gate, router)
+    }
+
+    fn with_router(settings: BrokerSettings, gate: DurableGate, router: RouterConfig) -> Self {
+        let router_tx = Router::new(0, router).spawn();
+        let watched = router_tx.clone();
+        let router = RouterWatch::new(move || !watched.is_disconnected());
         let connector = move |request: LinkRequest| {
             LinkBuilder::new(&request.client_id, router_tx.clone())
                 .clean_session(request.clean_session)
@@ -157,7 +181,14 @@ impl Broker {
                 retained: OnceLock::new(),
                 next_client: AtomicU64::new(1),
             }),
+            router,
         }
+    }
+
+    /// Tells whether rumqttd's router thread still runs; see
+    /// [`RouterWatch`].
+    pub fn router_watch(&self) -> RouterWatch {
+        self.router.clone()
     }
 
     pub(crate) fn shared(&self) -> Arc<Shared> {

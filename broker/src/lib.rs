@@ -18,6 +18,7 @@
 //!   is, password files, and what it may publish and subscribe to.
 //! - [`websocket`]: MQTT over WebSocket listeners.
 //! - [`retained`]: retained messages kept across restarts.
+//! - [`router_watch`]: noticing that rumqttd's router thread has died.
 //! - [`stats`]: refusals counted by reason, for metrics.
 
 pub mod auth;
@@ -33,6 +34,7 @@ pub mod limits;
 pub mod message;
 pub mod passwd;
 pub mod retained;
+pub mod router_watch;
 pub mod stats;
 pub mod tls;
 pub mod topic;
@@ -45,5 +47,6 @@ pub use error::{BrokerError, ConnectionError};
 pub use gate::{DurableGate, FlowRoute};
 pub use limits::Limits;
 pub use message::StoredMessage;
+pub use router_watch::RouterWatch;
 pub use topic::{FilterError, TopicFilter};
 pub use websocket::WebSocketSettings;

@@ -98,6 +98,16 @@ impl Backhaul {
     /// Starts `backhaul run --config <config> --data-dir <data>` and waits
     /// until `/readyz` answers 200.
     pub fn start(config: &Path, data: &Path, metrics_port: u16) -> Result<Self> {
+        Self::start_with_env(config, data, metrics_port, &[])
+    }
+
+    /// [`Backhaul::start`] with extra environment variables.
+    pub fn start_with_env(
+        config: &Path,
+        data: &Path,
+        metrics_port: u16,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let log = data.with_extension("log");
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -110,6 +120,7 @@ impl Backhaul {
             .arg("--data-dir")
             .arg(data)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
