@@ -65,6 +65,10 @@ mod expr;
 mod functions;
 #[doc(hidden)]
 pub mod fuzzing;
+mod json;
+mod json_map;
+mod json_parse;
+mod json_serde;
 mod last_value;
 mod lexer;
 mod parser;
@@ -79,6 +83,8 @@ mod write;
 
 pub use self::dataset::{parse_json_lines, Datasets};
 pub use self::error::{CompileError, DatasetError, TransformError};
+pub use self::json::Json;
+pub use self::json_map::Map as JsonMap;
 pub use self::settings::{
     DatasetSettings, FilterSettings, MapSettings, SerializationFormat, TransformSettings,
 };
