@@ -54,6 +54,10 @@
 //! * [`Transform::apply`]`(&mut self, `[`Message`]`, &`[`Datasets`]`)` →
 //!   [`Outcome::Emit`] / [`Outcome::Filtered`] or a [`TransformError`] that
 //!   names the rule (`map[2]: ...`).
+//! * [`Json`] (objects: [`JsonMap`]): the JSON tree of payloads, dataset
+//!   records and last values, fields in document order;
+//!   [`Json::from_slice`] parses what serde_json accepts (faster),
+//!   [`Json::write_to`] serializes; converts from and to `serde_json::Value`.
 //! * [`Datasets`]: in-memory reference data (`set`, `set_json_lines`,
 //!   `get`, `remove`) and [`parse_json_lines`] ([`DatasetError`] names the line).
 
