@@ -14,12 +14,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime};
 
-use serde_json::Value as Json;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::{ConfigError, ConfigErrors};
-use crate::mapping::{parse_json_lines, DatasetError, Datasets};
+use crate::mapping::{parse_json_lines, DatasetError, Datasets, Json};
 
 /// The folder of dataset files inside a configuration directory.
 pub const DATASETS_DIR: &str = "datasets";
@@ -207,7 +206,7 @@ mod tests {
         store.reload_changed();
         assert_eq!(
             store.read().get("assets").unwrap(),
-            &[serde_json::json!({"id": "c"})]
+            &[Json::from(serde_json::json!({"id": "c"}))]
         );
 
         write(dir.path(), "assets.jsonl", "{\"id\":\n");

@@ -11,6 +11,13 @@ use clap::{Parser, Subcommand};
 
 mod healthcheck;
 
+/// mimalloc instead of glibc's malloc: the per-message work (the mapping
+/// language's JSON trees above all) allocates and frees small blocks, and
+/// glibc's free was the largest single cost in the mapping benchmark, which
+/// runs with this allocator too (mapping/benches/transform.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "backhaul",

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde_json::Value as Json;
+use super::json::Json;
 
 use super::error::DatasetError;
 
@@ -44,7 +44,8 @@ impl Datasets {
     }
 
     /// Replaces the records stored under `key`.
-    pub fn set(&mut self, key: impl Into<String>, records: Vec<Json>) {
+    pub fn set<J: Into<Json>>(&mut self, key: impl Into<String>, records: Vec<J>) {
+        let records = records.into_iter().map(Into::into).collect();
         self.records.insert(key.into(), records);
         self.modified();
     }
@@ -86,7 +87,7 @@ pub fn parse_json_lines(text: &str) -> Result<Vec<Json>, DatasetError> {
         if line.trim().is_empty() {
             continue;
         }
-        let v: Json = serde_json::from_str(line).map_err(|e| {
+        let v = Json::from_slice(line.as_bytes()).map_err(|e| {
             let full = e.to_string();
             let msg = match full.rfind(" at line ") {
                 Some(p) => &full[..p],
@@ -124,7 +125,7 @@ pub fn split_key_alias(spec: &str) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::json::json;
 
     #[test]
     fn json_lines() {
@@ -156,8 +157,8 @@ mod tests {
         let mut a = Datasets::new();
         let mut b = Datasets::new();
         assert_eq!(a.generation(), b.generation());
-        a.set("k", vec![]);
-        b.set("k", vec![]);
+        a.set("k", Vec::<Json>::new());
+        b.set("k", Vec::<Json>::new());
         assert_ne!(a.generation(), b.generation());
         assert_eq!(a, b);
         let c = a.clone();

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use serde_json::Value as Json;
+use super::json::Json;
 
 /// First record position per string key, for one generation of the records.
 #[derive(Debug, Clone, Default)]
@@ -43,7 +43,7 @@ impl StringIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::json::json;
 
     fn id(rec: &Json) -> Option<&str> {
         rec.get("id")?.as_str()

@@ -6,7 +6,7 @@
 //! when they change), or else compares each record's raw JSON without
 //! converting it.
 
-use serde_json::Value as Json;
+use super::json::Json;
 
 use super::dataset_index::StringIndex;
 use super::expr::{eval, BinOp, Expr};
@@ -146,9 +146,9 @@ fn equals(v: &Value, found: Option<Found<'_>>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::json::json;
     use crate::parser::parse;
     use crate::path::Pattern;
-    use serde_json::json;
 
     fn input(src: Src, field: &str) -> Input {
         let pattern = Pattern {

@@ -48,7 +48,7 @@ pub fn message(data: &[u8]) {
     let Ok(settings) = serde_yaml::from_slice::<Json>(settings) else {
         return;
     };
-    let Ok(payload) = serde_json::from_slice::<Json>(payload) else {
+    let Ok(payload) = crate::Json::from_slice(payload) else {
         return;
     };
     let mut message = sample_message();

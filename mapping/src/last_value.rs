@@ -7,7 +7,7 @@
 //! filter and map stages see the same "latest value seen", even for
 //! messages that are later filtered out or fail.
 
-use serde_json::Value as Json;
+use super::json::Json;
 
 /// Slots of last known values, keyed by a path description `K`.
 #[derive(Debug, Clone)]
@@ -60,7 +60,7 @@ impl<K: PartialEq + Clone> LastValues<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::json::json;
 
     #[test]
     fn keeps_latest_non_null() {

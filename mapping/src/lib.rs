@@ -54,6 +54,10 @@
 //! * [`Transform::apply`]`(&mut self, `[`Message`]`, &`[`Datasets`]`)` →
 //!   [`Outcome::Emit`] / [`Outcome::Filtered`] or a [`TransformError`] that
 //!   names the rule (`map[2]: ...`).
+//! * [`Json`] (objects: [`JsonMap`]): the JSON tree of payloads, dataset
+//!   records and last values, fields in document order;
+//!   [`Json::from_slice`] parses what serde_json accepts (faster),
+//!   [`Json::write_to`] serializes; converts from and to `serde_json::Value`.
 //! * [`Datasets`]: in-memory reference data (`set`, `set_json_lines`,
 //!   `get`, `remove`) and [`parse_json_lines`] ([`DatasetError`] names the line).
 
@@ -65,6 +69,10 @@ mod expr;
 mod functions;
 #[doc(hidden)]
 pub mod fuzzing;
+mod json;
+mod json_map;
+mod json_parse;
+mod json_serde;
 mod last_value;
 mod lexer;
 mod parser;
@@ -79,6 +87,8 @@ mod write;
 
 pub use self::dataset::{parse_json_lines, Datasets};
 pub use self::error::{CompileError, DatasetError, TransformError};
+pub use self::json::Json;
+pub use self::json_map::Map as JsonMap;
 pub use self::settings::{
     DatasetSettings, FilterSettings, MapSettings, SerializationFormat, TransformSettings,
 };

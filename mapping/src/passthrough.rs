@@ -8,7 +8,8 @@
 //! without those subtrees (objects they leave empty disappear, as no leaf
 //! under them is written).
 
-use serde_json::{Map, Value as Json};
+use super::json::Json;
+use super::json_map::Map;
 
 use super::path::{OutputPath, Pattern};
 use super::rules::{Access, MapRule, Src};
@@ -85,10 +86,10 @@ fn remove(node: &mut Json, path: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::json::json;
     use crate::last_value::LastValues;
     use crate::rules::CompileCtx;
     use crate::settings::MapSettings;
-    use serde_json::json;
 
     fn rules(specs: &[(&[&str], &str)]) -> Vec<MapRule> {
         let mut last = LastValues::default();

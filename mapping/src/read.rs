@@ -2,7 +2,7 @@
 //! the message, the matched dataset records or the last-value store, and
 //! only copied when a rule needs its own value.
 
-use serde_json::Value as Json;
+use super::json::Json;
 
 use super::last_value::LastValues;
 use super::path::Pattern;
@@ -155,7 +155,7 @@ fn walk<'j>(
 ) {
     let Some(obj) = node.as_object() else { return };
     for (k, v) in obj {
-        path.push(k.clone());
+        path.push(k.to_string());
         if suffix.is_empty() {
             match v.as_object() {
                 Some(o) if !o.is_empty() => walk(v, suffix, path, out),
@@ -174,7 +174,7 @@ fn walk<'j>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::json::json;
 
     fn pat(prefix: &[&str], wildcard: bool, suffix: &[&str]) -> Pattern {
         Pattern {

@@ -1,7 +1,7 @@
 //! Compiled dataset, filter and map rules, and how they read and write a
 //! message (§2.1–§2.3, §2.7–§2.9).
 
-use serde_json::Value as Json;
+use super::json::Json;
 
 use super::dataset::split_key_alias;
 use super::dataset_match::Matcher;

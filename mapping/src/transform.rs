@@ -1,6 +1,7 @@
 //! The compiled transform: datasets → filter → map on one message.
 
-use serde_json::{Map, Value as Json};
+use super::json::Json;
+use super::json_map::Map;
 
 use super::dataset::Datasets;
 use super::error::{CompileError, TransformError};
@@ -29,10 +30,10 @@ pub struct Message {
 
 impl Message {
     /// A message without properties.
-    pub fn new(topic: impl Into<String>, payload: Json) -> Self {
+    pub fn new(topic: impl Into<String>, payload: impl Into<Json>) -> Self {
         Message {
             topic: topic.into(),
-            payload,
+            payload: payload.into(),
             user_properties: Vec::new(),
             content_type: None,
         }
@@ -281,10 +282,11 @@ fn err(rule: String, message: String) -> TransformError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::json::json;
 
     fn compile(map: Json) -> Transform {
-        let settings = json!({"datasets": [{"key": "d", "inputs": ["$source.id", "$context.id"], "expression": "$1 == $2"}], "map": map});
+        let map = serde_json::Value::from(map);
+        let settings = serde_json::json!({"datasets": [{"key": "d", "inputs": ["$source.id", "$context.id"], "expression": "$1 == $2"}], "map": map});
         let settings: TransformSettings = serde_json::from_value(settings).unwrap();
         Transform::compile(&settings).unwrap()
     }
@@ -337,6 +339,34 @@ mod tests {
         }
     }
 
+    /// Output objects keep the message's field order; added fields follow
+    /// in the order rules write them (CHOICES.md), with or without the
+    /// moved pass-through.
+    #[test]
+    fn output_keeps_the_field_order_of_the_message_and_appends_in_rule_order() {
+        let map = json!([
+            {"inputs": ["*"], "output": "*"},
+            {"inputs": ["n.b"], "output": "n.a", "expression": "$1 * 2"},
+            {"inputs": ["z"], "output": "y"},
+            {"inputs": ["k"], "output": "k", "expression": "$1 + 1"},
+            {"inputs": [], "output": "c", "expression": "1"}
+        ]);
+        let payload = br#"{"z":1,"k":5,"n":{"c":0,"b":2},"a":true}"#;
+        let mut fast = compile(map.clone());
+        let mut general = compile(map);
+        general.passthrough = None;
+        for transform in [&mut fast, &mut general] {
+            let msg = Message::new("t", Json::from_slice(payload).unwrap());
+            let Ok(Outcome::Emit(out)) = transform.apply(msg, &Datasets::new()) else {
+                panic!("the message must pass");
+            };
+            assert_eq!(
+                String::from_utf8(out.payload.to_vec()).unwrap(),
+                r#"{"n":{"c":0,"a":4},"a":true,"y":1,"k":6,"c":1}"#
+            );
+        }
+    }
+
     /// The same on every fuzz corpus case that has a leading pass-through.
     #[test]
     fn moved_pass_through_equals_the_general_resolution_on_the_fuzz_corpus() {
@@ -367,7 +397,7 @@ mod tests {
         let data = files.map(|e| std::fs::read(e.unwrap().path()).unwrap());
         data.filter_map(|d| {
             let at = d.iter().position(|b| *b == 0)?;
-            serde_json::from_slice(&d[at + 1..]).ok()
+            Json::from_slice(&d[at + 1..]).ok()
         })
         .collect()
     }
@@ -375,11 +405,11 @@ mod tests {
     /// A corpus case (settings YAML, NUL, payload JSON) with a pass-through.
     fn corpus_case(data: &[u8]) -> Option<(Transform, Message)> {
         let at = data.iter().position(|b| *b == 0)?;
-        let settings: Json = serde_yaml::from_slice(&data[..at]).ok()?;
+        let settings: serde_json::Value = serde_yaml::from_slice(&data[..at]).ok()?;
         let settings: TransformSettings = serde_json::from_value(settings).ok()?;
         let transform = Transform::compile(&settings).ok()?;
         transform.passthrough.as_ref()?;
-        let payload = serde_json::from_slice(&data[at + 1..]).ok()?;
+        let payload = Json::from_slice(&data[at + 1..]).ok()?;
         let mut msg = Message::new("t/1", payload);
         msg.user_properties.push(("k".into(), "v".into()));
         Some((transform, msg))

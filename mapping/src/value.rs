@@ -6,7 +6,8 @@
 //! * Back to JSON: `Empty` is "no value" (the field is not written; inside a
 //!   tuple it becomes `null`), non-finite floats are an error.
 
-use serde_json::Value as Json;
+use super::json::Json;
+use super::json_map::Map;
 
 /// A value seen by the expression evaluator.
 ///
@@ -29,7 +30,7 @@ pub enum Value {
     /// Array (a JSON array).
     Tuple(Vec<Value>),
     /// JSON object: can be copied and compared for equality, not computed with.
-    Object(serde_json::Map<String, Json>),
+    Object(Map),
 }
 
 impl Value {
@@ -179,7 +180,7 @@ pub fn json_into_text(j: Json) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::json::json;
 
     #[test]
     fn json_round_trip() {

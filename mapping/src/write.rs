@@ -1,6 +1,7 @@
 //! Writing map results into the output message.
 
-use serde_json::{Map, Value as Json};
+use super::json::Json;
+use super::json_map::Map;
 
 use super::path::OutputPath;
 use super::transform::Message;
@@ -38,14 +39,12 @@ pub fn set_path(root: &mut Json, segments: &[String], value: Json) -> Result<(),
         let Some(obj) = node.as_object_mut() else {
             return Err(not_an_object(segments, i));
         };
-        node = obj
-            .entry(seg.clone())
-            .or_insert_with(|| Json::Object(Map::new()));
+        node = obj.get_or_insert_with(seg, || Json::Object(Map::new()));
     }
     let Some(obj) = node.as_object_mut() else {
         return Err(not_an_object(segments, parents.len()));
     };
-    obj.insert(last.clone(), value);
+    obj.insert(last, value);
     Ok(())
 }
 
@@ -124,7 +123,7 @@ fn write_user_property<'r>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::json::json;
 
     #[test]
     fn set_path_creates_and_rejects() {

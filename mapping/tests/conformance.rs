@@ -33,7 +33,7 @@ fn message(v: &Yaml) -> Result<Message, String> {
         .map(str::to_string);
     Ok(Message {
         topic,
-        payload,
+        payload: payload.into(),
         user_properties: props(field(v, "user_properties"))?,
         content_type,
     })
@@ -98,10 +98,11 @@ fn check_step(t: &mut Transform, ds: &Datasets, step: &Yaml, index: usize) -> Re
             out.topic, exp_msg.topic
         ));
     }
-    if !approx_eq(&out.payload, &exp_msg.payload) {
+    let (got, expected) = (Json::from(out.payload), Json::from(exp_msg.payload));
+    if !approx_eq(&got, &expected) {
         return Err(format!(
             "{at}: payload\n  got      {}\n  expected {}",
-            out.payload, exp_msg.payload
+            got, expected
         ));
     }
     let exp_props = if field(exp, "user_properties").is_some() {

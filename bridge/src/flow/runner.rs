@@ -13,7 +13,7 @@ use crate::datasets::DatasetStore;
 use crate::deadletter::DeadLetters;
 use crate::endpoint::{ErrorKind, OutboundMessage, SendError, Sink};
 use crate::health::FlowHealth;
-use crate::mapping::{Datasets, Message, Outcome, Transform};
+use crate::mapping::{Datasets, Json, Message, Outcome, Transform};
 use crate::metrics::FlowMetrics;
 
 /// Batch sizes and retry timing of a flow.
@@ -367,7 +367,7 @@ fn transform_message(
     datasets: &Datasets,
     seq: Seq,
 ) -> Result<(), Drop> {
-    let payload = serde_json::from_slice(&message.payload).map_err(|err| {
+    let payload = Json::from_slice(&message.payload).map_err(|err| {
         warn!(seq, %err, "payload is not JSON; the transformation needs JSON");
         Drop::TransformError
     })?;
@@ -388,9 +388,10 @@ fn transform_message(
     message.topic = output.topic;
     message.user_properties = output.user_properties;
     message.content_type = output.content_type;
-    message.payload = serde_json::to_vec(&output.payload)
-        .map_err(|_| Drop::TransformError)?
-        .into();
+    // The output is usually about the size of the input.
+    let mut payload = Vec::with_capacity(message.payload.len() + message.payload.len() / 2);
+    output.payload.write_to(&mut payload);
+    message.payload = payload.into();
     Ok(())
 }
 
