@@ -99,6 +99,25 @@ pub trait Sink: Send {
     /// every message; after an error the caller sends the same batch again.
     async fn send(&mut self, batch: &[OutboundMessage]) -> Result<(), SendError>;
 
+    /// Delivers from `window` in order while keeping messages in flight
+    /// across calls: returns once at least `want` (1 ..= `window.len()`)
+    /// messages at its front are confirmed, with how many are. The caller
+    /// then drops that many from the front, may append more at the back and
+    /// calls again with the rest, so a sink with an in-flight window never
+    /// waits for the tail of one batch before starting the next. After an
+    /// error the caller passes the same window again and the sink sends it
+    /// from its first message; a [`SendError::too_large`] index counts from
+    /// the window's front.
+    ///
+    /// The default sends the first `want` messages as one batch.
+    async fn send_window(
+        &mut self,
+        window: &[OutboundMessage],
+        want: usize,
+    ) -> Result<usize, SendError> {
+        self.send(&window[..want]).await.map(|()| want)
+    }
+
     /// Releases connections and files.
     async fn close(&mut self);
 }

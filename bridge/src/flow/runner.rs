@@ -8,6 +8,7 @@ use backoff::ExponentialBackoff;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn, Instrument};
 
+use super::window::Window;
 use super::{ReplayRequest, TopicTemplate};
 use crate::datasets::DatasetStore;
 use crate::deadletter::DeadLetters;
@@ -15,6 +16,11 @@ use crate::endpoint::{ErrorKind, OutboundMessage, SendError, Sink};
 use crate::health::FlowHealth;
 use crate::mapping::{Datasets, Json, Message, Outcome, Transform};
 use crate::metrics::FlowMetrics;
+
+/// Batches read ahead of the oldest unacknowledged one: one, so the sink
+/// can start the next batch while the last confirmations of the previous
+/// one are on their way.
+const READ_AHEAD_BATCHES: usize = 2;
 
 /// Batch sizes and retry timing of a flow.
 #[derive(Debug, Clone)]
@@ -106,55 +112,152 @@ impl FlowRunner {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let span = tracing::info_span!("flow", name = %self.name);
         async move {
+            let mut window = Window::default();
             let mut next: Seq = 1;
+            // A replay waits until the window is empty: the sink never has
+            // two users.
+            let mut replay: Option<ReplayRequest> = None;
             while !*shutdown.borrow() {
-                if let Ok(request) = self.replays.try_recv() {
-                    if !self.replay(request, &mut shutdown).await {
-                        break;
-                    }
-                    continue;
+                if replay.is_none() {
+                    replay = self.replays.try_recv().ok();
                 }
-                let records = match self.read_batch(next, &mut shutdown).await {
-                    Ok(records) => records,
-                    Err(err) => {
-                        warn!(%err, "reading the queue failed; retrying");
-                        sleep_or_shutdown(Duration::from_secs(1), &mut shutdown).await;
+                if window.is_empty() {
+                    if let Some(request) = replay.take() {
+                        if !self.replay(request, &mut shutdown).await {
+                            break;
+                        }
                         continue;
                     }
-                };
-                let Some(last) = records.last().map(|r| r.seq) else {
-                    tokio::select! {
-                        _ = self.queue.appended() => {}
-                        Some(request) = self.replays.recv() => {
-                            if !self.replay(request, &mut shutdown).await {
+                }
+                let read_ahead = replay.is_none() && window.batches() < READ_AHEAD_BATCHES;
+                if read_ahead {
+                    match self.fill(&mut window, next, &mut shutdown).await {
+                        Ok(Some(last)) => next = last + 1,
+                        Ok(None) if window.is_empty() => {
+                            if !self.idle(&mut replay, &mut shutdown).await {
                                 break;
                             }
+                            continue;
                         }
-                        _ = shutdown.changed() => {}
+                        Ok(None) => {}
+                        Err(err) => {
+                            warn!(%err, "reading the queue failed; retrying");
+                            sleep_or_shutdown(Duration::from_secs(1), &mut shutdown).await;
+                            continue;
+                        }
                     }
-                    continue;
-                };
-                let batch_len = records.len();
-                let batch = self.prepare(records);
-                let Some(delivered) = self.deliver(&batch, Delivery::Live, &mut shutdown).await
-                else {
+                }
+                if self.settle(&mut window, &mut shutdown).await.is_none() {
                     break;
-                };
-                let in_batch = batch_len;
-                let acked = acknowledge(&self.queue, last, &mut shutdown).await;
-                // Records the DropOldest policy removed while they were in
-                // flight are counted as dropped by the queue, not twice.
-                let overflowed = in_batch.saturating_sub(acked as usize);
-                self.metrics
-                    .delivered
-                    .inc_by(delivered.saturating_sub(overflowed) as u64);
-                next = last + 1;
+                }
             }
             self.sink.close().await;
             info!("flow stopped");
         }
         .instrument(span)
         .await
+    }
+
+    /// Reads the next batch into the window (lingering only when the window
+    /// is empty, so nothing in flight waits for it); the batch's last
+    /// sequence, or `None` if nothing was queued.
+    async fn fill(
+        &mut self,
+        window: &mut Window,
+        next: Seq,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Option<Seq>, backhaul_storage::StorageError> {
+        let records = if window.is_empty() {
+            self.read_batch(next, shutdown).await?
+        } else {
+            let (max, bytes) = (
+                self.settings.max_batch_messages,
+                self.settings.max_batch_bytes,
+            );
+            self.queue.read(next, max, bytes).await?
+        };
+        let Some(last) = records.last().map(|r| r.seq) else {
+            return Ok(None);
+        };
+        let count = records.len();
+        window.push(last, count, self.prepare(records));
+        Ok(Some(last))
+    }
+
+    /// Waits for new records, a replay request or shutdown; `false` on
+    /// shutdown.
+    async fn idle(
+        &mut self,
+        replay: &mut Option<ReplayRequest>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        tokio::select! {
+            _ = self.queue.appended() => {}
+            Some(request) = self.replays.recv() => *replay = Some(request),
+            _ = shutdown.changed() => {}
+        }
+        !*shutdown.borrow()
+    }
+
+    /// Sends until the oldest batch with messages is confirmed, then
+    /// acknowledges every settled batch in the queue; `None` on shutdown.
+    async fn settle(
+        &mut self,
+        window: &mut Window,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<()> {
+        if window.front_unsettled() > 0 {
+            self.deliver_window(window, shutdown).await?;
+        }
+        while let Some(batch) = window.pop_settled() {
+            let acked = acknowledge(&self.queue, batch.last, shutdown).await;
+            // Records the DropOldest policy removed while they were in
+            // flight are counted as dropped by the queue, not twice.
+            let overflowed = batch.records.saturating_sub(acked as usize);
+            self.metrics
+                .delivered
+                .inc_by(batch.delivered.saturating_sub(overflowed) as u64);
+        }
+        Some(())
+    }
+
+    /// One round of sending the window: settles at least the oldest
+    /// batch's messages, or the messages before one the destination can
+    /// never take and that one (dead-lettered). Retries with backoff;
+    /// `None` on shutdown.
+    async fn deliver_window(
+        &mut self,
+        window: &mut Window,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<()> {
+        let mut backoff = self.backoff();
+        loop {
+            let want = window.front_unsettled();
+            let result = tokio::select! {
+                result = self.sink.send_window(window.messages(), want) => result,
+                _ = shutdown.changed() => return None,
+            };
+            let err = match result {
+                Ok(confirmed) => {
+                    self.healthy();
+                    window.settle(confirmed, true);
+                    return Some(());
+                }
+                Err(err) => err,
+            };
+            if let Some(index) = err.too_large.filter(|i| *i < window.messages().len()) {
+                window.settle(index, true);
+                let letter = window.front_message()?.clone();
+                self.dead_letter(&letter, &err.message, Delivery::Live, shutdown)
+                    .await?;
+                window.settle(1, false);
+                return Some(());
+            }
+            let delay = self.failed(&err, &mut backoff, window.messages().len());
+            if !sleep_or_shutdown(delay, shutdown).await {
+                return None;
+            }
+        }
     }
 
     /// Reads a batch from `next`; when it is not full and the endpoint
