@@ -16,6 +16,8 @@
 //! - [`tls`], [`auth`], [`passwd`], [`authz`]: listener TLS, who a client
 //!   is, password files, and what it may publish and subscribe to.
 //! - [`stats`]: refusals counted by reason, for metrics.
+//! - `will` and `session`: will messages and session lifetimes, which
+//!   Backhaul keeps itself because rumqttd's router does not for local links.
 
 pub mod auth;
 pub mod authz;
@@ -28,9 +30,11 @@ pub mod fuzzing;
 pub mod gate;
 pub mod message;
 pub mod passwd;
+mod session;
 pub mod stats;
 pub mod tls;
 pub mod topic;
+mod will;
 
 pub use auth::Authentication;
 pub use authz::Authorization;
@@ -39,3 +43,4 @@ pub use error::{BrokerError, ConnectionError};
 pub use gate::{DurableGate, FlowRoute};
 pub use message::StoredMessage;
 pub use topic::{FilterError, TopicFilter};
+pub use will::WillError;
