@@ -232,7 +232,9 @@ impl Connection {
         let mut client_id = connect.client_id.clone();
         let mut assigned = None;
         if client_id.is_empty() {
-            if !connect.clean_session {
+            // MQTT 3.1.1 requires a clean session with an empty client id;
+            // MQTT 5 lets the server assign one either way.
+            if !connect.clean_session && !v5 {
                 refuse(
                     &codec,
                     &mut writer,
@@ -287,7 +289,7 @@ impl Connection {
         );
         let router_keeps_state = expiry != Some(Duration::ZERO) || !connect.clean_session;
         let topic_alias_max = props.as_ref().and_then(|p| p.topic_alias_max).unwrap_or(0);
-        let (generation, (link_tx, link_rx, notification)) = attach(
+        let (generation, (mut link_tx, link_rx, notification)) = attach(
             shared,
             &client_id,
             connect.clean_session,
@@ -295,17 +297,30 @@ impl Connection {
             topic_alias_max,
         )
         .await?;
-        if let Some(Packet::ConnAck(ack, ack_props)) = notification.into() {
-            let ack_props = codec.is_v5().then(|| {
-                let mut p = ack_props.unwrap_or_default();
-                p.assigned_client_identifier = assigned;
-                p.receive_max = Some(shared.settings.receive_maximum);
-                p.max_packet_size = u32::try_from(shared.settings.max_packet_size).ok();
-                p
-            });
-            codec.write(Packet::ConnAck(ack, ack_props), &mut outbuf)?;
+        let connack = async {
+            if let Some(Packet::ConnAck(ack, ack_props)) = notification.into() {
+                let ack_props = codec.is_v5().then(|| {
+                    let mut p = ack_props.unwrap_or_default();
+                    p.assigned_client_identifier = assigned;
+                    p.receive_max = Some(shared.settings.receive_maximum);
+                    p.max_packet_size = u32::try_from(shared.settings.max_packet_size).ok();
+                    p
+                });
+                codec.write(Packet::ConnAck(ack, ack_props), &mut outbuf)?;
+            }
+            writer.write_all(&outbuf).await?;
+            Ok::<(), ConnectionError>(())
+        };
+        if let Err(err) = connack.await {
+            // Attached but never connected: leave the router and the
+            // session registry as if the client had not come.
+            shared.sessions.abandon(&client_id, generation);
+            let disconnect = Disconnect {
+                reason_code: DisconnectReasonCode::NormalDisconnection,
+            };
+            let _ = link_tx.send(Packet::Disconnect(disconnect, None)).await;
+            return Err(err);
         }
-        writer.write_all(&outbuf).await?;
         outbuf.clear();
         debug!(
             keep_alive = connect.keep_alive,

@@ -286,3 +286,20 @@ async fn mqtt_5_clean_start_and_expiry_zero_follow_the_specification() {
     let (_socket, present, _) = connect_raw(address, &raw(false, Some(60))).await;
     assert!(present, "the clean-started session was kept after it");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_client_id_with_a_persistent_session_is_refused_only_on_3_1_1() {
+    let broker = broker().await;
+    let address = broker.addresses[0];
+    let persistent = |v5| ConnectOptions {
+        clean: false,
+        ..ConnectOptions::new(v5, "")
+    };
+    let (_, _, code) = connect_raw(address, &persistent(false)).await;
+    assert_eq!(code, 0x02, "3.1.1: identifier rejected");
+    let (mut socket, _, code) = connect_raw(address, &persistent(true)).await;
+    assert_eq!(code, 0, "MQTT 5: the server assigns one");
+    use tokio::io::AsyncWriteExt;
+    socket.write_all(&PINGREQ).await.unwrap();
+    assert_eq!(read_packet(&mut socket).await, Some(vec![0xd0, 0]));
+}
