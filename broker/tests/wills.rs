@@ -337,14 +337,15 @@ async fn pings_within_one_and_a_half_keep_alives_keep_a_client_connected() {
     let address = broker.addresses[0];
     let mut watcher = Subscriber::start(address, "watcher", "plant/#").await;
     let options = ConnectOptions {
-        keep_alive: 2,
+        keep_alive: 4,
         will: Some(will("plant/pinger/status", "dropped", None)),
         ..ConnectOptions::new(true, "pinger")
     };
     let (mut socket, _, _) = connect_raw(address, &options).await;
-    // Each gap is longer than the keep-alive but shorter than 1.5 times it.
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Each gap is longer than the keep-alive (4 s) but shorter than 1.5
+    // times it (6 s), with room for a slow machine.
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(4800)).await;
         socket.write_all(&PINGREQ).await.unwrap();
         assert_eq!(read_packet(&mut socket).await, Some(vec![0xd0, 0]));
     }
