@@ -139,7 +139,8 @@ struct Connection {
     /// id to (denied positions, filter count), to put the failures back
     /// into the router's SUBACK.
     suback_fixups: HashMap<u16, (Vec<usize>, usize)>,
-    /// A persistent session (clean session / clean start off).
+    /// A session the router keeps after the connection (clean session off,
+    /// or an MQTT 5 Session Expiry Interval).
     persistent: bool,
     client_id: String,
     /// This connection's turn with its client id (see [`Sessions`](crate::session)).
@@ -344,7 +345,8 @@ impl Connection {
             grants,
             inflight_qos1: 0,
             suback_fixups: HashMap::new(),
-            persistent: !connect.clean_session,
+            // What matters for the router is whether it saves the session.
+            persistent: router_keeps_state,
             client_id,
             generation,
             will,

@@ -303,3 +303,33 @@ async fn an_empty_client_id_with_a_persistent_session_is_refused_only_on_3_1_1()
     socket.write_all(&PINGREQ).await.unwrap();
     assert_eq!(read_packet(&mut socket).await, Some(vec![0xd0, 0]));
 }
+
+/// rumqttd's router panics when a session it saves was alone in a `$share`
+/// group with a message in flight, so such subscriptions get QoS 0. An
+/// MQTT 5 clean start with an expiry interval is such a session too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_subscriptions_of_sessions_the_router_keeps_are_granted_qos_0() {
+    use tokio::io::AsyncWriteExt;
+    let broker = broker().await;
+    let address = broker.addresses[0];
+    for (clean, expiry, granted) in [(true, Some(60), 0), (false, Some(60), 0), (true, None, 1)] {
+        let options = ConnectOptions {
+            clean,
+            session_expiry: expiry,
+            ..ConnectOptions::new(true, "sharer")
+        };
+        let (mut socket, _, _) = connect_raw(address, &options).await;
+        socket
+            .write_all(&subscribe(true, 7, &["$share/g/plant/#"]))
+            .await
+            .unwrap();
+        let ack = read_packet(&mut socket).await.expect("SUBACK");
+        assert_eq!(
+            suback(&ack, 1),
+            (7, vec![granted]),
+            "clean start {clean}, expiry {expiry:?}"
+        );
+        drop(socket);
+        settled(&broker).await;
+    }
+}
