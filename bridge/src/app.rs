@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
-use backhaul_broker::{Broker, DurableGate, FlowRoute};
+use anyhow::{anyhow, Context, Result};
+use backhaul_broker::{Broker, BrokerSettings, DurableGate, FlowRoute};
+use backhaul_storage::keyed::RetainedStore;
 use backhaul_storage::{FlowSpec, QueueStore, StorageMode};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// How often dataset files are checked for changes.
 const DATASET_POLL: std::time::Duration = std::time::Duration::from_secs(2);
@@ -88,7 +89,10 @@ pub async fn run(
         })
         .collect();
     let broker_settings = config.appliance.broker.clone();
-    let broker = Broker::new(broker_settings, DurableGate::new(store.clone(), routes));
+    let broker = new_broker(broker_settings, DurableGate::new(store.clone(), routes));
+    if config.appliance.storage_mode == StorageModeSpec::Disk {
+        keep_retained(&broker, &data_dir).await?;
+    }
     let listeners = broker.bind().await?;
 
     let metrics = Metrics::new(store.queues(), store.clone(), broker.stats());
@@ -170,7 +174,17 @@ pub async fn run(
         "Backhaul is ready"
     );
 
-    shutdown.await;
+    // A dead router serves no client while the process looks alive: end
+    // with an error instead, so that systemd (Restart=on-failure) starts a
+    // fresh process, which recovers the queues and retained messages.
+    let router = broker.router_watch();
+    let outcome = tokio::select! {
+        () = shutdown => Ok(()),
+        () = router.stopped() => {
+            error!("the MQTT router thread has stopped (see the panic above); no client can be served: exiting to be restarted");
+            Err(anyhow!("the MQTT router (rumqttd) thread has stopped"))
+        }
+    };
     info!("shutting down");
     if let Some(notifier) = &notifier {
         notifier.notify("STOPPING=1\nSTATUS=shutting down: finishing the batches in flight");
@@ -183,6 +197,33 @@ pub async fn run(
     if let Some(watchdog_task) = watchdog_task {
         watchdog_task.abort();
     }
+    outcome
+}
+
+/// The broker. Debug builds only (the tests' binary):
+/// `BACKHAUL_TEST_ROUTER_DIES_ON=<filter>` makes rumqttd's router thread
+/// panic when a client subscribes to that filter, to test that the process
+/// then exits.
+fn new_broker(settings: BrokerSettings, gate: DurableGate) -> Broker {
+    #[cfg(debug_assertions)]
+    if let Ok(filter) = std::env::var("BACKHAUL_TEST_ROUTER_DIES_ON") {
+        warn!(%filter, "test hook: the router dies on a subscription to this filter");
+        return Broker::with_router_dying_on(settings, gate, &filter);
+    }
+    Broker::new(settings, gate)
+}
+
+/// Disk mode: retained messages are kept in `state/` under the data
+/// directory, and the ones kept from earlier runs go back to the router
+/// before any listener accepts.
+async fn keep_retained(broker: &Broker, data_dir: &Path) -> Result<()> {
+    let dir = data_dir.join("state");
+    let opened = dir.clone();
+    let store = tokio::task::spawn_blocking(move || RetainedStore::open(&opened))
+        .await?
+        .with_context(|| format!("cannot open the retained messages in {}", dir.display()))?;
+    let restored = broker.keep_retained(store).await?;
+    info!(restored, dir = %dir.display(), "retained messages restored");
     Ok(())
 }
 

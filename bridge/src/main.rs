@@ -189,10 +189,14 @@ fn main() -> ExitCode {
 
 fn run(config: Config, data_dir: PathBuf) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let shutdown = shutdown_signal()?;
         app::run(config, data_dir, shutdown).await
-    })
+    });
+    // A task stuck on a dead part (such as rumqttd's router) must not keep
+    // the process from exiting.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    result
 }
 
 /// Resolves on Ctrl-C or SIGTERM. The handlers are installed here, before

@@ -291,9 +291,10 @@ fn limits_and_authorization_rules_are_checked_with_their_fields() {
     assert_eq!(
         errors.lines().collect::<Vec<_>>(),
         [
+            // Limits come first: listeners inherit them.
+            format!("{at}: spec.limits.receiveMaximum: 0 is out of range; expected 1 to 65535"),
             format!("{at}: spec.authorization.rules[0].identity: must be a username, a certificate CN, or '*' for every client"),
             format!("{at}: spec.authorization.rules[1].subscribe[1]: '#' must be the last level and stand alone (as in 'a/#') in 'a/#/b'"),
-            format!("{at}: spec.limits.receiveMaximum: 0 is out of range; expected 1 to 65535"),
         ]
     );
     let ok = text
@@ -302,9 +303,9 @@ fn limits_and_authorization_rules_are_checked_with_their_fields() {
         .replace(", 'a/#/b'", "");
     let config = backhaul_bridge::config::Config::from_texts(&[("a.yaml", &ok)]).unwrap();
     let broker = &config.appliance.broker;
-    assert_eq!(broker.receive_maximum, 16);
-    assert_eq!(broker.max_topic_levels, 4);
-    assert_eq!(broker.max_topic_length, 1024, "default");
+    assert_eq!(broker.limits.receive_maximum, 16);
+    assert_eq!(broker.limits.max_topic_levels, 4);
+    assert_eq!(broker.limits.max_topic_length, 1024, "default");
     let who = |identity| backhaul_broker::authz::Requester {
         identity,
         client_id: "c",

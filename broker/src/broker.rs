@@ -1,12 +1,14 @@
 //! The broker: rumqttd's router plus Backhaul's own listeners.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use backhaul_storage::keyed::RetainedStore;
 use rumqttd::local::{LinkBuilder, LinkRx, LinkTx};
-use rumqttd::{Notification, Router, RouterConfig};
+use rumqttd::{Notification, Router, RouterConfig, SegmentConfig};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::rustls::ServerConfig;
@@ -17,8 +19,12 @@ use crate::auth::Authentication;
 use crate::authz::Authorization;
 use crate::connection;
 use crate::gate::DurableGate;
+use crate::limits::Limits;
+use crate::retained;
+use crate::router_watch::RouterWatch;
 use crate::session::Sessions;
 use crate::stats::{Action, AuthFailure, ReasonCounters, Rejection};
+use crate::websocket::WebSocketSettings;
 use crate::will::{WillLink, WILL_LINK_CLIENT_ID};
 use crate::{BrokerError, ConnectionError};
 
@@ -26,33 +32,27 @@ use crate::{BrokerError, ConnectionError};
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
     pub listeners: Vec<ListenerSettings>,
-    /// Largest packet a client may send.
-    pub max_packet_size: usize,
-    /// How long a new connection may take to finish its TLS handshake and
-    /// send CONNECT.
-    pub connect_timeout: Duration,
-    /// Most open connections (all listeners); a client beyond it gets
-    /// CONNACK "quota exceeded" (MQTT 5) or "server unavailable" (3.1.1).
-    pub max_connections: usize,
-    /// Most QoS 1/2 publishes an MQTT 5 client may have unacknowledged
-    /// (advertised in CONNACK); one more closes it with 0x93.
-    pub receive_maximum: u16,
-    /// Longest topic name or filter, in bytes.
-    pub max_topic_length: usize,
-    /// Most levels in a topic name or filter.
-    pub max_topic_levels: usize,
+    /// The limits of listeners without their own; `max_connections` here
+    /// caps all listeners together.
+    pub limits: Limits,
     /// Who may publish and subscribe where.
     pub authorization: Arc<Authorization>,
 }
 
-/// One listener: its address, TLS and how it authenticates clients.
+/// One listener: its address, TLS, WebSocket and how it authenticates
+/// clients.
 #[derive(Debug, Clone)]
 pub struct ListenerSettings {
     pub name: String,
     pub address: SocketAddr,
     /// `None` for plain TCP.
     pub tls: Option<Arc<ServerConfig>>,
+    /// MQTT over WebSocket (over TLS when `tls` is set: `wss`).
+    pub websocket: Option<WebSocketSettings>,
     pub authentication: Authentication,
+    /// This listener's own limits (`max_connections` counted on this
+    /// listener alone); `None`: the broker's.
+    pub limits: Option<Limits>,
 }
 
 impl ListenerSettings {
@@ -62,7 +62,9 @@ impl ListenerSettings {
             name: name.into(),
             address,
             tls: None,
+            websocket: None,
             authentication: Authentication::Anonymous,
+            limits: None,
         }
     }
 }
@@ -71,12 +73,7 @@ impl Default for BrokerSettings {
     fn default() -> Self {
         Self {
             listeners: Vec::new(),
-            max_packet_size: 1024 * 1024,
-            connect_timeout: Duration::from_secs(10),
-            max_connections: 10_000,
-            receive_maximum: 100,
-            max_topic_length: 1024,
-            max_topic_levels: 32,
+            limits: Limits::default(),
             authorization: Arc::new(Authorization::allow_all()),
         }
     }
@@ -109,7 +106,7 @@ pub(crate) struct LinkRequest {
     pub(crate) topic_alias_max: u16,
 }
 
-type Connector =
+pub(crate) type Connector =
     dyn Fn(LinkRequest) -> Result<(LinkTx, LinkRx, Notification), ConnectionError> + Send + Sync;
 
 /// State every connection shares.
@@ -126,6 +123,9 @@ pub(crate) struct Shared {
     pub(crate) sessions: Sessions,
     /// The router link wills are published through.
     pub(crate) will_link: WillLink,
+    /// Where retained messages are kept across restarts (disk mode); unset:
+    /// in the router's memory only.
+    pub(crate) retained: OnceLock<Arc<RetainedStore>>,
     next_client: AtomicU64,
 }
 
@@ -139,15 +139,37 @@ impl Shared {
 /// The device-facing broker.
 pub struct Broker {
     shared: Arc<Shared>,
+    router: RouterWatch,
 }
 
 impl Broker {
     /// Starts rumqttd's router thread. Call [`Broker::bind`] next.
     pub fn new(settings: BrokerSettings, gate: DurableGate) -> Self {
-        let router_tx = Router::new(0, router_config(settings.max_connections)).spawn();
+        let router = router_config(settings.limits.max_connections);
+        Self::with_router(settings, gate, router)
+    }
+
+    /// For tests of a router that dies: the router thread panics when a
+    /// client subscribes to `filter` (rumqttd refuses a log segment of
+    /// 0 bytes for it), as it does on its own internal errors.
+    #[doc(hidden)]
+    pub fn with_router_dying_on(settings: BrokerSettings, gate: DurableGate, filter: &str) -> Self {
+        let mut router = router_config(settings.limits.max_connections);
+        let fatal = SegmentConfig {
+            max_segment_size: 0,
+            max_segment_count: 1,
+        };
+        router.custom_segment = Some(HashMap::from([(filter.to_string(), fatal)]));
+        Self::with_router(settings, gate, router)
+    }
+
+    fn with_router(settings: BrokerSettings, gate: DurableGate, router: RouterConfig) -> Self {
+        let router_tx = Router::new(0, router).spawn();
         let (will_tx, will_rx, _) = LinkBuilder::new(WILL_LINK_CLIENT_ID, router_tx.clone())
             .build()
             .expect("a router that was just spawned accepts a link");
+        let watched = router_tx.clone();
+        let router = RouterWatch::new(move || !watched.is_disconnected());
         let connector = move |request: LinkRequest| {
             LinkBuilder::new(&request.client_id, router_tx.clone())
                 .clean_session(request.clean_session)
@@ -164,9 +186,17 @@ impl Broker {
                 verify_slots: Semaphore::new(VERIFY_SLOTS),
                 sessions: Sessions::default(),
                 will_link: WillLink::new(will_tx, will_rx),
+                retained: OnceLock::new(),
                 next_client: AtomicU64::new(1),
             }),
+            router,
         }
+    }
+
+    /// Tells whether rumqttd's router thread still runs; see
+    /// [`RouterWatch`].
+    pub fn router_watch(&self) -> RouterWatch {
+        self.router.clone()
     }
 
     pub(crate) fn shared(&self) -> Arc<Shared> {
@@ -175,6 +205,20 @@ impl Broker {
 
     pub fn stats(&self) -> Arc<BrokerStats> {
         self.shared.stats.clone()
+    }
+
+    /// Keeps retained messages in `store` from now on, after handing the
+    /// ones it holds back to the router (see [`crate::retained`]). Call it
+    /// before the listeners serve, so that the first subscriber gets them.
+    /// Returns how many were restored.
+    pub async fn keep_retained(&self, store: RetainedStore) -> Result<usize, BrokerError> {
+        let stored = store.load();
+        let restored = retained::republish(self.shared.connector.clone(), stored)
+            .await
+            .map_err(|err| BrokerError::RetainedRestore(err.to_string()))?;
+        // Only this method sets it; a second call keeps the first store.
+        let _ = self.shared.retained.set(Arc::new(store));
+        Ok(restored)
     }
 
     /// Binds every listener, so address errors surface before the broker
@@ -199,6 +243,7 @@ impl Broker {
                 listener = %settings.name,
                 %address,
                 tls = settings.tls.is_some(),
+                websocket = settings.websocket.as_ref().map(|ws| ws.path.as_str()),
                 authentication,
                 "MQTT listener bound"
             );
@@ -217,7 +262,10 @@ impl Broker {
                 shared: self.shared.clone(),
                 context: Arc::new(ListenerContext {
                     tls: settings.tls.clone().map(TlsAcceptor::from),
+                    websocket: settings.websocket.clone(),
                     authentication: settings.authentication.clone(),
+                    limits: settings.limits.unwrap_or(self.shared.settings.limits),
+                    connections: AtomicU64::new(0),
                 }),
             });
         }
@@ -247,7 +295,12 @@ const VERIFY_SLOTS: usize = 4;
 /// What a connection needs of its listener.
 pub(crate) struct ListenerContext {
     pub(crate) tls: Option<TlsAcceptor>,
+    pub(crate) websocket: Option<WebSocketSettings>,
     pub(crate) authentication: Authentication,
+    /// The listener's limits (its own, or the broker's).
+    pub(crate) limits: Limits,
+    /// Connections open on this listener.
+    pub(crate) connections: AtomicU64,
 }
 
 /// A bound listener, ready to accept.

@@ -8,9 +8,9 @@
 //! sees a QoS 0 copy for its subscribers and so never acknowledges for us.
 //!
 //! Security runs here too, in the connection's own task and within the
-//! connect timeout: the TLS handshake, authentication (password checks on
-//! the blocking pool), then per packet the limits and the authorization
-//! rules. A PUBLISH the rules deny never reaches the gate nor the router.
+//! connect timeout: the TLS and WebSocket handshakes, authentication
+//! (password checks on the blocking pool), then per packet the limits and
+//! the authorization rules. A PUBLISH the rules deny never reaches the gate nor the router.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use backhaul_storage::keyed::RetainedWrite;
 use backhaul_storage::{CommitTicket, StorageError};
 use bytes::{Bytes, BytesMut};
 use futures::stream::{FuturesOrdered, StreamExt};
@@ -38,18 +39,21 @@ mod admission;
 mod limits;
 
 use self::admission::{check_password, handshake, refuse};
-use self::limits::{check_topic, count_rejection, disconnect_reason};
+use self::limits::{check_topic, count_rejection, disconnect_reason, too_many_connections};
 use crate::auth::Authentication;
 use crate::authz::{Grants, Requester};
 use crate::broker::{ListenerContext, Shared};
 use crate::codec::{peek_publish, Codec, PublishHeader};
+use crate::limits::Limits;
 use crate::message::StoredMessage;
+use crate::retained;
 use crate::session::{self, attach, session_expiry, Ending};
 use crate::stats::{Action, AuthFailure, Rejection};
 use crate::will::{is_reserved_client_id, Will};
 use crate::ConnectionError;
 
-/// A client's byte stream: plain TCP or TLS over it.
+/// A client's byte stream: plain TCP, TLS over it, and either of them
+/// carrying WebSocket.
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 type Io = Box<dyn Stream>;
@@ -68,7 +72,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             .stats
             .connections_total
             .fetch_add(1, Ordering::Relaxed);
-        let _open = OpenConnection::count(&shared);
+        let _open = OpenConnection::count(&shared, &listener);
         match Connection::open(stream, &shared, &listener).await {
             Ok(Some(mut connection)) => {
                 let result = connection.run(&shared).await;
@@ -95,16 +99,18 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     .await
 }
 
-/// Counts an open connection until dropped, also when its task unwinds.
-struct OpenConnection(Arc<Shared>);
+/// Counts an open connection (in the broker and on its listener) until
+/// dropped, also when its task unwinds.
+struct OpenConnection(Arc<Shared>, Arc<ListenerContext>);
 
 impl OpenConnection {
-    fn count(shared: &Arc<Shared>) -> Self {
+    fn count(shared: &Arc<Shared>, listener: &Arc<ListenerContext>) -> Self {
         shared
             .stats
             .connections_active
             .fetch_add(1, Ordering::Relaxed);
-        Self(shared.clone())
+        listener.connections.fetch_add(1, Ordering::Relaxed);
+        Self(shared.clone(), listener.clone())
     }
 }
 
@@ -114,6 +120,7 @@ impl Drop for OpenConnection {
             .stats
             .connections_active
             .fetch_sub(1, Ordering::Relaxed);
+        self.1.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -142,6 +149,8 @@ struct Connection {
     /// A session the router keeps after the connection (clean session off,
     /// or an MQTT 5 Session Expiry Interval).
     persistent: bool,
+    /// The limits of the listener the client came in on.
+    limits: Limits,
     client_id: String,
     /// This connection's turn with its client id (see [`Sessions`](crate::session)).
     generation: u64,
@@ -182,13 +191,14 @@ impl Connection {
         shared: &Shared,
         listener: &ListenerContext,
     ) -> Result<Option<Self>, ConnectionError> {
-        let deadline = Instant::now() + shared.settings.connect_timeout;
+        let limits = listener.limits;
+        let deadline = Instant::now() + limits.connect_timeout;
         let (io, certificate_cn) = timeout_at(deadline, handshake(stream, listener, shared))
             .await
             .map_err(|_| ConnectionError::ConnectTimeout)??;
         let (mut reader, mut writer) = tokio::io::split(io);
         let mut inbuf = BytesMut::with_capacity(8 * 1024);
-        let read_connect = read_connect(&mut reader, &mut inbuf, shared.settings.max_packet_size);
+        let read_connect = read_connect(&mut reader, &mut inbuf, limits.max_packet_size);
         let (codec, packet) = timeout_at(deadline, read_connect)
             .await
             .map_err(|_| ConnectionError::ConnectTimeout)??;
@@ -196,15 +206,14 @@ impl Connection {
             return Err(ConnectionError::NotConnect);
         };
         let v5 = codec.is_v5();
-        let open = shared.stats.connections_active.load(Ordering::Relaxed);
-        if open > shared.settings.max_connections as u64 {
+        if too_many_connections(shared, listener) {
             shared.stats.packets_rejected.inc(Rejection::MaxConnections);
             let code = if v5 {
                 ConnectReturnCode::QuotaExceeded
             } else {
                 ConnectReturnCode::ServiceUnavailable
             };
-            info!(open, "refused: too many connections");
+            info!("refused: too many connections");
             refuse(&codec, &mut writer, code).await?;
             return Ok(None);
         }
@@ -275,7 +284,7 @@ impl Connection {
             }
         };
         if let Some(will) = &will {
-            check_topic(&will.topic, false, shared)?;
+            check_topic(&will.topic, false, &limits)?;
             if !grants.may_publish(&will.topic) {
                 shared.stats.authorization_denied.inc(Action::Publish);
                 info!(topic = %will.topic, "refused: the will topic is not granted for publish");
@@ -303,13 +312,14 @@ impl Connection {
                 let ack_props = codec.is_v5().then(|| {
                     let mut p = ack_props.unwrap_or_default();
                     p.assigned_client_identifier = assigned;
-                    p.receive_max = Some(shared.settings.receive_maximum);
-                    p.max_packet_size = u32::try_from(shared.settings.max_packet_size).ok();
+                    p.receive_max = Some(limits.receive_maximum);
+                    p.max_packet_size = u32::try_from(limits.max_packet_size).ok();
                     p
                 });
                 codec.write(Packet::ConnAck(ack, ack_props), &mut outbuf)?;
             }
             writer.write_all(&outbuf).await?;
+            writer.flush().await?;
             Ok::<(), ConnectionError>(())
         };
         if let Err(err) = connack.await {
@@ -352,6 +362,7 @@ impl Connection {
             will,
             session_expiry: expiry,
             router_keeps_state,
+            limits,
         }))
     }
 
@@ -422,6 +433,8 @@ impl Connection {
     async fn flush(&mut self) -> Result<(), ConnectionError> {
         if !self.outbuf.is_empty() {
             self.writer.write_all(&self.outbuf).await?;
+            // A no-op on TCP; WebSocket and TLS send what they buffered.
+            self.writer.flush().await?;
             self.outbuf.clear();
         }
         Ok(())
@@ -437,7 +450,7 @@ impl Connection {
             let header = peek_publish(&self.inbuf);
             let packet = match self
                 .codec
-                .read(&mut self.inbuf, shared.settings.max_packet_size)
+                .read(&mut self.inbuf, self.limits.max_packet_size)
             {
                 Ok(packet) => packet,
                 Err(CodecError::InsufficientBytes(_)) => return Ok(None),
@@ -501,14 +514,14 @@ impl Connection {
         let topic_text = std::str::from_utf8(&topic)
             .map_err(|_| CodecError::TopicNotUtf8)?
             .to_owned();
-        check_topic(&topic_text, false, shared)?;
+        check_topic(&topic_text, false, &self.limits)?;
         let duplicate_qos2 = header.qos == 2 && !self.qos2_received.insert(header.pkid);
         if self.codec.is_v5() && header.qos > 0 && !duplicate_qos2 {
             let inflight =
                 self.inflight_qos1 + self.qos2_received.len() + usize::from(header.qos == 1);
-            if inflight > usize::from(shared.settings.receive_maximum) {
+            if inflight > usize::from(self.limits.receive_maximum) {
                 return Err(ConnectionError::ReceiveMaximumExceeded(
-                    shared.settings.receive_maximum,
+                    self.limits.receive_maximum,
                 ));
             }
         }
@@ -524,37 +537,38 @@ impl Connection {
                     header,
                     self.codec.is_v5(),
                     CommitTicket::ready(Ok(Vec::new())),
+                    None,
                 );
             }
             return Ok(());
         }
+        let message = || {
+            let payload = publish.payload.clone();
+            stored_message(&topic_text, header, publish.retain, payload, props.as_ref())
+        };
         let ticket = if duplicate_qos2 {
             None
         } else {
-            shared.gate.admit(&topic_text, || StoredMessage {
-                received_at_ms: now_ms(),
-                qos: header.qos,
-                retain: publish.retain,
-                topic: topic_text.clone(),
-                payload: publish.payload.clone(),
-                content_type: props.as_ref().and_then(|p| p.content_type.clone()),
-                payload_format_indicator: props.as_ref().and_then(|p| p.payload_format_indicator),
-                message_expiry_interval: props.as_ref().and_then(|p| p.message_expiry_interval),
-                response_topic: props.as_ref().and_then(|p| p.response_topic.clone()),
-                correlation_data: props.as_ref().and_then(|p| p.correlation_data.clone()),
-                user_properties: props
-                    .as_ref()
-                    .map(|p| p.user_properties.clone())
-                    .unwrap_or_default(),
-            })
+            shared.gate.admit(&topic_text, message)
         };
         if ticket.is_some() {
             shared.stats.publishes_gated.fetch_add(1, Ordering::Relaxed);
         }
+        // Disk mode: a retained message is written to the keyed state, and
+        // its PUBACK/PUBREC waits for that write as for the gate's append.
+        let retained = match shared.retained.get() {
+            Some(store)
+                if !duplicate_qos2
+                    && retained::changes(store, &topic_text, publish.retain, &publish.payload) =>
+            {
+                Some(retained::record(store, &message()))
+            }
+            _ => None,
+        };
         // QoS 0 carries no promise; its append is best effort.
         if header.qos > 0 {
             let ticket = ticket.unwrap_or_else(|| CommitTicket::ready(Ok(Vec::new())));
-            self.push_ack(header, false, ticket);
+            self.push_ack(header, false, ticket, retained);
         }
         if !duplicate_qos2 {
             let routed = Publish::new(topic, publish.payload, publish.retain);
@@ -593,8 +607,15 @@ impl Connection {
     }
 
     /// Queues the PUBACK/PUBREC of `header`, written in order once `ticket`
-    /// resolves; `denied` makes it a "not authorized" one.
-    fn push_ack(&mut self, header: PublishHeader, denied: bool, ticket: CommitTicket) {
+    /// (and the retained write, if any) resolves; `denied` makes it a "not
+    /// authorized" one.
+    fn push_ack(
+        &mut self,
+        header: PublishHeader,
+        denied: bool,
+        ticket: CommitTicket,
+        retained: Option<RetainedWrite>,
+    ) {
         if header.qos == 1 {
             self.inflight_qos1 += 1;
         }
@@ -603,6 +624,8 @@ impl Connection {
             kind: header.qos,
             denied,
             ticket,
+            retained,
+            retained_result: Ok(()),
         });
     }
 
@@ -617,7 +640,7 @@ impl Connection {
         shared: &Shared,
     ) -> Result<(), ConnectionError> {
         for filter in &mut subscribe.filters {
-            check_topic(&filter.path, true, shared)?;
+            check_topic(&filter.path, true, &self.limits)?;
             // rumqttd 0.20's router thread panics ("group must exists") when
             // a persistent session alone in a shared group leaves with a
             // message in flight, taking every connection with it. Granting
@@ -823,6 +846,29 @@ async fn read_connect(
     }
 }
 
+/// A device's PUBLISH as data flows and the retained store keep it.
+fn stored_message(
+    topic: &str,
+    header: PublishHeader,
+    retain: bool,
+    payload: Bytes,
+    props: Option<&PublishProperties>,
+) -> StoredMessage {
+    StoredMessage {
+        received_at_ms: now_ms(),
+        qos: header.qos,
+        retain,
+        topic: topic.to_owned(),
+        payload,
+        content_type: props.and_then(|p| p.content_type.clone()),
+        payload_format_indicator: props.and_then(|p| p.payload_format_indicator),
+        message_expiry_interval: props.and_then(|p| p.message_expiry_interval),
+        response_topic: props.and_then(|p| p.response_topic.clone()),
+        correlation_data: props.and_then(|p| p.correlation_data.clone()),
+        user_properties: props.map(|p| p.user_properties.clone()).unwrap_or_default(),
+    }
+}
+
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -830,22 +876,36 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A PUBACK (kind 1) or PUBREC (kind 2) waiting for its commit ticket;
-/// `denied` ones answer "not authorized" (their ticket is ready at once).
+/// A PUBACK (kind 1) or PUBREC (kind 2) waiting for its commit ticket
+/// and, for a retained message in disk mode, its retained write; `denied`
+/// ones answer "not authorized" (their ticket is ready at once).
 struct PendingAck {
     header: PublishHeader,
     kind: u8,
     denied: bool,
     ticket: CommitTicket,
+    retained: Option<RetainedWrite>,
+    /// How the retained write ended, once it has.
+    retained_result: Result<(), StorageError>,
 }
 
 impl Future for PendingAck {
     type Output = (PublishHeader, u8, bool, Result<Vec<u64>, StorageError>);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(write) = self.retained.as_mut() {
+            let result = std::task::ready!(Pin::new(write).poll(cx));
+            self.retained = None;
+            self.retained_result = result;
+        }
         let (header, kind, denied) = (self.header, self.kind, self.denied);
-        Pin::new(&mut self.ticket)
-            .poll(cx)
-            .map(|result| (header, kind, denied, result))
+        let result = std::task::ready!(Pin::new(&mut self.ticket).poll(cx));
+        let retained = std::mem::replace(&mut self.retained_result, Ok(()));
+        Poll::Ready((
+            header,
+            kind,
+            denied,
+            result.and_then(|seqs| retained.map(|()| seqs)),
+        ))
     }
 }

@@ -14,6 +14,8 @@ pub enum BrokerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot hand the stored retained messages to the router: {0}")]
+    RetainedRestore(String),
 }
 
 /// Why a device connection ended.
@@ -41,6 +43,8 @@ pub enum ConnectionError {
     RouterGone,
     #[error("TLS handshake failed: {0}")]
     TlsHandshake(String),
+    #[error("WebSocket handshake refused: {0}")]
+    WebSocketHandshake(String),
     #[error("topic {} of {length} bytes is longer than the limit of {max}", if *filter { "filter" } else { "name" })]
     TopicTooLong {
         filter: bool,

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::auth::Authentication;
 use crate::authz::{Authorization, DefaultDecision, Rule, RuleIdentity};
 use crate::broker::{ListenerContext, Shared};
-use crate::{connection, Broker, BrokerSettings, DurableGate, FlowRoute, TopicFilter};
+use crate::{connection, Broker, BrokerSettings, DurableGate, FlowRoute, Limits, TopicFilter};
 
 struct Harness {
     runtime: tokio::runtime::Runtime,
@@ -48,21 +48,28 @@ fn harness() -> &'static Harness {
             subscribe: vec!["a/+".into(), "$share/g/a/#".into()],
         }];
         let settings = BrokerSettings {
-            max_packet_size: 64 * 1024,
-            connect_timeout: Duration::from_millis(200),
-            receive_maximum: 8,
-            max_topic_length: 64,
-            max_topic_levels: 8,
+            limits: Limits {
+                max_packet_size: 64 * 1024,
+                connect_timeout: Duration::from_millis(200),
+                receive_maximum: 8,
+                max_topic_length: 64,
+                max_topic_levels: 8,
+                ..Limits::default()
+            },
             authorization: Arc::new(Authorization::new(rules, DefaultDecision::Deny)),
             ..BrokerSettings::default()
         };
+        let limits = settings.limits;
         let broker = Broker::new(settings, gate);
         Harness {
             runtime,
             shared: broker.shared(),
             listener: Arc::new(ListenerContext {
                 tls: None,
+                websocket: None,
                 authentication: Authentication::Anonymous,
+                limits,
+                connections: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     })

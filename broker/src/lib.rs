@@ -11,10 +11,14 @@
 //! - [`topic`]: topic filters and matching.
 //! - [`message`]: the stored form of a publish ([`StoredMessage`]).
 //! - [`gate`]: the durable gate.
-//! - [`broker`]: router, listeners and settings.
+//! - [`broker`]: router, listeners and settings; [`limits`]: what a
+//!   listener allows its clients.
 //! - `codec` and `connection`: framing and the per-connection task.
 //! - [`tls`], [`auth`], [`passwd`], [`authz`]: listener TLS, who a client
 //!   is, password files, and what it may publish and subscribe to.
+//! - [`websocket`]: MQTT over WebSocket listeners.
+//! - [`retained`]: retained messages kept across restarts.
+//! - [`router_watch`]: noticing that rumqttd's router thread has died.
 //! - [`stats`]: refusals counted by reason, for metrics.
 //! - `will` and `session`: will messages and session lifetimes, which
 //!   Backhaul keeps itself because rumqttd's router does not for local links.
@@ -28,12 +32,16 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gate;
+pub mod limits;
 pub mod message;
 pub mod passwd;
+pub mod retained;
+pub mod router_watch;
 mod session;
 pub mod stats;
 pub mod tls;
 pub mod topic;
+pub mod websocket;
 mod will;
 
 pub use auth::Authentication;
@@ -41,6 +49,9 @@ pub use authz::Authorization;
 pub use broker::{BoundListener, Broker, BrokerSettings, BrokerStats, ListenerSettings};
 pub use error::{BrokerError, ConnectionError};
 pub use gate::{DurableGate, FlowRoute};
+pub use limits::Limits;
 pub use message::StoredMessage;
+pub use router_watch::RouterWatch;
 pub use topic::{FilterError, TopicFilter};
+pub use websocket::WebSocketSettings;
 pub use will::WillError;

@@ -70,6 +70,9 @@ reasons!(
         ConnectTimeout => "connect_timeout",
         /// Bytes that are not MQTT, or MQTT out of order.
         Malformed => "malformed",
+        /// A WebSocket listener got no valid upgrade to the `mqtt`
+        /// subprotocol on its path (such as plain MQTT on a WebSocket port).
+        WebSocketHandshake => "websocket_handshake",
     }
 );
 

@@ -19,6 +19,7 @@ use tracing::{debug, warn};
 
 use crate::broker::Shared;
 use crate::message::StoredMessage;
+use crate::retained;
 
 /// A client's will, as its CONNECT declared it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,9 +137,15 @@ impl WillLink {
 /// to the router's subscribers. Waits for the durable append, so a failure
 /// is logged against the will that was lost.
 pub(crate) async fn publish(shared: &Shared, client_id: &str, will: Will, received_at_ms: u64) {
-    let ticket = shared
-        .gate
-        .admit(&will.topic, || will.stored(received_at_ms));
+    let stored = will.stored(received_at_ms);
+    let ticket = shared.gate.admit(&will.topic, || stored.clone());
+    // Disk mode: a retained will is kept across restarts like any retained
+    // publish.
+    let retained = shared
+        .retained
+        .get()
+        .filter(|store| retained::changes(store, &will.topic, will.retain, &will.payload))
+        .map(|store| retained::record(store, &stored));
     if ticket.is_some() {
         shared
             .stats
@@ -148,6 +155,11 @@ pub(crate) async fn publish(shared: &Shared, client_id: &str, will: Will, receiv
     let routed = shared.will_link.tx.lock().await.send(will.routed()).await;
     if let Err(err) = routed {
         warn!(client_id, topic = %will.topic, %err, "the router did not take a will");
+    }
+    if let Some(retained) = retained {
+        if let Err(err) = retained.await {
+            warn!(client_id, topic = %will.topic, %err, "a retained will could not be stored");
+        }
     }
     if let Some(ticket) = ticket {
         if let Err(err) = ticket.await {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backhaul_broker::{
-    Broker, BrokerSettings, DurableGate, FlowRoute, ListenerSettings, TopicFilter,
+    Broker, BrokerSettings, DurableGate, FlowRoute, Limits, ListenerSettings, TopicFilter,
 };
 use backhaul_storage::{QueueStore, StorageMode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -76,7 +76,10 @@ async fn closed_within(socket: &mut TcpStream, limit: Duration) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socket_that_never_sends_connect_is_closed_after_the_timeout() {
     let (address, _) = start(BrokerSettings {
-        connect_timeout: Duration::from_millis(300),
+        limits: Limits {
+            connect_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        },
         ..BrokerSettings::default()
     })
     .await;
@@ -88,7 +91,10 @@ async fn a_socket_that_never_sends_connect_is_closed_after_the_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_packet_larger_than_allowed_closes_only_that_connection() {
     let (address, _) = start(BrokerSettings {
-        max_packet_size: 1024,
+        limits: Limits {
+            max_packet_size: 1024,
+            ..Limits::default()
+        },
         ..BrokerSettings::default()
     })
     .await;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use backhaul_broker::authz::{DefaultDecision, Rule, RuleIdentity};
 use backhaul_broker::passwd::{PasswordEntries, PasswordFile};
 use backhaul_broker::stats::{Action, AuthFailure, Rejection};
-use backhaul_broker::{Authentication, Authorization, BrokerSettings};
+use backhaul_broker::{Authentication, Authorization, BrokerSettings, Limits};
 use support::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -204,7 +204,10 @@ async fn stalled_tls_handshakes_neither_block_others_nor_stay_open() {
             Some(pki.server_files(false)),
             Authentication::Anonymous,
         )],
-        connect_timeout: Duration::from_secs(2),
+        limits: Limits {
+            connect_timeout: Duration::from_secs(2),
+            ..Limits::default()
+        },
         ..BrokerSettings::default()
     })
     .await;
@@ -328,19 +331,20 @@ async fn a_denied_subscription_gets_a_failure_code_in_its_place() {
     assert_eq!(broker.stats.authorization_denied.get(Action::Subscribe), 3);
 }
 
-async fn limited(settings: BrokerSettings) -> TestBroker {
+async fn limited(limits: Limits) -> TestBroker {
     TestBroker::start(BrokerSettings {
         listeners: vec![listener("plain", None, Authentication::Anonymous)],
-        ..settings
+        limits,
+        ..BrokerSettings::default()
     })
     .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_packet_closes_the_connection_with_packet_too_large() {
-    let broker = limited(BrokerSettings {
+    let broker = limited(Limits {
         max_packet_size: 1024,
-        ..BrokerSettings::default()
+        ..Limits::default()
     })
     .await;
     let mut v5 = TcpStream::connect(broker.addresses[0]).await.unwrap();
@@ -358,10 +362,10 @@ async fn an_oversized_packet_closes_the_connection_with_packet_too_large() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_limits_close_the_connection_with_their_reason_codes() {
-    let broker = limited(BrokerSettings {
+    let broker = limited(Limits {
         max_topic_length: 16,
         max_topic_levels: 3,
-        ..BrokerSettings::default()
+        ..Limits::default()
     })
     .await;
     let address = broker.addresses[0];
@@ -397,9 +401,9 @@ async fn topic_limits_close_the_connection_with_their_reason_codes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receive_maximum_is_advertised_and_enforced() {
-    let broker = limited(BrokerSettings {
+    let broker = limited(Limits {
         receive_maximum: 2,
-        ..BrokerSettings::default()
+        ..Limits::default()
     })
     .await;
     let mut v5 = TcpStream::connect(broker.addresses[0]).await.unwrap();
@@ -435,9 +439,9 @@ async fn receive_maximum_is_advertised_and_enforced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_maximum_are_refused_with_a_connack() {
-    let broker = limited(BrokerSettings {
+    let broker = limited(Limits {
         max_connections: 2,
-        ..BrokerSettings::default()
+        ..Limits::default()
     })
     .await;
     let address = broker.addresses[0];
@@ -530,7 +534,7 @@ async fn mosquitto_pub_publishes_over_tls_with_a_password() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packets_sent_right_behind_connect_are_handled() {
-    let broker = limited(BrokerSettings::default()).await;
+    let broker = limited(Limits::default()).await;
     let mut v4 = TcpStream::connect(broker.addresses[0]).await.unwrap();
     let mut burst = connect(false, "eager", None);
     burst.extend(publish(false, "factory/eager", 1, 5, "first"));
@@ -545,7 +549,7 @@ async fn packets_sent_right_behind_connect_are_handled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_packet_only_a_server_sends_closes_the_connection_without_a_panic() {
-    let broker = limited(BrokerSettings::default()).await;
+    let broker = limited(Limits::default()).await;
     let address = broker.addresses[0];
     for (v5, first) in [(true, 0x20u8), (true, 0xb0), (false, 0x20), (false, 0xb0)] {
         let mut socket = TcpStream::connect(address).await.unwrap();
@@ -571,7 +575,7 @@ async fn a_packet_only_a_server_sends_closes_the_connection_without_a_panic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mqtt_3_client_can_unsubscribe_and_stay_connected() {
-    let broker = limited(BrokerSettings::default()).await;
+    let broker = limited(Limits::default()).await;
     let mut v4 = TcpStream::connect(broker.addresses[0]).await.unwrap();
     assert_eq!(connack_code(&mut v4, false, "unsub", None).await, Some(0));
     v4.write_all(&subscribe(false, 1, &["a/+"])).await.unwrap();
@@ -599,7 +603,7 @@ async fn an_mqtt_3_client_can_unsubscribe_and_stay_connected() {
 /// (Found by the connection fuzz target.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_persistent_session_leaving_a_shared_group_does_not_stop_the_broker() {
-    let broker = limited(BrokerSettings::default()).await;
+    let broker = limited(Limits::default()).await;
     let address = broker.addresses[0];
     let mut member = TcpStream::connect(address).await.unwrap();
     member
@@ -655,7 +659,7 @@ async fn a_persistent_session_leaving_a_shared_group_does_not_stop_the_broker() 
 /// the first; whatever the first one still sends must not stop the broker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_taken_over_connection_cannot_stop_the_broker() {
-    let broker = limited(BrokerSettings::default()).await;
+    let broker = limited(Limits::default()).await;
     let address = broker.addresses[0];
     let mut old = TcpStream::connect(address).await.unwrap();
     assert_eq!(connack_code(&mut old, false, "dup", None).await, Some(0));

@@ -98,6 +98,16 @@ impl Backhaul {
     /// Starts `backhaul run --config <config> --data-dir <data>` and waits
     /// until `/readyz` answers 200.
     pub fn start(config: &Path, data: &Path, metrics_port: u16) -> Result<Self> {
+        Self::start_with_env(config, data, metrics_port, &[])
+    }
+
+    /// [`Backhaul::start`] with extra environment variables.
+    pub fn start_with_env(
+        config: &Path,
+        data: &Path,
+        metrics_port: u16,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let log = data.with_extension("log");
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -110,6 +120,7 @@ impl Backhaul {
             .arg("--data-dir")
             .arg(data)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
@@ -176,6 +187,33 @@ impl Backhaul {
         self.child.kill()?;
         self.child.wait()?;
         Ok(())
+    }
+
+    /// SIGTERM, as systemd stops it, and waits for the exit status.
+    pub fn stop(mut self) -> Result<std::process::ExitStatus> {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()?;
+        if !status.success() {
+            bail!("kill -TERM backhaul failed");
+        }
+        Ok(self.child.wait()?)
+    }
+
+    /// Waits (at most `timeout`) for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        bail!(
+            "backhaul still runs after {timeout:?}; log:\n{}",
+            self.log_text()
+        )
     }
 
     /// The process id, for `/proc/<pid>/stat` and `/proc/<pid>/status`.

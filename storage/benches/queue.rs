@@ -13,7 +13,10 @@
 //!   window), one record per append; latency is call to resolved ticket;
 //! - replay: read batches of 1000 and acknowledge each, from a backlog;
 //! - space amplification: disk bytes / live record bytes with the backlog
-//!   in place and half of it acknowledged; reopen time with the backlog.
+//!   in place and half of it acknowledged; reopen time with the backlog;
+//! - the disk alone: the latency of one `fdatasync` after appending 4 KiB,
+//!   measured right before each ingest run, so that the engine's commit
+//!   latency can be read against what the disk gave at that moment.
 
 use std::collections::VecDeque;
 use std::fs::OpenOptions;
@@ -94,18 +97,58 @@ fn raw_ceiling(root: &Path, batch: usize, total: usize) -> f64 {
     rate
 }
 
+/// How long a sample of the disk's own sync latency lasts.
+const SYNC_SAMPLE: Duration = Duration::from_millis(500);
+
+/// p50 and p99 of a sorted list of microseconds, in ms.
+fn percentiles_ms(sorted_us: &[u32]) -> (f64, f64) {
+    let pct = |p: f64| {
+        let at = ((sorted_us.len() as f64 * p) as usize).min(sorted_us.len().saturating_sub(1));
+        sorted_us.get(at).copied().unwrap_or(0) as f64 / 1000.0
+    };
+    (pct(0.50), pct(0.99))
+}
+
+/// The disk alone: p50 and p99 (ms) of one `fdatasync` after appending
+/// 4 KiB to a file, one at a time for [`SYNC_SAMPLE`].
+fn disk_sync_latency(dir: &Path) -> (f64, f64) {
+    let path = dir.join("sync-probe");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .expect("probe file");
+    let block = vec![0xa5u8; 4096];
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    while started.elapsed() < SYNC_SAMPLE || latencies.len() < 20 {
+        file.write_all(&block).expect("write");
+        let at = Instant::now();
+        file.sync_data().expect("fdatasync");
+        latencies.push(at.elapsed().as_micros() as u32);
+    }
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    latencies.sort_unstable();
+    percentiles_ms(&latencies)
+}
+
 struct Ingest {
     rate: f64,
     p50_ms: f64,
     p99_ms: f64,
     group: f64,
     commit_ms: f64,
+    /// The disk's own fdatasync latency right before the run, p50 and p99.
+    disk_p50_ms: f64,
+    disk_p99_ms: f64,
 }
 
 /// Durable ingest through the store: `appenders` tasks, `window` appends in
 /// flight each; group commits pipelined or one at a time.
 fn ingest(root: &Path, appenders: usize, window: usize, total: usize, pipelined: bool) -> Ingest {
     let dir = fresh_dir(root, "ingest");
+    let (disk_p50_ms, disk_p99_ms) = disk_sync_latency(&dir);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -166,20 +209,16 @@ fn ingest(root: &Path, appenders: usize, window: usize, total: usize, pipelined:
         }
         let elapsed = started.elapsed().as_secs_f64();
         latencies.sort_unstable();
-        let pct = |p: f64| {
-            latencies
-                .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or(0) as f64
-                / 1000.0
-        };
+        let (p50_ms, p99_ms) = percentiles_ms(&latencies);
         let stats = store.commit_stats();
         Ingest {
             rate: latencies.len() as f64 / elapsed,
-            p50_ms: pct(0.50),
-            p99_ms: pct(0.99),
+            p50_ms,
+            p99_ms,
             group: stats.records as f64 / stats.commits.max(1) as f64,
             commit_ms: stats.commit_seconds * 1000.0 / stats.commits.max(1) as f64,
+            disk_p50_ms,
+            disk_p99_ms,
         }
     });
     let _ = std::fs::remove_dir_all(&dir);
@@ -189,6 +228,10 @@ fn ingest(root: &Path, appenders: usize, window: usize, total: usize, pipelined:
 struct Replay {
     rate: f64,
     amp_full: f64,
+    /// Half acknowledged, measured at once (segment deletion, one
+    /// `fdatasync` behind the acknowledgements, may lag a full-speed
+    /// replay) and once the deletions queued so far are done.
+    amp_half_running: f64,
     amp_half: f64,
     reopen_ms: f64,
     rss_mb: f64,
@@ -222,6 +265,8 @@ fn replay(root: &Path, backlog: usize) -> Replay {
         let mut next = 1;
         let mut done = 0usize;
         let mut amp_half = 0.0;
+        let mut amp_half_running = 0.0;
+        let mut paused = Duration::ZERO;
         let mut rss = 0.0f64;
         loop {
             let records = queue.read(next, 1000, 1 << 20).await.expect("read");
@@ -232,20 +277,24 @@ fn replay(root: &Path, backlog: usize) -> Replay {
             done += records.len();
             next = last + 1;
             if amp_half == 0.0 && done >= backlog / 2 {
-                let elapsed = started.elapsed();
-                amp_half = disk_bytes(&q) as f64 / ((backlog - done) * RECORD) as f64;
+                // Kept out of the replay time.
+                let pause = Instant::now();
+                let live = ((backlog - done) * RECORD) as f64;
+                amp_half_running = disk_bytes(&q) as f64 / live;
+                store.settle();
+                amp_half = disk_bytes(&q) as f64 / live;
                 rss = rss.max(rss_mb());
-                // Keep the measurement out of the replay time.
-                let _ = elapsed;
+                paused = pause.elapsed();
             }
         }
-        let rate = done as f64 / started.elapsed().as_secs_f64();
+        let rate = done as f64 / (started.elapsed() - paused).as_secs_f64();
         rss = rss.max(rss_mb());
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
         Replay {
             rate,
             amp_full,
+            amp_half_running,
             amp_half,
             reopen_ms,
             rss_mb: rss,
@@ -348,6 +397,20 @@ fn main() {
                 runs.iter().map(|r| r.p99_ms).collect(),
                 |v| format!("{v:.2}"),
             );
+            row(
+                &format!(
+                    "{label}: the disk alone just before, fdatasync of a 4 KiB append p50, ms"
+                ),
+                runs.iter().map(|r| r.disk_p50_ms).collect(),
+                |v| format!("{v:.2}"),
+            );
+            row(
+                &format!(
+                    "{label}: the disk alone just before, fdatasync of a 4 KiB append p99, ms"
+                ),
+                runs.iter().map(|r| r.disk_p99_ms).collect(),
+                |v| format!("{v:.2}"),
+            );
             groups.push(row(
                 &format!("{label}, records per group commit"),
                 runs.iter().map(|r| r.group).collect(),
@@ -398,8 +461,13 @@ fn main() {
         |v| format!("{v:.3}"),
     );
     row(
-        "space amplification, half acknowledged",
+        "space amplification, half acknowledged (acknowledged segments deleted)",
         runs.iter().map(|r| r.amp_half).collect(),
+        |v| format!("{v:.3}"),
+    );
+    row(
+        "space amplification, half acknowledged, in the middle of the full-speed replay",
+        runs.iter().map(|r| r.amp_half_running).collect(),
         |v| format!("{v:.3}"),
     );
     row(

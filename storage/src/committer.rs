@@ -32,7 +32,7 @@ use crate::backend::{Backend, PendingRecord, WriteToken};
 use crate::clock::Clock;
 use crate::limits::{Overflow, QuotaLimit, StoreLimits};
 use crate::queue::FlowState;
-use crate::record::FRAME_OVERHEAD;
+use crate::record::max_frame_len;
 use crate::store::AppendEntry;
 use crate::{FlowIndex, Seq, StorageError};
 
@@ -454,12 +454,12 @@ impl Committer {
 
     /// Bytes an entry adds to the store (disk: with framing).
     fn cost(&self, entry: &AppendEntry) -> u64 {
-        let framing = if self.shared.backend.is_durable() {
-            FRAME_OVERHEAD as u64
+        if self.shared.backend.is_durable() {
+            // The largest frame it can take: the check stays on the safe side.
+            max_frame_len(entry.data.len()) as u64
         } else {
-            0
-        };
-        entry.data.len() as u64 + framing
+            entry.data.len() as u64
+        }
     }
 
     /// Decides which requests of a group the limits let in: `Ok(())` for

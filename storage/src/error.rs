@@ -37,6 +37,9 @@ pub enum StorageError {
     UnknownFlow(usize),
     #[error("record is corrupt: {0}")]
     Corrupt(String),
+    /// The keyed state (sled) failed.
+    #[error("keyed state failed while {context}: {message}")]
+    Keyed { context: String, message: String },
     /// A limit refused the append (the flow's `RejectNew` limit, or a store
     /// limit, which applies to every flow); nothing of it was stored, also
     /// not in the other flows it named. Transient: appends are accepted

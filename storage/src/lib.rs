@@ -47,11 +47,13 @@
 //! - [`committer`]: the group-commit thread.
 //! - [`queue`]: [`FlowQueue`], a flow's handle: read, acknowledge, wait, stats.
 //! - [`store`]: [`QueueStore`], which opens a backend and hands out queues.
+//! - [`keyed`]: small keyed state in sled (retained messages).
 
 pub mod backend;
 pub mod clock;
 pub mod committer;
 pub mod error;
+pub mod keyed;
 pub mod limits;
 pub mod queue;
 pub mod record;

@@ -1,51 +1,171 @@
 //! Framing of queue records.
 //!
+//! Records are laid end to end in a segment file, so each frame carries its
+//! own length, a version byte (how to read the rest) and a CRC32C; every
+//! frame of one segment has the same version, which the segment header
+//! names (see `backend::segment`), so a reader always knows which layout to
+//! expect before it looks at a frame.
+//!
 //! - Version 1 was the first skeleton's sled value framing; nothing reads it
 //!   any more.
-//! - Version 2, the segment frame, `[len u32 LE][version u8][seq delta u32
-//!   LE][crc32c u32 LE][data]`: records laid end to end in a segment file, so
-//!   the frame carries its own length and its sequence (relative to the
-//!   segment's first sequence, which the segment header holds: 4 bytes
-//!   rather than 8 keep the overhead of a 200-byte record at 6.5 %). The CRC
-//!   covers the 9 header bytes before it and the data, so a corrupt length
-//!   or sequence is caught like corrupt data; the sequence lets a reader
-//!   re-synchronise after a corrupt frame and tell a gap from a torn tail.
+//! - Version 2, `[len u32 LE][version u8][seq delta u32 LE][crc32c u32
+//!   LE][data]` (13 bytes): the sequence relative to the segment's first
+//!   one. The CRC covers the 9 header bytes before it and the data. Written
+//!   by the first builds; still read, never written. It has no append time:
+//!   such records never expire.
+//! - Version 3, `[len u32 LE][version u8][seq delta u32 LE][time delta u32
+//!   LE][crc32c u32 LE][data]` (17 bytes): as version 2 plus the append time
+//!   in milliseconds after the segment's time base. Still read, never
+//!   written.
+//! - Version 4, the frame this build writes: `[version u8 = 4][len
+//!   varint][seq delta low byte u8][time delta varint][data][crc32c u32 LE]`
+//!   (LEB128 varints). 17 bytes of framing were 8.5 % of a 200-byte record,
+//!   most of it zeros; version 4 takes 9 bytes for one appended within
+//!   128 ms of its segment's start, 10 within 16 s, 11 within 35 minutes:
+//!   - the length is a varint (2 bytes for 128 B to 16 KiB);
+//!   - the append time is a varint of milliseconds after the segment's time
+//!     base (the header keeps it in milliseconds, so it starts at 0);
+//!   - the sequence is stored as the low byte of its delta to the segment's
+//!     first sequence, while the CRC covers the full 32-bit delta (appended
+//!     after the data). A reader in order knows the sequence it expects and
+//!     checks it for free; after damage, a reader looking for the next
+//!     valid frame tries only the sequences with that low byte (1 in 256 of
+//!     those possible), and a frame whose CRC matches one of them is that
+//!     record. The CRC also covers the header bytes and the data, so a
+//!     corrupt length, time or sequence is caught like corrupt data; it
+//!     comes last so that it is computed over one contiguous run of bytes.
+//!     A frame torn anywhere lacks bytes its length announces.
 //!
-//! - Version 3, the segment frame since append times are kept, `[len u32
-//!   LE][version u8][seq delta u32 LE][time delta u32 LE][crc32c u32
-//!   LE][data]`: as version 2 plus the append time, in milliseconds after
-//!   the segment's time base (its header holds that base in seconds since
-//!   the Unix epoch; a segment is rolled before the delta would overflow,
-//!   about 49 days). The CRC covers the 13 header bytes before it and the
-//!   data. 4 bytes rather than an absolute 8 keep the overhead of a 200-byte
-//!   record at 8.5 %. Expiry (TTL) and the oldest-record age read it;
-//!   storage never looks inside the data for a time. Version-2 frames (written
-//!   by earlier builds) are still read and have no append time: they never
-//!   expire.
-//!
-//! The version byte says how to read the rest and lets later versions change
-//! the framing without a migration step.
+//! The version byte lets later versions change the framing without a
+//! migration step.
 
-/// The segment framing version this build writes (version 3, with the
-/// append time).
-pub const FRAME_VERSION: u8 = 3;
-/// The segment framing of earlier builds (no append time); still read.
+use std::ops::Range;
+
+/// The segment framing version this build writes.
+pub const FRAME_VERSION: u8 = 4;
+/// The framing of the build before (fixed fields, append time); still read.
+pub const FRAME_VERSION_V3: u8 = 3;
+/// The framing of the first builds (no append time); still read.
 pub const FRAME_VERSION_V2: u8 = 2;
-/// Bytes a version-3 segment frame adds to its data.
-pub const FRAME_OVERHEAD: usize = 17;
-/// Bytes a version-2 segment frame adds to its data.
+/// Bytes a version-3 frame adds to its data.
+pub const FRAME_OVERHEAD_V3: usize = 17;
+/// Bytes a version-2 frame adds to its data.
 pub const FRAME_OVERHEAD_V2: usize = 13;
-/// The smallest frame header of any version.
-pub const MIN_FRAME_OVERHEAD: usize = FRAME_OVERHEAD_V2;
+/// The smallest version-4 frame header (a record under 128 bytes appended
+/// within 128 ms of its segment's start).
+pub const MIN_FRAME_OVERHEAD: usize = 8;
+/// The largest version-4 frame header (5-byte varints).
+const MAX_FRAME_OVERHEAD: usize = 16;
 
-/// Appends the version-3 segment frame of the record `seq` places after its
+/// The frame version of a segment's frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    V2,
+    V3,
+    V4,
+}
+
+impl Framing {
+    /// Framing bytes per record: exact for the fixed layouts, typical for
+    /// version 4 (a record of 128 B to 16 KiB appended within 16 s of its
+    /// segment's start). Used only to estimate the data bytes of damaged
+    /// regions.
+    pub fn nominal_overhead(self) -> u64 {
+        match self {
+            Framing::V2 => FRAME_OVERHEAD_V2 as u64,
+            Framing::V3 => FRAME_OVERHEAD_V3 as u64,
+            Framing::V4 => 10,
+        }
+    }
+
+    /// Where the data of a valid frame of `len` bytes, `data_len` of them
+    /// data, lies in it (version 4 ends with its CRC, versions 2 and 3
+    /// with the data).
+    pub fn data_range(self, len: usize, data_len: usize) -> Range<usize> {
+        let end = match self {
+            Framing::V4 => len - 4,
+            Framing::V2 | Framing::V3 => len,
+        };
+        end - data_len..end
+    }
+
+    /// The framing bytes of every record, if the layout is fixed.
+    pub fn fixed_overhead(self) -> Option<u64> {
+        match self {
+            Framing::V2 | Framing::V3 => Some(self.nominal_overhead()),
+            Framing::V4 => None,
+        }
+    }
+}
+
+/// The most bytes a version-4 frame of `data_len` bytes can take on disk
+/// (for space accounting before it is written).
+pub fn max_frame_len(data_len: usize) -> usize {
+    1 + varint_len(data_len as u64) + 1 + 5 + 4 + data_len
+}
+
+fn varint_len(mut value: u64) -> usize {
+    let mut n = 1;
+    while value >= 0x80 {
+        value >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn put_varint(mut value: u64, out: &mut Vec<u8>) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// A LEB128 varint of at most 5 bytes (32 bits) at the start of `buf`:
+/// `Ok((value, bytes))`, `Err(None)` if `buf` ends inside it, `Err(Some)`
+/// if it is too long to be one this build writes.
+fn get_varint(buf: &[u8]) -> Result<(u64, usize), Option<&'static str>> {
+    let mut value = 0u64;
+    for (i, byte) in buf.iter().take(5).enumerate() {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok((value, i + 1));
+        }
+    }
+    if buf.len() >= 5 {
+        Err(Some("frame varint too long"))
+    } else {
+        Err(None)
+    }
+}
+
+/// Appends the version-4 frame of the record `seq` places after its
 /// segment's first sequence, appended `time` milliseconds after the
 /// segment's time base, to `out`.
 pub fn encode_frame(seq: u32, time: u32, data: &[u8], out: &mut Vec<u8>) {
     let start = out.len();
+    out.push(FRAME_VERSION);
+    put_varint(data.len() as u64, out);
+    out.push(seq as u8);
+    put_varint(u64::from(time), out);
+    out.extend_from_slice(data);
+    let crc = frame_crc(&out[start..], seq);
+    out.extend_from_slice(&crc.to_le_bytes());
+}
+
+/// The CRC32C of a version-4 frame: its bytes before the CRC (header and
+/// data), then the full sequence delta.
+fn frame_crc(frame: &[u8], seq: u32) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(frame), &seq.to_le_bytes())
+}
+
+/// Appends a version-3 frame (as the previous build wrote them), for tests
+/// of reading old segments.
+pub fn encode_frame_v3(seq: u32, time: u32, data: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
     // Lengths above u32::MAX are refused by the store before they get here.
     out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    out.push(FRAME_VERSION);
+    out.push(FRAME_VERSION_V3);
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&time.to_le_bytes());
     let crc = crc32c::crc32c_append(crc32c::crc32c(&out[start..]), data);
@@ -53,7 +173,7 @@ pub fn encode_frame(seq: u32, time: u32, data: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(data);
 }
 
-/// Appends a version-2 frame (as earlier builds wrote them), for tests of
+/// Appends a version-2 frame (as the first builds wrote them), for tests of
 /// reading old segments.
 pub fn encode_frame_v2(seq: u32, data: &[u8], out: &mut Vec<u8>) {
     let start = out.len();
@@ -71,8 +191,8 @@ pub enum Frame<'a> {
     /// A whole, valid frame of `len` bytes.
     Record {
         seq: u32,
-        /// Milliseconds after the segment's time base (version 3); `None`
-        /// for a version-2 frame, which has no append time.
+        /// Milliseconds after the segment's time base; `None` for a
+        /// version-2 frame, which has no append time.
         time: Option<u32>,
         data: &'a [u8],
         len: usize,
@@ -80,22 +200,163 @@ pub enum Frame<'a> {
     /// The buffer ends inside the frame: `need` bytes would be needed (the
     /// header's claim, not yet verified).
     Incomplete { need: usize },
-    /// Not a valid frame.
+    /// Not a valid frame (for version 4: not the record expected).
     Corrupt(&'static str),
 }
 
-/// Parses the frame at the start of `buf` (version 2 or 3); `max_data`
+/// A version-4 frame's header, parsed but not yet verified.
+struct V4Header {
+    seq_low: u8,
+    time: u32,
+    /// Bytes before the data.
+    header_len: usize,
+    data_len: usize,
+}
+
+impl V4Header {
+    /// Where the CRC starts (after the data).
+    fn crc_at(&self) -> usize {
+        self.header_len + self.data_len
+    }
+
+    /// The whole frame's length.
+    fn total(&self) -> usize {
+        self.crc_at() + 4
+    }
+}
+
+fn parse_v4(buf: &[u8], max_data: usize) -> Result<V4Header, Frame<'static>> {
+    let incomplete = Frame::Incomplete {
+        need: MAX_FRAME_OVERHEAD,
+    };
+    match buf.first() {
+        None => return Err(incomplete),
+        Some(&FRAME_VERSION) => {}
+        Some(_) => return Err(Frame::Corrupt("unknown frame version")),
+    }
+    let (len, len_bytes) = match get_varint(&buf[1..]) {
+        Ok(v) => v,
+        Err(Some(why)) => return Err(Frame::Corrupt(why)),
+        Err(None) => return Err(incomplete),
+    };
+    if len > max_data as u64 {
+        return Err(Frame::Corrupt("frame length out of range"));
+    }
+    let at = 1 + len_bytes;
+    let Some(&seq_low) = buf.get(at) else {
+        return Err(incomplete);
+    };
+    let (time, time_bytes) = match get_varint(&buf[at + 1..]) {
+        Ok(v) => v,
+        Err(Some(why)) => return Err(Frame::Corrupt(why)),
+        Err(None) => return Err(incomplete),
+    };
+    let time = u32::try_from(time).map_err(|_| Frame::Corrupt("frame time out of range"))?;
+    let header = V4Header {
+        seq_low,
+        time,
+        header_len: at + 1 + time_bytes,
+        data_len: len as usize,
+    };
+    if buf.len() < header.total() {
+        return Err(Frame::Incomplete {
+            need: header.total(),
+        });
+    }
+    Ok(header)
+}
+
+/// Parses the frame at the start of `buf`, a frame of `framing`; `max_data`
 /// bounds the data length a valid frame may claim (so a corrupt length is
-/// not trusted to read gigabytes).
-pub fn decode_frame(buf: &[u8], max_data: usize) -> Frame<'_> {
-    if buf.len() < MIN_FRAME_OVERHEAD {
+/// not trusted to read gigabytes). `expect` is the sequence delta the reader
+/// expects there: a version-4 frame is valid only as that record (versions
+/// 2 and 3 carry their whole sequence and ignore it).
+pub fn decode_frame(buf: &[u8], max_data: usize, framing: Framing, expect: u32) -> Frame<'_> {
+    decode(buf, max_data, framing, expect, true)
+}
+
+/// [`decode_frame`] without the CRC check, for a frame this process has
+/// already read and verified at the same place (an acknowledgement walking
+/// over records a read walked over: only the lengths are needed).
+pub fn decode_verified_frame(
+    buf: &[u8],
+    max_data: usize,
+    framing: Framing,
+    expect: u32,
+) -> Frame<'_> {
+    decode(buf, max_data, framing, expect, false)
+}
+
+fn decode(buf: &[u8], max_data: usize, framing: Framing, expect: u32, check: bool) -> Frame<'_> {
+    if framing != Framing::V4 {
+        return decode_fixed(buf, max_data, check);
+    }
+    let header = match parse_v4(buf, max_data) {
+        Ok(header) => header,
+        Err(frame) => return frame,
+    };
+    if header.seq_low != expect as u8 {
+        return Frame::Corrupt("frame sequence out of order");
+    }
+    let crc_at = header.crc_at();
+    let stored = u32::from_le_bytes([
+        buf[crc_at],
+        buf[crc_at + 1],
+        buf[crc_at + 2],
+        buf[crc_at + 3],
+    ]);
+    if check && stored != frame_crc(&buf[..crc_at], expect) {
+        return Frame::Corrupt("frame checksum mismatch");
+    }
+    Frame::Record {
+        seq: expect,
+        time: Some(header.time),
+        data: &buf[header.header_len..crc_at],
+        len: header.total(),
+    }
+}
+
+/// Whether a valid frame of `framing` whose sequence delta lies in `seqs`
+/// starts at `buf`: its sequence delta and length. For re-synchronising
+/// after damage; a version-4 frame is checked against each sequence in
+/// `seqs` with its low byte (one CRC of the frame, then 4 bytes per try).
+pub fn find_frame(
+    buf: &[u8],
+    max_data: usize,
+    framing: Framing,
+    seqs: Range<u32>,
+) -> Option<(u32, usize)> {
+    if framing != Framing::V4 {
+        return match decode_fixed(buf, max_data, true) {
+            Frame::Record { seq, len, .. } if seqs.contains(&seq) => Some((seq, len)),
+            _ => None,
+        };
+    }
+    let header = parse_v4(buf, max_data).ok()?;
+    let crc_at = header.crc_at();
+    let total = header.total();
+    let stored = u32::from_le_bytes(buf[crc_at..total].try_into().ok()?);
+    let partial = crc32c::crc32c(&buf[..crc_at]);
+    // The first delta in `seqs` with the stored low byte, then every 256th.
+    let low = u32::from(header.seq_low);
+    let first = u64::from(seqs.start) + u64::from(low.wrapping_sub(seqs.start) & 0xff);
+    (first..u64::from(seqs.end))
+        .step_by(256)
+        .map(|seq| seq as u32)
+        .find(|seq| crc32c::crc32c_append(partial, &seq.to_le_bytes()) == stored)
+        .map(|seq| (seq, total))
+}
+
+/// Parses a version-2 or version-3 frame (checking its CRC if `check`).
+fn decode_fixed(buf: &[u8], max_data: usize, check: bool) -> Frame<'_> {
+    if buf.len() < FRAME_OVERHEAD_V2 {
         return Frame::Incomplete {
-            need: MIN_FRAME_OVERHEAD,
+            need: FRAME_OVERHEAD_V2,
         };
     }
     let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
     let (overhead, crc_at) = match buf[4] {
-        FRAME_VERSION => (FRAME_OVERHEAD, 13),
+        FRAME_VERSION_V3 => (FRAME_OVERHEAD_V3, 13),
         FRAME_VERSION_V2 => (FRAME_OVERHEAD_V2, 9),
         _ => return Frame::Corrupt("unknown frame version"),
     };
@@ -107,7 +368,7 @@ pub fn decode_frame(buf: &[u8], max_data: usize) -> Frame<'_> {
         return Frame::Incomplete { need: total };
     }
     let seq = u32::from_le_bytes([buf[5], buf[6], buf[7], buf[8]]);
-    let time = (overhead == FRAME_OVERHEAD)
+    let time = (overhead == FRAME_OVERHEAD_V3)
         .then(|| u32::from_le_bytes([buf[9], buf[10], buf[11], buf[12]]));
     let stored = u32::from_le_bytes([
         buf[crc_at],
@@ -116,8 +377,7 @@ pub fn decode_frame(buf: &[u8], max_data: usize) -> Frame<'_> {
         buf[crc_at + 3],
     ]);
     let data = &buf[overhead..total];
-    let actual = crc32c::crc32c_append(crc32c::crc32c(&buf[..crc_at]), data);
-    if stored != actual {
+    if check && stored != crc32c::crc32c_append(crc32c::crc32c(&buf[..crc_at]), data) {
         return Frame::Corrupt("frame checksum mismatch");
     }
     Frame::Record {
@@ -132,32 +392,154 @@ pub fn decode_frame(buf: &[u8], max_data: usize) -> Frame<'_> {
 mod tests {
     use super::*;
 
+    const MAX: usize = 1 << 20;
+
+    fn record(frame: Frame<'_>) -> (u32, Option<u32>, Vec<u8>, usize) {
+        match frame {
+            Frame::Record {
+                seq,
+                time,
+                data,
+                len,
+            } => (seq, time, data.to_vec(), len),
+            other => panic!("expected a record, got {other:?}"),
+        }
+    }
+
     #[test]
-    fn frame_round_trip_and_damage() {
+    fn a_200_byte_record_takes_9_or_10_bytes_of_framing() {
+        for (time, overhead) in [(0, 9), (127, 9), (128, 10), (16_383, 10), (16_384, 11)] {
+            let mut buf = Vec::new();
+            encode_frame(70_000, time, &[7u8; 200], &mut buf);
+            assert_eq!(buf.len(), 200 + overhead, "time delta {time}");
+            assert!(buf.len() <= max_frame_len(200));
+        }
+        let mut small = Vec::new();
+        encode_frame(0, 0, b"", &mut small);
+        assert_eq!(small.len(), MIN_FRAME_OVERHEAD);
+    }
+
+    #[test]
+    fn v4_round_trip_checks_the_expected_sequence() {
         let mut buf = Vec::new();
-        encode_frame(7, 1234, b"hello", &mut buf);
-        encode_frame(8, 0, b"", &mut buf);
-        assert_eq!(buf.len(), 2 * FRAME_OVERHEAD + 5);
-        let Frame::Record {
-            seq,
-            time,
-            data,
-            len,
-        } = decode_frame(&buf, 1 << 20)
-        else {
-            panic!("valid frame");
-        };
-        assert_eq!((seq, time, data, len), (7, Some(1234), &b"hello"[..], 22));
+        encode_frame(300, 1234, b"hello", &mut buf);
+        let first = buf.len();
+        encode_frame(301, u32::MAX, &[1u8; 300], &mut buf);
+        assert_eq!(
+            record(decode_frame(&buf, MAX, Framing::V4, 300)),
+            (300, Some(1234), b"hello".to_vec(), first)
+        );
+        assert_eq!(
+            record(decode_frame(&buf[first..], MAX, Framing::V4, 301)),
+            (301, Some(u32::MAX), vec![1u8; 300], buf.len() - first)
+        );
+        // The same low byte, another sequence: the CRC tells them apart.
+        assert_eq!(
+            decode_frame(&buf, MAX, Framing::V4, 300 + 256),
+            Frame::Corrupt("frame checksum mismatch")
+        );
+        assert_eq!(
+            decode_frame(&buf, MAX, Framing::V4, 301),
+            Frame::Corrupt("frame sequence out of order")
+        );
+        assert_eq!(
+            decode_frame(&buf, 4, Framing::V4, 300),
+            Frame::Corrupt("frame length out of range")
+        );
+    }
+
+    #[test]
+    fn a_torn_v4_frame_is_incomplete_at_every_cut() {
+        let mut buf = Vec::new();
+        encode_frame(5, 20_000, &[9u8; 200], &mut buf);
+        for cut in 0..buf.len() {
+            assert!(
+                matches!(
+                    decode_frame(&buf[..cut], MAX, Framing::V4, 5),
+                    Frame::Incomplete { need } if need > cut
+                ),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_flipped_bit_of_a_v4_frame_is_detected() {
+        let mut buf = Vec::new();
+        encode_frame(5, 20_000, b"some record data", &mut buf);
+        for at in 0..buf.len() {
+            for bit in 0..8 {
+                let mut bad = buf.clone();
+                bad[at] ^= 1 << bit;
+                assert!(
+                    !matches!(
+                        decode_frame(&bad, MAX, Framing::V4, 5),
+                        Frame::Record { .. }
+                    ),
+                    "flip of bit {bit} at {at} detected"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_verified_frame_is_parsed_without_its_crc() {
+        let mut buf = Vec::new();
+        encode_frame(9, 1, b"twice", &mut buf);
+        let len = buf.len();
+        buf[len - 1] ^= 1;
         assert!(matches!(
-            decode_frame(&buf[22..], 10),
+            decode_frame(&buf, MAX, Framing::V4, 9),
+            Frame::Corrupt(_)
+        ));
+        assert_eq!(
+            record(decode_verified_frame(&buf, MAX, Framing::V4, 9)),
+            (9, Some(1), b"twice".to_vec(), len)
+        );
+        assert_eq!(
+            decode_verified_frame(&buf, MAX, Framing::V4, 10),
+            Frame::Corrupt("frame sequence out of order")
+        );
+    }
+
+    #[test]
+    fn find_frame_recovers_the_sequence_from_its_low_byte_and_crc() {
+        let mut buf = Vec::new();
+        encode_frame(1000, 3, b"after the damage", &mut buf);
+        assert_eq!(
+            find_frame(&buf, MAX, Framing::V4, 0..5000),
+            Some((1000, buf.len()))
+        );
+        assert_eq!(
+            find_frame(&buf, MAX, Framing::V4, 1000..1001),
+            Some((1000, buf.len()))
+        );
+        assert_eq!(find_frame(&buf, MAX, Framing::V4, 0..1000), None);
+        assert_eq!(find_frame(&buf, MAX, Framing::V4, 1001..u32::MAX), None);
+        assert_eq!(find_frame(&buf[1..], MAX, Framing::V4, 0..5000), None);
+    }
+
+    #[test]
+    fn version_3_frames_are_still_read() {
+        let mut buf = Vec::new();
+        encode_frame_v3(7, 1234, b"hello", &mut buf);
+        encode_frame_v3(8, 0, b"", &mut buf);
+        assert_eq!(buf.len(), 2 * FRAME_OVERHEAD_V3 + 5);
+        // The expected sequence does not matter: v3 frames carry theirs.
+        assert_eq!(
+            record(decode_frame(&buf, MAX, Framing::V3, 0)),
+            (7, Some(1234), b"hello".to_vec(), 22)
+        );
+        assert!(matches!(
+            decode_frame(&buf[22..], 10, Framing::V3, 0),
             Frame::Record { seq: 8, .. }
         ));
         assert_eq!(
-            decode_frame(&buf[..16], 1 << 20),
+            decode_frame(&buf[..16], MAX, Framing::V3, 7),
             Frame::Incomplete { need: 22 }
         );
         assert_eq!(
-            decode_frame(&buf, 4),
+            decode_frame(&buf, 4, Framing::V3, 7),
             Frame::Corrupt("frame length out of range")
         );
         for at in [0, 5, 10, 14, 18] {
@@ -165,7 +547,7 @@ mod tests {
             bad[at] ^= 0x10;
             assert!(
                 !matches!(
-                    decode_frame(&bad, 1 << 20),
+                    decode_frame(&bad, MAX, Framing::V3, 7),
                     Frame::Record {
                         seq: 7,
                         time: Some(1234),
@@ -175,16 +557,18 @@ mod tests {
                 "flip at {at} detected"
             );
         }
+        assert_eq!(find_frame(&buf, MAX, Framing::V3, 7..8), Some((7, 22)));
+        assert_eq!(find_frame(&buf, MAX, Framing::V3, 8..9), None);
     }
 
     #[test]
     fn version_2_frames_are_still_read() {
         let mut buf = Vec::new();
         encode_frame_v2(7, b"hello", &mut buf);
-        encode_frame(8, 5, b"new", &mut buf);
-        assert_eq!(buf.len(), FRAME_OVERHEAD_V2 + 5 + FRAME_OVERHEAD + 3);
+        encode_frame_v3(8, 5, b"new", &mut buf);
+        assert_eq!(buf.len(), FRAME_OVERHEAD_V2 + 5 + FRAME_OVERHEAD_V3 + 3);
         assert_eq!(
-            decode_frame(&buf, 1 << 20),
+            decode_frame(&buf, MAX, Framing::V2, 0),
             Frame::Record {
                 seq: 7,
                 time: None,
@@ -193,21 +577,13 @@ mod tests {
             }
         );
         assert_eq!(
-            decode_frame(&buf[..16], 1 << 20),
+            decode_frame(&buf[..16], MAX, Framing::V2, 0),
             Frame::Incomplete { need: 18 }
         );
-        assert!(matches!(
-            decode_frame(&buf[18..], 1 << 20),
-            Frame::Record {
-                seq: 8,
-                time: Some(5),
-                ..
-            }
-        ));
         let mut bad = buf.clone();
         bad[10] ^= 1;
         assert_eq!(
-            decode_frame(&bad, 1 << 20),
+            decode_frame(&bad, MAX, Framing::V2, 0),
             Frame::Corrupt("frame checksum mismatch")
         );
     }

@@ -256,6 +256,14 @@ impl QueueStore {
         self.backend.disk_bytes()
     }
 
+    /// Waits until the space freed by acknowledgements so far is given back
+    /// (disk mode deletes acknowledged segments on a thread of its own,
+    /// right after the acknowledgement; blocking: call from
+    /// `spawn_blocking` in async code).
+    pub fn settle(&self) {
+        self.backend.settle();
+    }
+
     /// Fsyncs and bytes written (disk mode), for metrics.
     pub fn io_stats(&self) -> Option<crate::backend::IoStats> {
         self.backend.io_stats()

@@ -152,6 +152,7 @@ async fn a_full_tmpfs_refuses_appends_cleanly_and_recovers() {
     let total_a = a.stats().messages;
     let upto: Seq = a.read(1, usize::MAX, usize::MAX).await.unwrap()[(total_a / 2) as usize].seq;
     a.ack(upto).await.expect("ack on a full disk");
+    store.settle();
     let after_ack = fill(&store, &mut counter).await;
     assert!(
         after_ack > 50,

@@ -5,6 +5,7 @@ use serde::Deserialize;
 use super::enums::ci_enum;
 use super::security::{
     AuthorizationSpec, BrokerLimitsSpec, ListenerAuthenticationSpec, ListenerTlsSpec,
+    ListenerWebSocketSpec,
 };
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -68,10 +69,14 @@ pub struct ListenerSpec {
     pub address: String,
     /// TLS (1.2 and 1.3) instead of plain TCP.
     pub tls: Option<ListenerTlsSpec>,
+    /// MQTT over WebSocket (`wss` with `tls`) instead of MQTT on the socket.
+    pub websocket: Option<ListenerWebSocketSpec>,
     /// Default: Anonymous.
     pub authentication: Option<ListenerAuthenticationSpec>,
     /// Accept Anonymous on an address other than loopback.
     pub allow_anonymous: Option<bool>,
+    /// This listener's own limits; unset fields are those of `spec.limits`.
+    pub limits: Option<BrokerLimitsSpec>,
 }
 
 ci_enum!(

@@ -14,7 +14,7 @@ use std::time::Duration;
 use backhaul_broker::authz::{self, DefaultDecision, Rule, RuleIdentity};
 use backhaul_broker::passwd::PasswordFile;
 use backhaul_broker::tls::{self, TlsFile, TlsFiles};
-use backhaul_broker::{Authentication, Authorization, BrokerSettings, ListenerSettings};
+use backhaul_broker::{Authentication, Authorization, Limits, ListenerSettings, WebSocketSettings};
 use serde::Deserialize;
 
 use super::appliance::ListenerSpec;
@@ -32,6 +32,14 @@ pub struct ListenerTlsSpec {
     /// PEM CA bundle; when set, every client must present a certificate
     /// signed by it.
     pub client_ca_file: Option<String>,
+}
+
+/// `listeners[].websocket`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListenerWebSocketSpec {
+    /// The HTTP path of the endpoint (default `/mqtt`).
+    pub path: Option<String>,
 }
 
 ci_enum!(
@@ -100,12 +108,14 @@ fn config_path(dir: Option<&Path>, file: &str) -> PathBuf {
     }
 }
 
-/// Validates listener `i`.
+/// Validates listener `i`; its `limits` inherit `broker_limits` field by
+/// field.
 pub(super) fn listener(
     origin: &Origin,
     i: usize,
     spec: &ListenerSpec,
     address: SocketAddr,
+    broker_limits: Limits,
     dir: Option<&Path>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<ListenerSettings> {
@@ -128,6 +138,19 @@ pub(super) fn listener(
                 errors.push(origin.error(field(which), err.message));
             })
             .ok()
+    });
+    let websocket = spec.websocket.as_ref().map(|ws| {
+        let path = ws
+            .path
+            .clone()
+            .unwrap_or_else(|| WebSocketSettings::default().path);
+        if !path.starts_with('/') || path.contains(char::is_whitespace) {
+            errors.push(origin.error(
+                field("websocket.path"),
+                format!("'{path}' must be an HTTP path starting with '/', such as /mqtt"),
+            ));
+        }
+        WebSocketSettings { path }
     });
     let method = spec
         .authentication
@@ -188,11 +211,20 @@ pub(super) fn listener(
             Authentication::X509
         }
     };
+    let own_limits = spec.limits.as_ref().map(|own| {
+        let at = LimitsAt::Listener {
+            index: i,
+            name: &name,
+        };
+        limits(origin, at, Some(own), broker_limits, errors)
+    });
     (errors.len() == before).then_some(ListenerSettings {
         name,
         address,
         tls: tls_config,
+        websocket,
         authentication,
+        limits: own_limits,
     })
 }
 
@@ -241,22 +273,37 @@ pub(super) fn authorization(
     Authorization::new(rules, default)
 }
 
-/// Validates `spec.limits` into the broker settings (listeners and
-/// authorization are set by the caller).
+/// Where a `limits` section is: the broker's, or a listener's own.
+pub(super) enum LimitsAt<'a> {
+    Broker,
+    Listener { index: usize, name: &'a str },
+}
+
+/// Validates a `limits` section over `base`, field by field: the broker's
+/// over the defaults, a listener's over the broker's. Errors name the
+/// field, and the listener.
 pub(super) fn limits(
     origin: &Origin,
+    at: LimitsAt<'_>,
     spec: Option<&BrokerLimitsSpec>,
+    base: Limits,
     errors: &mut Vec<ConfigError>,
-) -> BrokerSettings {
-    let defaults = BrokerSettings::default();
+) -> Limits {
     let Some(spec) = spec else {
-        return defaults;
+        return base;
+    };
+    let (prefix, whose) = match at {
+        LimitsAt::Broker => ("spec.limits".to_string(), String::new()),
+        LimitsAt::Listener { index, name } => (
+            format!("spec.listeners[{index}].limits"),
+            format!("listener '{name}': "),
+        ),
     };
     let mut check = |name: &str, value: Option<usize>, min: usize, max: usize| {
         if let Some(v) = value.filter(|v| !(min..=max).contains(v)) {
             errors.push(origin.error(
-                format!("spec.limits.{name}"),
-                format!("{v} is out of range; expected {min} to {max}"),
+                format!("{prefix}.{name}"),
+                format!("{whose}{v} is out of range; expected {min} to {max}"),
             ));
         }
     };
@@ -277,15 +324,14 @@ pub(super) fn limits(
     );
     check("maxTopicLength", spec.max_topic_length, 1, 65_535);
     check("maxTopicLevels", spec.max_topic_levels, 1, 65_535);
-    BrokerSettings {
-        max_connections: spec.max_connections.unwrap_or(defaults.max_connections),
-        max_packet_size: spec.max_packet_size.unwrap_or(defaults.max_packet_size),
-        receive_maximum: spec.receive_maximum.unwrap_or(defaults.receive_maximum),
+    Limits {
+        max_connections: spec.max_connections.unwrap_or(base.max_connections),
+        max_packet_size: spec.max_packet_size.unwrap_or(base.max_packet_size),
+        receive_maximum: spec.receive_maximum.unwrap_or(base.receive_maximum),
         connect_timeout: spec
             .connect_timeout_seconds
-            .map_or(defaults.connect_timeout, Duration::from_secs),
-        max_topic_length: spec.max_topic_length.unwrap_or(defaults.max_topic_length),
-        max_topic_levels: spec.max_topic_levels.unwrap_or(defaults.max_topic_levels),
-        ..defaults
+            .map_or(base.connect_timeout, Duration::from_secs),
+        max_topic_length: spec.max_topic_length.unwrap_or(base.max_topic_length),
+        max_topic_levels: spec.max_topic_levels.unwrap_or(base.max_topic_levels),
     }
 }

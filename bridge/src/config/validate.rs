@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use backhaul_broker::{BrokerSettings, ListenerSettings, TopicFilter};
+use backhaul_broker::{BrokerSettings, Limits, ListenerSettings, TopicFilter};
 
 use super::appliance::{ApplianceSpec, OverflowSpec, QueueLimitsSpec, RetrySpec, StorageModeSpec};
 use super::dataflow::{DataflowSpec, OperationSpec, OperationType};
@@ -185,6 +185,13 @@ fn appliance(
         None => (defaults, ApplianceSpec::default(), "backhaul".to_string()),
     };
     let before = errors.len();
+    let broker_limits = security::limits(
+        &origin,
+        security::LimitsAt::Broker,
+        spec.limits.as_ref(),
+        Limits::default(),
+        errors,
+    );
     let listeners = match &spec.listeners {
         Some(list) if list.is_empty() => {
             errors.push(origin.error("spec.listeners", "at least one listener is needed"));
@@ -196,7 +203,7 @@ fn appliance(
             .filter_map(|(i, l)| {
                 let field = format!("spec.listeners[{i}].address");
                 let address = parse_address(&origin, &field, &l.address, errors)?;
-                security::listener(&origin, i, l, address, dir, errors)
+                security::listener(&origin, i, l, address, broker_limits, dir, errors)
             })
             .collect(),
         None => vec![ListenerSettings::plain(
@@ -207,8 +214,8 @@ fn appliance(
     let authorization = security::authorization(&origin, spec.authorization.as_ref(), errors);
     let broker = BrokerSettings {
         listeners: listeners.clone(),
+        limits: broker_limits,
         authorization: std::sync::Arc::new(authorization),
-        ..security::limits(&origin, spec.limits.as_ref(), errors)
     };
     let storage = spec.storage.clone().unwrap_or_default();
     let metrics = spec.metrics.as_ref().and_then(|m| m.address.clone());

@@ -1,5 +1,6 @@
 //! Who gets in: the TLS handshake (and the client certificate's CN), the
-//! password check, and the CONNACK that refuses a client.
+//! WebSocket upgrade, the password check, and the CONNACK that refuses a
+//! client.
 
 use std::sync::Arc;
 
@@ -14,9 +15,26 @@ use crate::passwd::{PasswordFile, Verified};
 use crate::stats::AuthFailure;
 use crate::ConnectionError;
 
+/// The handshakes before MQTT: TLS on a TLS listener, then the WebSocket
+/// upgrade on a WebSocket listener. Returns the MQTT byte stream and the
+/// subject CN of the client certificate if there is one.
+pub(super) async fn handshake<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
+    listener: &ListenerContext,
+    shared: &Shared,
+) -> Result<(Io, Option<String>), ConnectionError> {
+    let (io, cn) = tls_handshake(stream, listener, shared).await?;
+    let Some(websocket) = &listener.websocket else {
+        return Ok((io, cn));
+    };
+    let max_packet_size = listener.limits.max_packet_size;
+    let io = crate::websocket::accept(io, websocket, max_packet_size).await?;
+    Ok((Box::new(io), cn))
+}
+
 /// The TLS handshake of a TLS listener, with the subject CN of the client
 /// certificate if there is one. Failures are counted by reason.
-pub(super) async fn handshake<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+async fn tls_handshake<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     stream: S,
     listener: &ListenerContext,
     shared: &Shared,
@@ -83,6 +101,7 @@ pub(super) async fn refuse(
     };
     codec.write(Packet::ConnAck(refusal, None), &mut out)?;
     writer.write_all(&out).await?;
+    writer.flush().await?;
     writer.shutdown().await?;
     Ok(())
 }

@@ -1,19 +1,30 @@
 //! The limits on what a connected client sends, and what an error that
 //! ends a connection is counted as and tells an MQTT 5 client.
 
+use std::sync::atomic::Ordering;
+
 use rumqttd::protocol::{DisconnectReasonCode, Error as CodecError};
 
-use crate::broker::Shared;
+use crate::broker::{ListenerContext, Shared};
+use crate::limits::Limits;
 use crate::stats::Rejection;
 use crate::ConnectionError;
+
+/// Whether a new client (already counted) is one too many, for the
+/// broker's limit (all listeners) or its listener's own.
+pub(super) fn too_many_connections(shared: &Shared, listener: &ListenerContext) -> bool {
+    let open = shared.stats.connections_active.load(Ordering::Relaxed);
+    let on_listener = listener.connections.load(Ordering::Relaxed);
+    open > shared.settings.limits.max_connections as u64
+        || on_listener > listener.limits.max_connections as u64
+}
 
 /// Applies the topic length and level limits to a topic or filter.
 pub(super) fn check_topic(
     topic: &str,
     filter: bool,
-    shared: &Shared,
+    settings: &Limits,
 ) -> Result<(), ConnectionError> {
-    let settings = &shared.settings;
     if topic.len() > settings.max_topic_length {
         return Err(ConnectionError::TopicTooLong {
             filter,
@@ -44,6 +55,7 @@ pub(super) fn rejection(err: &ConnectionError) -> Option<Rejection> {
         | ConnectionError::InvalidWill(_)
         | ConnectionError::UnknownTopicAlias(_) => Rejection::Malformed,
         ConnectionError::ConnectTimeout => Rejection::ConnectTimeout,
+        ConnectionError::WebSocketHandshake(_) => Rejection::WebSocketHandshake,
         ConnectionError::TopicTooLong { .. } => Rejection::TopicTooLong,
         ConnectionError::TooManyTopicLevels { .. } => Rejection::TooManyTopicLevels,
         ConnectionError::ReceiveMaximumExceeded(_) => Rejection::ReceiveMaximumExceeded,

@@ -173,6 +173,12 @@ impl Pki {
 
     /// A TLS client trusting the test CA, presenting `<client>.pem` if given.
     pub fn connector(&self, client: Option<&str>) -> TlsConnector {
+        TlsConnector::from(self.client_config(client))
+    }
+
+    /// The client configuration of [`Pki::connector`], for clients that
+    /// take one (rumqttc).
+    pub fn client_config(&self, client: Option<&str>) -> Arc<ClientConfig> {
         let mut roots = RootCertStore::empty();
         for cert in CertificateDer::pem_file_iter(self.path("ca.pem")).unwrap() {
             roots.add(cert.unwrap()).unwrap();
@@ -194,7 +200,7 @@ impl Pki {
                 builder.with_client_auth_cert(certs, key).unwrap()
             }
         };
-        TlsConnector::from(Arc::new(config))
+        Arc::new(config)
     }
 }
 

@@ -193,6 +193,11 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// Waits until space freed by acknowledgements so far is given back
+    /// (the segment log deletes acknowledged segments on a thread of its
+    /// own).
+    fn settle(&self) {}
+
     /// Disk activity, if the backend writes to disk.
     fn io_stats(&self) -> Option<IoStats> {
         None

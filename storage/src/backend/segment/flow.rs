@@ -4,21 +4,21 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
 use tracing::{error, warn};
 
 use super::io::{Fs, FsFile};
 use super::ledger::Ledger;
-use super::reader::{SegInfo, SegmentView, Step, Walk};
+use super::reader::{Peek, SegInfo, SegmentCursor, SegmentView, Step, Walk};
 use super::writer::Writer;
 use super::{
-    decode_header, encode_header, io_error, parse_segment_name, segment_path, time_base_for,
-    SegmentConfig, HEADER_LEN,
+    decode_header, encode_header, header_len, io_error, parse_segment_name, segment_path,
+    time_base_for, SegmentConfig, HEADER_LEN,
 };
 use crate::backend::{DropUntil, ReadOutcome, Recovered, Removed};
-use crate::record::{FRAME_OVERHEAD, FRAME_OVERHEAD_V2};
+use crate::record::Framing;
 use crate::{QueuedRecord, Seq, StorageError};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -38,8 +38,10 @@ pub(crate) struct SegMeta {
     pub(crate) last: Seq,
     /// Data bytes of its records (exact unless the segment is damaged).
     pub(crate) data_bytes: u64,
-    /// The time base of its frames (0: an earlier build's segment).
+    /// The time base of its frames (0: version-2 frames).
     pub(crate) time_base: u64,
+    /// The frame version of its records.
+    pub(crate) framing: Framing,
 }
 
 impl SegMeta {
@@ -61,6 +63,10 @@ pub(crate) struct Shared {
     /// During recovery the newest segment's end and last sequence are not
     /// known yet: walks read it to the end of the file.
     recovering: bool,
+    /// Records the reader walked over and CRC-checked in a row, without
+    /// damage (its [`Walk::clean_from`]`..next`): the acknowledger parses
+    /// only their lengths.
+    read_clean: std::ops::Range<Seq>,
 }
 
 impl Shared {
@@ -80,6 +86,22 @@ impl Shared {
         to - from + 1
     }
 
+    /// The records an acknowledgement from `acked` may walk over without
+    /// checking their CRCs again: those the reader checked, unless damage
+    /// was noted at or after `acked + 1` (then both walks judge it afresh).
+    fn verified_after(&self, acked: Seq) -> std::ops::Range<Seq> {
+        let damage_ahead = self
+            .counted
+            .iter()
+            .next_back()
+            .is_some_and(|(_, end)| *end > acked);
+        if damage_ahead {
+            0..0
+        } else {
+            self.read_clean.clone()
+        }
+    }
+
     fn index_of(&self, base: Seq) -> Option<usize> {
         self.segments.binary_search_by_key(&base, |m| m.base).ok()
     }
@@ -96,6 +118,7 @@ impl Shared {
             newest,
             avg_record: meta.data_bytes / meta.records().max(1),
             time_base: meta.time_base,
+            framing: meta.framing,
         })
     }
 
@@ -127,6 +150,8 @@ pub(crate) struct FlowLog {
     pub(crate) writer: Mutex<Writer>,
     reader: Mutex<Option<Walk>>,
     acker: Mutex<Acker>,
+    /// Whether the reclaim thread has a request for this flow waiting.
+    pub(crate) reclaim_queued: AtomicBool,
 }
 
 impl SegmentView for FlowLog {
@@ -157,9 +182,12 @@ struct Found {
     len: u64,
     /// The previous segment's base, from a valid header.
     prev: Option<Seq>,
-    /// The time base from the header (0 when damaged or from an earlier
-    /// build).
+    /// The time base from the header (0 when damaged or version-2 frames).
     time_base: u64,
+    /// The frame version the header names (version 4 when damaged).
+    framing: Framing,
+    /// The predecessor's data bytes, from a current header.
+    prev_data_bytes: Option<u64>,
 }
 
 impl FlowLog {
@@ -199,10 +227,12 @@ impl FlowLog {
                 acked: ledger.acked(),
                 counted: BTreeMap::new(),
                 recovering: true,
+                read_clean: 0..0,
             }),
             writer: Mutex::new(Writer::new(dir, None)),
             reader: Mutex::new(None),
             acker: Mutex::new(Acker { walk: None, ledger }),
+            reclaim_queued: AtomicBool::new(false),
         };
         let recovered = log
             .recover(found)
@@ -221,19 +251,41 @@ impl FlowLog {
         // The base of the segment before the newest: what a rewritten header
         // names as its predecessor (a made-up one would read as a missing
         // segment at the next start).
-        let before_newest = found.len().checked_sub(2).map_or(0, |i| found[i].base);
+        let before_newest = found.len().checked_sub(2).map(|i| {
+            let prev = &found[i];
+            (
+                prev.base,
+                prev.path.clone(),
+                prev.framing,
+                prev.time_base,
+                prev.len,
+            )
+        });
         if let Some(newest) = found.last_mut() {
             if newest.prev.is_none() {
                 if newest.len <= HEADER_LEN as u64 {
-                    let prev = before_newest;
+                    let (prev, prev_data_bytes) = match &before_newest {
+                        Some((base, path, framing, time_base, len)) => {
+                            let bytes = self
+                                .count_data_bytes(path, *base, *framing, *time_base, *len)
+                                .unwrap_or_else(|err| {
+                                    warn!(flow = %self.name, %err, "cannot read the segment before a torn one; its data bytes are estimated");
+                                    len.saturating_sub(header_len(*framing))
+                                });
+                            (*base, bytes)
+                        }
+                        None => (0, 0),
+                    };
                     let time_base = time_base_for(now_ms());
                     let file = self.fs.open(&newest.path)?;
                     file.set_len(0)?;
-                    file.write_all_at(&encode_header(newest.base, prev, time_base), 0)?;
+                    let header = encode_header(newest.base, prev, prev_data_bytes, time_base);
+                    file.write_all_at(&header, 0)?;
                     file.sync_data()?;
                     newest.len = HEADER_LEN as u64;
                     newest.prev = Some(prev);
                     newest.time_base = time_base;
+                    newest.framing = Framing::V4;
                     warn!(flow = %self.name, base = newest.base, "rewrote the torn header of the newest segment");
                 } else {
                     error!(flow = %self.name, base = newest.base, "newest segment has a damaged header; moving it aside");
@@ -291,20 +343,12 @@ impl FlowLog {
                     lost.push((prev, next.base - 1));
                 }
             }
-            let records = if newest {
+            // The newest segment is scanned below.
+            let data_bytes = if newest {
                 0
             } else {
-                (last + 1).saturating_sub(segment.base)
+                self.sealed_data_bytes(segment, found.get(i + 1), last)
             };
-            let overhead = if segment.time_base == 0 {
-                FRAME_OVERHEAD_V2
-            } else {
-                FRAME_OVERHEAD
-            };
-            let data_bytes = segment
-                .len
-                .saturating_sub(HEADER_LEN as u64)
-                .saturating_sub(records * overhead as u64);
             segments.push_back(SegMeta {
                 base: segment.base,
                 path: segment.path.clone(),
@@ -312,6 +356,7 @@ impl FlowLog {
                 last,
                 data_bytes,
                 time_base: segment.time_base,
+                framing: segment.framing,
             });
         }
         // Gaps left by segments moved aside above (their predecessors end
@@ -399,13 +444,20 @@ impl FlowLog {
             // Append to the newest segment only if the next record follows
             // its last one; otherwise the first commit starts a new segment.
             if next_seq == tail_next {
-                resume = Some((meta.path.clone(), meta.base, meta.time_base, meta.end));
+                resume = Some((
+                    meta.path.clone(),
+                    meta.base,
+                    meta.time_base,
+                    meta.framing,
+                    meta.end,
+                ));
             }
         }
         drop(shared);
-        if let Some((path, base, time_base, end)) = resume {
-            lock(&self.writer).active =
-                Some(Writer::resume(&*self.fs, &path, base, time_base, end)?);
+        if let Some((path, base, time_base, framing, end)) = resume {
+            lock(&self.writer).active = Some(Writer::resume(
+                &*self.fs, &path, base, time_base, framing, end,
+            )?);
         }
         recovered.next_seq = next_seq;
         Ok(recovered)
@@ -426,7 +478,7 @@ impl FlowLog {
         };
         let mut scanned = Scanned {
             tail: info.base.saturating_sub(1),
-            end: HEADER_LEN as u64,
+            end: header_len(info.framing),
             ..Scanned::default()
         };
         let mut walk = Walk::start(self, info.clone())?;
@@ -478,6 +530,70 @@ impl FlowLog {
                 }
             }
         }
+    }
+
+    /// The data bytes of a sealed segment (records `segment.base..=last`),
+    /// without reading it when possible: fixed framings by arithmetic from
+    /// its size, version 4 from the header of the segment rolled after it.
+    /// Otherwise (that header damaged, or a segment missing in between) the
+    /// segment is read once; if even that fails, the bytes are estimated
+    /// (start-up goes on either way).
+    fn sealed_data_bytes(&self, segment: &Found, next: Option<&Found>, last: Seq) -> u64 {
+        let payload = segment.len.saturating_sub(header_len(segment.framing));
+        let records = (last + 1).saturating_sub(segment.base);
+        if let Some(overhead) = segment.framing.fixed_overhead() {
+            return payload.saturating_sub(records * overhead);
+        }
+        if let Some(bytes) = next
+            .filter(|n| n.prev == Some(segment.base))
+            .and_then(|n| n.prev_data_bytes)
+        {
+            return bytes.min(payload);
+        }
+        self.count_data_bytes(
+            &segment.path,
+            segment.base,
+            segment.framing,
+            segment.time_base,
+            segment.len,
+        )
+        .unwrap_or_else(|err| {
+            warn!(flow = %self.name, segment = segment.base, %err, "cannot read a segment to count its bytes; estimated");
+            payload.saturating_sub(records * segment.framing.nominal_overhead())
+        })
+    }
+
+    /// Reads a segment's valid frames from its start and sums their data
+    /// bytes (stops at the first damage: an estimate then, like the
+    /// quarantine counts).
+    fn count_data_bytes(
+        &self,
+        path: &Path,
+        base: Seq,
+        framing: Framing,
+        time_base: u64,
+        len: u64,
+    ) -> io::Result<u64> {
+        let info = SegInfo {
+            base,
+            path: path.to_path_buf(),
+            end: len,
+            last: Seq::MAX,
+            newest: false,
+            avg_record: 0,
+            time_base,
+            framing,
+        };
+        let mut cursor = SegmentCursor::new(self.fs.open(path)?, &info, header_len(framing));
+        let (mut seq, mut bytes) = (base, 0);
+        while let Peek::Record { len, data_len, .. } =
+            cursor.peek(len, self.config.max_record_bytes, seq, false)?
+        {
+            bytes += data_len as u64;
+            cursor.advance(len);
+            seq += 1;
+        }
+        Ok(bytes)
     }
 
     /// Moves a whole damaged segment into the quarantine folder.
@@ -552,6 +668,7 @@ impl FlowLog {
         };
         let mut bytes = 0usize;
         let mut restarts = 0;
+        outcome.records.reserve(max_count.min(1024));
         while outcome.records.len() < max_count {
             match walk.step(self)? {
                 Step::Record {
@@ -567,7 +684,7 @@ impl FlowLog {
                         bytes += data_len;
                         outcome.records.push(QueuedRecord::new(
                             seq,
-                            Bytes::copy_from_slice(walk.data(len, data_len)),
+                            walk.data(len, data_len),
                             time,
                         ));
                     }
@@ -604,6 +721,7 @@ impl FlowLog {
                 }
             }
         }
+        lock(&self.shared).read_clean = walk.clean_from..walk.next;
         Ok(outcome)
     }
 
@@ -688,7 +806,9 @@ impl FlowLog {
             _ => acked,
         };
         let mut restarts = 0;
+        let verified = lock(&self.shared).verified_after(acked);
         if let Some(walk) = acker.walk.as_mut() {
+            walk.verified = verified.clone();
             loop {
                 if walk.next > upto {
                     break;
@@ -722,7 +842,10 @@ impl FlowLog {
                         // walk passed its last record: move on.
                         restarts += 1;
                         match self.walk_from(walk.next)? {
-                            Some(fresh) if restarts < 3 => *walk = fresh,
+                            Some(fresh) if restarts < 3 => {
+                                *walk = fresh;
+                                walk.verified = verified.clone();
+                            }
                             _ => break,
                         }
                     }
@@ -763,41 +886,62 @@ impl FlowLog {
             warn!(flow = %self.name, %err, "cannot write the acknowledgement checkpoint; retrying with the next one");
         }
 
-        // Delete segments now wholly acknowledged (never the newest), after
-        // syncing the checkpoint so that a power cut cannot bring back an
-        // older checkpoint than the deleted segments imply.
+        // Segments now wholly acknowledged are deleted by
+        // [`FlowLog::reclaim`], after the checkpoint is synced.
+        lock(&self.shared).acked = new_acked;
+        Ok(removed)
+    }
+
+    /// How many segments wholly acknowledged by a recorded checkpoint wait
+    /// to be deleted.
+    pub(crate) fn reclaimable(&self) -> usize {
+        let acked = lock(&self.acker).ledger.recorded().1;
+        let shared = lock(&self.shared);
+        let sealed = shared.segments.len().saturating_sub(1);
+        shared
+            .segments
+            .iter()
+            .take(sealed)
+            .take_while(|m| m.last <= acked)
+            .count()
+    }
+
+    /// Whether the oldest segment is sealed (not the newest) and every
+    /// record in it is `<= acked`.
+    fn sealed_through(shared: &Shared, acked: Seq) -> bool {
+        shared.segments.len() > 1 && shared.segments.front().is_some_and(|m| m.last <= acked)
+    }
+
+    /// Deletes the segments wholly acknowledged (never the newest), after
+    /// syncing the checkpoint that covers them, so that a power cut cannot
+    /// bring back an older checkpoint than the deleted segments imply. The
+    /// sync runs without holding the acknowledger, so acknowledgements
+    /// (and reads) go on meanwhile; `SegmentBackend` calls this from its
+    /// reclaim thread.
+    pub(crate) fn reclaim(&self) {
+        let (ledger, acked) = lock(&self.acker).ledger.recorded();
+        if !Self::sealed_through(&lock(&self.shared), acked) {
+            return;
+        }
+        if let Err(err) = ledger.sync_data() {
+            warn!(flow = %self.name, %err, "cannot sync the acknowledgement checkpoint; keeping acknowledged segments for now");
+            return;
+        }
         let doomed: Vec<SegMeta> = {
             let mut shared = lock(&self.shared);
-            shared.acked = new_acked;
-            let doomed = shared
-                .segments
-                .iter()
-                .take(shared.segments.len().saturating_sub(1))
-                .take_while(|m| m.last <= new_acked)
-                .cloned()
-                .collect();
+            let mut doomed = Vec::new();
+            while Self::sealed_through(&shared, acked) {
+                doomed.extend(shared.segments.pop_front());
+            }
+            let floor = shared.segments.front().map_or(0, |m| m.base);
+            shared.counted = shared.counted.split_off(&floor);
             doomed
         };
-        if !doomed.is_empty() && checkpoint.is_ok() {
-            if let Err(err) = acker.ledger.sync() {
-                warn!(flow = %self.name, %err, "cannot sync the acknowledgement checkpoint; keeping acknowledged segments for now");
-                return Ok(removed);
-            }
-            {
-                let mut shared = lock(&self.shared);
-                for _ in &doomed {
-                    shared.segments.pop_front();
-                }
-                let floor = shared.segments.front().map_or(0, |m| m.base);
-                shared.counted = shared.counted.split_off(&floor);
-            }
-            for meta in doomed {
-                if let Err(err) = self.fs.remove_file(&meta.path) {
-                    warn!(flow = %self.name, %err, path = %meta.path.display(), "cannot delete an acknowledged segment");
-                }
+        for meta in doomed {
+            if let Err(err) = self.fs.remove_file(&meta.path) {
+                warn!(flow = %self.name, %err, path = %meta.path.display(), "cannot delete an acknowledged segment");
             }
         }
-        Ok(removed)
     }
 
     /// Syncs the checkpoint and the active segment (on close).
@@ -810,9 +954,13 @@ impl FlowLog {
         }
     }
 
-    /// The base of the newest segment.
-    pub(crate) fn newest_base(&self) -> Option<Seq> {
-        lock(&self.shared).segments.back().map(|m| m.base)
+    /// The base and data bytes of the newest segment (what the header of
+    /// the segment rolled after it records).
+    pub(crate) fn newest(&self) -> Option<(Seq, u64)> {
+        lock(&self.shared)
+            .segments
+            .back()
+            .map(|m| (m.base, m.data_bytes))
     }
 
     /// The writer started segment `base` (empty so far) with `time_base`.
@@ -825,6 +973,7 @@ impl FlowLog {
             last: base.saturating_sub(1),
             data_bytes: 0,
             time_base,
+            framing: Framing::V4,
         };
         match shared.segments.back_mut() {
             Some(newest) if newest.base == base => *newest = meta,
@@ -900,6 +1049,8 @@ fn list_segments(fs: &dyn Fs, dir: &Path) -> io::Result<Vec<Found>> {
             len,
             prev: header.map(|h| h.prev),
             time_base: header.map_or(0, |h| h.time_base),
+            framing: header.map_or(Framing::V4, |h| h.framing),
+            prev_data_bytes: header.and_then(|h| h.prev_data_bytes),
         });
     }
     found.sort_by_key(|f| f.base);

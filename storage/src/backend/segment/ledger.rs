@@ -18,6 +18,7 @@
 
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::io::{Fs, FsFile};
@@ -31,7 +32,7 @@ pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A flow's acknowledgement checkpoint file.
 pub(crate) struct Ledger {
-    file: Box<dyn FsFile>,
+    file: Arc<dyn FsFile>,
     generation: u64,
     acked: Seq,
     dirty: bool,
@@ -66,10 +67,10 @@ impl Ledger {
     /// the directory). Returns it with the last checkpointed acknowledgement
     /// (0: nothing acknowledged, or both slots unreadable).
     pub(crate) fn open(fs: &dyn Fs, path: &Path) -> io::Result<Self> {
-        let file = if fs.exists(path) {
-            fs.open(path)?
+        let file: Arc<dyn FsFile> = if fs.exists(path) {
+            Arc::from(fs.open(path)?)
         } else {
-            fs.create(path)?
+            Arc::from(fs.create(path)?)
         };
         let mut buf = [0u8; 2 * SLOT];
         let n = file.read_full_at(&mut buf, 0)?;
@@ -100,6 +101,14 @@ impl Ledger {
     /// The last recorded acknowledgement.
     pub(crate) fn acked(&self) -> Seq {
         self.acked
+    }
+
+    /// The file and the last recorded acknowledgement: once the file is
+    /// synced (by anyone, later), that checkpoint or a newer one is durable
+    /// (a later write goes to the other slot, or overwrites this one with a
+    /// newer generation).
+    pub(crate) fn recorded(&self) -> (Arc<dyn FsFile>, Seq) {
+        (self.file.clone(), self.acked)
     }
 
     /// Records that every sequence `<= acked` is acknowledged.

@@ -10,13 +10,19 @@ use std::io;
 use std::ops::Range;
 use std::path::PathBuf;
 
+use bytes::{Bytes, BytesMut};
+
+use super::header_len;
 use super::io::FsFile;
-use super::HEADER_LEN;
-use crate::record::{decode_frame, Frame, FRAME_OVERHEAD, FRAME_OVERHEAD_V2, MIN_FRAME_OVERHEAD};
+use crate::record::{
+    decode_frame, decode_verified_frame, find_frame, Frame, Framing, MIN_FRAME_OVERHEAD,
+};
 use crate::Seq;
 
 /// Bytes read from a segment at a time: large enough that a replay costs
 /// few system calls, small enough that memory does not follow the backlog.
+/// Records handed out share their chunk (no copy, no allocation per
+/// record), so a caller holding on to one record holds its chunk.
 const CHUNK: usize = 256 * 1024;
 
 /// What the cursor found at its position.
@@ -45,18 +51,23 @@ pub(crate) struct SegmentCursor {
     /// The segment's time base (ms since the epoch); frames carry their
     /// append time relative to it.
     time_base: u64,
-    buf: Vec<u8>,
+    framing: Framing,
+    /// The bytes read from `buf_off` on (one chunk, shared with the
+    /// records taken from it).
+    buf: Bytes,
     buf_off: u64,
     pos: usize,
 }
 
 impl SegmentCursor {
-    pub(crate) fn new(file: Box<dyn FsFile>, base: Seq, time_base: u64, offset: u64) -> Self {
+    /// A cursor at `offset` of the segment `info` describes.
+    pub(crate) fn new(file: Box<dyn FsFile>, info: &SegInfo, offset: u64) -> Self {
         Self {
             file,
-            base,
-            time_base,
-            buf: Vec::new(),
+            base: info.base,
+            time_base: info.time_base,
+            framing: info.framing,
+            buf: Bytes::new(),
             buf_off: offset,
             pos: 0,
         }
@@ -68,39 +79,58 @@ impl SegmentCursor {
     }
 
     pub(crate) fn seek(&mut self, offset: u64) {
-        self.buf.clear();
+        self.buf = Bytes::new();
         self.buf_off = offset;
         self.pos = 0;
     }
 
     /// Makes at least `need` bytes available at the cursor, unless `end`
-    /// (or the file) comes first.
+    /// (or the file) comes first: a new chunk starting with the bytes not
+    /// yet consumed.
     fn fill(&mut self, need: usize, end: u64) -> io::Result<()> {
         if self.buf.len() - self.pos >= need {
             return Ok(());
         }
-        self.buf.drain(..self.pos);
-        self.buf_off += self.pos as u64;
-        self.pos = 0;
-        let have_end = self.buf_off + self.buf.len() as u64;
-        let want_end = (self.buf_off + need.max(CHUNK) as u64).min(end);
+        let left = &self.buf[self.pos..];
+        let start = self.buf_off + self.pos as u64;
+        let have_end = start + left.len() as u64;
+        let want_end = (start + need.max(CHUNK) as u64).min(end);
         if want_end <= have_end {
             return Ok(());
         }
-        let old = self.buf.len();
-        self.buf.resize(old + (want_end - have_end) as usize, 0);
-        let n = self.file.read_full_at(&mut self.buf[old..], have_end)?;
-        self.buf.truncate(old + n);
+        let mut chunk = BytesMut::with_capacity((want_end - start) as usize);
+        chunk.extend_from_slice(left);
+        chunk.resize((want_end - start) as usize, 0);
+        let n = self.file.read_full_at(&mut chunk[left.len()..], have_end)?;
+        chunk.truncate(left.len() + n);
+        self.buf = chunk.freeze();
+        self.buf_off = start;
+        self.pos = 0;
         Ok(())
     }
 
-    /// The frame at the cursor, not consumed. Reads never go past `end`.
-    pub(crate) fn peek(&mut self, end: u64, max_data: usize) -> io::Result<Peek> {
+    /// The frame at the cursor, not consumed, if it is record `expect`
+    /// (versions 2 and 3 name theirs: any valid one). Reads never go past
+    /// `end`. `verified`: this process already read and checked this frame
+    /// here, so its CRC is not computed again.
+    pub(crate) fn peek(
+        &mut self,
+        end: u64,
+        max_data: usize,
+        expect: Seq,
+        verified: bool,
+    ) -> io::Result<Peek> {
         if self.offset() >= end {
             return Ok(Peek::End);
         }
+        let expect = self.delta(expect);
+        let decode = if verified {
+            decode_verified_frame
+        } else {
+            decode_frame
+        };
         self.fill(MIN_FRAME_OVERHEAD, end)?;
-        let need = match decode_frame(&self.buf[self.pos..], max_data) {
+        let need = match decode(&self.buf[self.pos..], max_data, self.framing, expect) {
             Frame::Record {
                 seq,
                 time,
@@ -111,15 +141,23 @@ impl SegmentCursor {
             Frame::Incomplete { need } => need,
         };
         self.fill(need, end)?;
-        Ok(match decode_frame(&self.buf[self.pos..], max_data) {
-            Frame::Record {
-                seq,
-                time,
-                data,
-                len,
-            } => self.record(seq, time, data.len(), len),
-            Frame::Corrupt(_) | Frame::Incomplete { .. } => Peek::Broken,
-        })
+        Ok(
+            match decode(&self.buf[self.pos..], max_data, self.framing, expect) {
+                Frame::Record {
+                    seq,
+                    time,
+                    data,
+                    len,
+                } => self.record(seq, time, data.len(), len),
+                Frame::Corrupt(_) | Frame::Incomplete { .. } => Peek::Broken,
+            },
+        )
+    }
+
+    /// `seq` relative to the segment's first sequence (sequences before it
+    /// or too far after it never match a frame).
+    fn delta(&self, seq: Seq) -> u32 {
+        u32::try_from(seq.saturating_sub(self.base)).unwrap_or(u32::MAX)
     }
 
     fn record(&self, seq: u32, time: Option<u32>, data_len: usize, len: usize) -> Peek {
@@ -132,9 +170,10 @@ impl SegmentCursor {
     }
 
     /// The data (`data_len` bytes) of the frame of `len` bytes at the cursor
-    /// (after a [`Peek::Record`]).
-    pub(crate) fn data(&self, len: usize, data_len: usize) -> &[u8] {
-        &self.buf[self.pos + len - data_len..self.pos + len]
+    /// (after a [`Peek::Record`]), sharing the chunk it was read into.
+    pub(crate) fn data(&self, len: usize, data_len: usize) -> Bytes {
+        let range = self.framing.data_range(len, data_len);
+        self.buf.slice(self.pos + range.start..self.pos + range.end)
     }
 
     pub(crate) fn advance(&mut self, len: usize) {
@@ -142,27 +181,31 @@ impl SegmentCursor {
     }
 
     /// After a broken frame: the offset and sequence of the first valid frame
-    /// in `(offset, end)` whose sequence lies in `seqs`, if any. Reads the rest
-    /// of the segment at once; this only runs on damage.
+    /// in `[offset, end)` whose sequence lies in `seqs`, if any (the frame at
+    /// the cursor itself is one when frames before it vanished). Reads the
+    /// rest of the segment at once; this only runs on damage.
     fn resync(
         &mut self,
         end: u64,
         seqs: Range<Seq>,
         max_data: usize,
     ) -> io::Result<Option<(u64, Seq)>> {
-        let start = self.offset() + 1;
+        let start = self.offset();
         if start >= end {
             return Ok(None);
         }
         let mut rest = vec![0u8; (end - start) as usize];
         let n = self.file.read_full_at(&mut rest, start)?;
         rest.truncate(n);
+        let first = self.delta(seqs.start);
+        // An open range (the newest segment at start-up): every frame takes
+        // at least MIN_FRAME_OVERHEAD bytes, so the segment holds no more
+        // frames than its size allows (version 4 tries each candidate).
+        let room = (end / MIN_FRAME_OVERHEAD as u64).min(u64::from(u32::MAX)) as u32;
+        let last = self.delta(seqs.end).min(first.saturating_add(room));
         for i in 0..rest.len() {
-            if let Frame::Record { seq, .. } = decode_frame(&rest[i..], max_data) {
-                let seq = self.base + u64::from(seq);
-                if seqs.contains(&seq) {
-                    return Ok(Some((start + i as u64, seq)));
-                }
+            if let Some((seq, _)) = find_frame(&rest[i..], max_data, self.framing, first..last) {
+                return Ok(Some((start + i as u64, self.base + u64::from(seq))));
             }
         }
         Ok(None)
@@ -192,19 +235,10 @@ pub(crate) struct SegInfo {
     /// Average data bytes per record, to estimate the size of lost ranges.
     pub(crate) avg_record: u64,
     /// The time base of its frames (ms since the epoch); 0 for a segment
-    /// written by an earlier build (version-2 frames, no append times).
+    /// of version-2 frames (no append times).
     pub(crate) time_base: u64,
-}
-
-impl SegInfo {
-    /// Framing bytes per record in this segment.
-    pub(crate) fn frame_overhead(&self) -> u64 {
-        if self.time_base == 0 {
-            FRAME_OVERHEAD_V2 as u64
-        } else {
-            FRAME_OVERHEAD as u64
-        }
-    }
+    /// The frame version of its records.
+    pub(crate) framing: Framing,
 }
 
 /// Where a walk gets segment metadata and files from.
@@ -253,6 +287,12 @@ pub(crate) struct Walk {
     cursor: SegmentCursor,
     /// The sequence the next frame should carry.
     pub(crate) next: Seq,
+    /// Records `clean_from..next` were each read and CRC-checked by this
+    /// walk, in a row, without damage between them.
+    pub(crate) clean_from: Seq,
+    /// Records already checked by another walk (see
+    /// [`Walk::clean_from`]): only their lengths are parsed.
+    pub(crate) verified: std::ops::Range<Seq>,
 }
 
 impl Walk {
@@ -261,7 +301,9 @@ impl Walk {
         let file = view.open(&info)?;
         Ok(Self {
             next: info.base,
-            cursor: SegmentCursor::new(file, info.base, info.time_base, HEADER_LEN as u64),
+            clean_from: info.base,
+            verified: 0..0,
+            cursor: SegmentCursor::new(file, &info, header_len(info.framing)),
             info,
         })
     }
@@ -272,7 +314,7 @@ impl Walk {
     }
 
     /// The data of the record a [`Step::Record`] announced.
-    pub(crate) fn data(&self, len: usize, data_len: usize) -> &[u8] {
+    pub(crate) fn data(&self, len: usize, data_len: usize) -> Bytes {
         self.cursor.data(len, data_len)
     }
 
@@ -294,9 +336,18 @@ impl Walk {
     }
 
     pub(crate) fn step(&mut self, view: &dyn SegmentView) -> io::Result<Step> {
+        let step = self.step_unchecked(view)?;
+        if matches!(step, Step::Lost { .. }) {
+            self.clean_from = self.next;
+        }
+        Ok(step)
+    }
+
+    fn step_unchecked(&mut self, view: &dyn SegmentView) -> io::Result<Step> {
         loop {
             let max = view.max_record();
-            match self.cursor.peek(self.info.end, max)? {
+            let verified = self.verified.contains(&self.next);
+            match self.cursor.peek(self.info.end, max, self.next, verified)? {
                 Peek::Record {
                     seq,
                     len,
@@ -341,12 +392,8 @@ impl Walk {
                         return Ok(Step::End);
                     };
                     let file = view.open(&following)?;
-                    self.cursor = SegmentCursor::new(
-                        file,
-                        following.base,
-                        following.time_base,
-                        HEADER_LEN as u64,
-                    );
+                    self.cursor =
+                        SegmentCursor::new(file, &following, header_len(following.framing));
                     self.info = following;
                     if self.next < self.info.base {
                         // A whole segment is missing.
@@ -373,16 +420,20 @@ impl Walk {
         };
         let region = self.cursor.region(from, to_offset)?;
         let count = to_seq.saturating_sub(self.next);
+        let overhead = self.info.framing.nominal_overhead();
         let bytes = if count == 0 {
             0
+        } else if region.is_empty() {
+            count.saturating_mul(self.info.avg_record)
         } else {
-            (region.len() as u64).saturating_sub(count.saturating_mul(self.info.frame_overhead()))
+            (region.len() as u64).saturating_sub(count.saturating_mul(overhead))
         };
         let step = Step::Lost {
             from: self.next,
             to: to_seq.saturating_sub(1),
             bytes,
-            region: Some((self.info.base, from, region)),
+            // Frames that vanished without a trace leave no bytes to keep.
+            region: (!region.is_empty()).then_some((self.info.base, from, region)),
             to_end: found.is_none(),
         };
         self.cursor.seek(to_offset);

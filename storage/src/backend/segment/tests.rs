@@ -95,7 +95,7 @@ fn segments_of_an_earlier_build_are_read_and_sealed() {
     let fs = ModelFs::new();
     let dir = root().join("flow-a");
     fs.create_dir_all(&dir).unwrap();
-    let mut bytes = encode_header(1, 0, 0).to_vec();
+    let mut bytes = encode_header_v1(1, 0, 0).to_vec();
     for i in 0..3u32 {
         crate::record::encode_frame_v2(i, format!("old-{i}").as_bytes(), &mut bytes);
     }
@@ -141,6 +141,113 @@ fn segments_of_an_earlier_build_are_read_and_sealed() {
     assert_eq!(h.read_all(0).0.len(), 2);
 }
 
+/// Writes segment `base` of flow `a` as the previous build did: a 32-byte
+/// header with the time base in seconds, version-3 frames.
+fn write_v3_segment(fs: &ModelFs, base: Seq, prev: Seq, texts: &[&str]) -> PathBuf {
+    let dir = root().join("flow-a");
+    fs.create_dir_all(&dir).unwrap();
+    let time_base = 1_700_000_000_000;
+    let mut bytes = encode_header_v1(base, prev, time_base).to_vec();
+    for (i, text) in texts.iter().enumerate() {
+        let (seq, time) = (i as u32, 250 * i as u32);
+        crate::record::encode_frame_v3(seq, time, text.as_bytes(), &mut bytes);
+    }
+    let path = segment_path(&dir, base);
+    let file = fs.create(&path).unwrap();
+    file.write_all_at(&bytes, 0).unwrap();
+    file.sync_data().unwrap();
+    path
+}
+
+#[test]
+fn segments_of_the_previous_build_recover_and_replay() {
+    let fs = ModelFs::new();
+    write_v3_segment(&fs, 1, 0, &["v3-one", "v3-two"]);
+    write_v3_segment(&fs, 3, 1, &["v3-three", "v3-four", "v3-five"]);
+
+    let mut h = open(Arc::new(fs.clone()), &root(), &["a"]);
+    assert_eq!(h.recovered[0].messages, 5);
+    assert_eq!(h.recovered[0].bytes, 6 + 6 + 8 + 7 + 7);
+    assert_eq!(h.recovered[0].quarantined, 0);
+    assert_eq!(h.backend.head_time(0).unwrap(), Some(1_700_000_000_000));
+    assert_eq!(h.append_n(0, 2, "v4"), vec![6, 7]);
+    let dir = root().join("flow-a");
+    assert_eq!(segments(&fs, &dir).len(), 3, "v4 frames start a segment");
+
+    let read = h.backend.read(0, 1, usize::MAX, usize::MAX).unwrap();
+    let got: Vec<(Seq, String, Option<u64>)> = read
+        .records
+        .iter()
+        .map(|r| {
+            let text = String::from_utf8_lossy(&r.data).into_owned();
+            (r.seq, text, r.appended_ms())
+        })
+        .collect();
+    let t = 1_700_000_000_000;
+    assert_eq!(
+        got,
+        [
+            (1, "v3-one".into(), Some(t)),
+            (2, "v3-two".into(), Some(t + 250)),
+            (3, "v3-three".into(), Some(t)),
+            (4, "v3-four".into(), Some(t + 250)),
+            (5, "v3-five".into(), Some(t + 500)),
+            (6, "v4-0000-payload".into(), Some(t)),
+            (7, "v4-0001-payload".into(), Some(t)),
+        ]
+    );
+    let removed = h.backend.ack(0, 4).unwrap();
+    assert_eq!((removed.messages, removed.bytes), (4, 27));
+    drop(h);
+
+    // Reopened: the sealed v3 segment counted from its size, the v4 one
+    // scanned; bytes exact.
+    let h = open(Arc::new(fs.clone()), &root(), &["a"]);
+    assert_eq!(h.recovered[0].messages, 3);
+    assert_eq!(h.recovered[0].bytes, 7 + 2 * 15);
+    assert_eq!(h.recovered[0].next_seq, 8);
+    let seqs: Vec<Seq> = h.read_all(0).0.iter().map(|r| r.0).collect();
+    assert_eq!(seqs, [5, 6, 7]);
+}
+
+#[test]
+fn sealed_v4_segments_are_counted_from_the_next_header() {
+    let fs = ModelFs::new();
+    let h = open(Arc::new(fs.clone()), &root(), &["a"]);
+    // Records of different sizes (1-byte and 2-byte length varints) and
+    // times (1- to 3-byte time varints): no fixed overhead to divide by.
+    let mut texts = Vec::new();
+    let mut total = 0u64;
+    for i in 0..12usize {
+        let text = "y".repeat(if i % 3 == 0 { 150 } else { 9 + i });
+        total += text.len() as u64;
+        texts.push(text);
+    }
+    for (i, text) in texts.iter().enumerate() {
+        let record = PendingRecord {
+            flow: 0,
+            seq: h.next[0] + i as u64,
+            time_ms: 1_700_000_000_000 + (i as u64).pow(6),
+            data: Bytes::copy_from_slice(text.as_bytes()),
+        };
+        h.backend.commit(&[record], &[]).unwrap();
+    }
+    let dir = root().join("flow-a");
+    assert!(segments(&fs, &dir).len() >= 4, "{:?}", segments(&fs, &dir));
+    drop(h);
+    let h = open(Arc::new(fs.clone()), &root(), &["a"]);
+    assert_eq!((h.recovered[0].messages, h.recovered[0].bytes), (12, total));
+    let read = h.backend.read(0, 1, usize::MAX, usize::MAX).unwrap();
+    assert_eq!(read.records.len(), 12);
+    for (i, record) in read.records.iter().enumerate() {
+        assert_eq!(
+            record.appended_ms(),
+            Some(1_700_000_000_000 + (i as u64).pow(6)),
+            "record {i}"
+        );
+    }
+}
+
 #[test]
 fn drops_from_the_head_by_count_bytes_and_age() {
     let fs = ModelFs::new();
@@ -161,6 +268,7 @@ fn drops_from_the_head_by_count_bytes_and_age() {
         )
         .unwrap();
     assert_eq!((removed.messages, removed.through), (20, 20));
+    h.backend.settle();
     assert!(
         segments(&fs, &flow_dir).len() < before,
         "dropped segments deleted"
@@ -211,6 +319,7 @@ fn rolls_segments_and_deletes_acknowledged_ones() {
     assert_eq!(removed.messages, 22);
     assert_eq!(removed.bytes, 10 * 14 + 12 * 14);
     assert_eq!(removed.through, 22);
+    h.backend.settle();
     let left = segments(&fs, &flow_dir);
     assert!(left.len() < files.len(), "acknowledged segments deleted");
     assert_eq!(h.read_all(0).0.first().map(|r| r.0), Some(23));
@@ -218,12 +327,71 @@ fn rolls_segments_and_deletes_acknowledged_ones() {
     // Everything acknowledged: the newest segment stays and keeps the
     // sequence across a restart.
     h.backend.ack(0, 30).unwrap();
+    h.backend.settle();
     assert_eq!(segments(&fs, &flow_dir).len(), 1);
     drop(h);
     let mut h = open(Arc::new(fs.clone()), &root(), &["a"]);
     assert_eq!(h.recovered[0].next_seq, 31);
     assert_eq!(h.recovered[0].messages, 0);
     assert_eq!(h.append_n(0, 1, "z"), vec![31]);
+}
+
+#[test]
+fn acknowledged_segments_are_deleted_after_their_checkpoint_is_synced() {
+    let fs = ModelFs::new();
+    let mut h = open(Arc::new(fs.clone()), &root(), &["a"]);
+    let flow_dir = root().join("flow-a");
+    for _ in 0..10 {
+        h.append_n(0, 4, "x");
+    }
+    let files = segments(&fs, &flow_dir).len();
+    // The checkpoint cannot be synced: nothing is deleted, the
+    // acknowledgement itself succeeds.
+    fs.fail_next_syncs(10);
+    assert_eq!(h.backend.ack(0, 20).unwrap().messages, 20);
+    h.backend.settle();
+    assert_eq!(segments(&fs, &flow_dir).len(), files);
+    fs.fail_next_syncs(0);
+    // The next acknowledgement asks again; a power cut after the deletion
+    // keeps a checkpoint that covers every deleted segment.
+    h.backend.ack(0, 24).unwrap();
+    h.backend.settle();
+    let left = segments(&fs, &flow_dir);
+    assert!(left.len() < files, "{left:?}");
+    let image = fs.crash(|_| 0);
+    drop(h);
+    let h = open(Arc::new(image), &root(), &["a"]);
+    assert_eq!(h.recovered[0].quarantined, 0, "nothing taken for lost");
+    let first = h.read_all(0).0.first().map(|r| r.0);
+    assert!(first.is_some_and(|seq| seq <= 25), "{first:?}");
+}
+
+#[test]
+fn a_group_never_takes_a_segment_past_its_size() {
+    let fs = ModelFs::new();
+    let mut h = open(Arc::new(fs.clone()), &root(), &["a"]);
+    // Groups of 4 frames of 22 bytes (88) into segments of at most 256
+    // bytes with a 48-byte header: two groups per segment, not three.
+    for _ in 0..10 {
+        h.append_n(0, 4, "x");
+    }
+    // One group larger than a segment gets a segment of its own.
+    h.append_n(0, 12, "big");
+    h.append_n(0, 1, "after");
+    let dir = root().join("flow-a");
+    let sizes: Vec<u64> = segments(&fs, &dir)
+        .iter()
+        .map(|name| fs.open(&dir.join(name)).unwrap().size().unwrap())
+        .collect();
+    let header = HEADER_LEN as u64;
+    assert_eq!(
+        sizes,
+        [
+            vec![header + 2 * 88; 5],
+            vec![header + 12 * 24, header + 26]
+        ]
+        .concat()
+    );
 }
 
 #[test]
@@ -412,8 +580,9 @@ mod corruption {
         let s = setup();
         let path = seg(&s, 1);
         let mut bytes = std::fs::read(&path).unwrap();
-        // Second frame's data of the second segment.
-        let at = HEADER_LEN + 27 + 20;
+        // Second frame's data of the second segment (frames of these
+        // records: 4 header bytes, 14 of data, 4 of CRC).
+        let at = HEADER_LEN + 22 + 4 + 5;
         bytes[at] ^= 0x55;
         std::fs::write(&path, &bytes).unwrap();
         let (mut h, seqs, quarantined) = reopen(&s);
@@ -433,12 +602,68 @@ mod corruption {
         let s = setup();
         let path = seg(&s, 1);
         let mut bytes = std::fs::read(&path).unwrap();
-        bytes[HEADER_LEN] = 0xff; // length of the first frame: 255 + ...
-        bytes[HEADER_LEN + 1] = 0x7f;
+        // The length varint of the first frame: 16,383 bytes, past the end.
+        bytes[HEADER_LEN + 1] = 0xff;
+        bytes[HEADER_LEN + 2] = 0x7f;
         std::fs::write(&path, &bytes).unwrap();
         let (_h, seqs, quarantined) = reopen(&s);
         assert_eq!(quarantined, 1);
         assert_eq!(seqs.len(), 59);
+    }
+
+    #[test]
+    fn a_damaged_header_is_scanned_past_for_the_bytes_before_it() {
+        let s = setup();
+        let path = seg(&s, 1);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[20] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let h = open(Arc::new(RealFs), &s.dir, &["a", "b"]);
+        let (records, _) = h.read_all(0);
+        // Every record of these is 14 bytes; the ones before the damaged
+        // segment were counted by reading their segment.
+        assert_eq!(h.recovered[0].messages, records.len() as u64);
+        assert_eq!(h.recovered[0].bytes, 14 * records.len() as u64);
+    }
+
+    #[test]
+    fn frames_cut_out_of_a_v4_segment_are_a_counted_gap() {
+        let s = setup();
+        let path = seg(&s, 1);
+        let mut bytes = std::fs::read(&path).unwrap();
+        // Remove the second and third frames (22 bytes each) whole: the
+        // fourth frame's sequence tells the gap from damage.
+        bytes.drain(HEADER_LEN + 22..HEADER_LEN + 66);
+        std::fs::write(&path, &bytes).unwrap();
+        let (_h, seqs, quarantined) = reopen(&s);
+        assert_eq!(quarantined, 2);
+        assert_eq!(seqs.len(), 58);
+        let missing: Vec<Seq> = (1..=60).filter(|s| !seqs.contains(s)).collect();
+        assert_eq!(missing.len(), 2);
+        assert_eq!(missing[1], missing[0] + 1);
+        assert_eq!(quarantine_files(&s), 0, "no damaged bytes to keep");
+    }
+
+    #[test]
+    fn every_cut_of_the_newest_v4_segment_recovers_the_whole_frames() {
+        let s = setup();
+        let newest = segments(&RealFs, &s.flow_dir).len() - 1;
+        let path = seg(&s, newest);
+        let bytes = std::fs::read(&path).unwrap();
+        let base: Seq = parse_segment_name(&path.file_name().unwrap().to_string_lossy()).unwrap();
+        for cut in HEADER_LEN..bytes.len() {
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            let h = open(Arc::new(RealFs), &s.dir, &["a", "b"]);
+            let whole = ((cut - HEADER_LEN) / 22) as u64;
+            assert_eq!(h.recovered[0].quarantined, 0, "cut {cut}");
+            assert_eq!(h.recovered[0].next_seq, base + whole, "cut {cut}");
+            assert_eq!(h.read_all(0).0.len() as u64, base - 1 + whole);
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().len(),
+                (HEADER_LEN as u64) + 22 * whole,
+                "torn tail cut off at {cut}"
+            );
+        }
     }
 
     #[test]
@@ -447,7 +672,7 @@ mod corruption {
         let path = seg(&s, 1);
         let len = std::fs::metadata(&path).unwrap().len();
         let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        // A frame of these records is 34 bytes: cut into two.
+        // A frame of these records is 22 bytes: cut into two.
         file.set_len(len - 40).unwrap();
         drop(file);
         let (h, seqs, quarantined) = reopen(&s);

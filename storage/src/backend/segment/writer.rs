@@ -18,15 +18,17 @@ use std::sync::Arc;
 
 use super::io::{Fs, FsFile};
 use super::{encode_header, segment_path, time_base_for, HEADER_LEN};
-use crate::record::encode_frame;
+use crate::record::{encode_frame, Framing};
 use crate::Seq;
 
 /// The segment being appended to.
 pub(crate) struct Active {
     pub(crate) base: Seq,
-    /// The time base of its frames (ms since the epoch; 0: an earlier
-    /// build's segment, never appended to).
+    /// The time base of its frames (ms since the epoch).
     pub(crate) time_base: u64,
+    /// The frame version of its records: a segment of an earlier build's
+    /// frames is never appended to.
+    pub(crate) framing: Framing,
     pub(crate) file: Arc<dyn FsFile>,
     /// Committed (written and synced) bytes.
     pub(crate) len: u64,
@@ -63,11 +65,13 @@ impl Writer {
         path: &Path,
         base: Seq,
         time_base: u64,
+        framing: Framing,
         len: u64,
     ) -> io::Result<Active> {
         Ok(Active {
             base,
             time_base,
+            framing,
             file: Arc::from(fs.open(path)?),
             len,
             written: len,
@@ -75,37 +79,48 @@ impl Writer {
         })
     }
 
-    /// Whether the next group (sequences `first..=last`, appended at
-    /// `time`) must start a new segment first.
+    /// Whether the next group (sequences `first..=last`, the last appended
+    /// at `time`, at most `group_bytes` of frames) must start a new segment
+    /// first: it would take the segment past `max_segment_bytes` (unless
+    /// the segment is empty), its sequences or times would not fit the
+    /// frames' deltas, or the segment holds an earlier build's frames.
     pub(crate) fn needs_roll(
         &self,
         max_segment_bytes: u64,
-        first: Seq,
-        last: Seq,
+        (first, last): (Seq, Seq),
         time: u64,
+        group_bytes: u64,
     ) -> bool {
         match &self.active {
             Some(active) => {
-                (active.written >= max_segment_bytes && active.written > HEADER_LEN as u64)
+                let has_records = active.written > HEADER_LEN as u64;
+                (has_records && active.written.saturating_add(group_bytes) > max_segment_bytes)
                     || first < active.base
                     || last - active.base >= u64::from(u32::MAX)
-                    || active.time_base == 0
+                    || active.framing != Framing::V4
                     || time.saturating_sub(active.time_base) > u64::from(u32::MAX)
             }
             None => true,
         }
     }
 
-    /// Starts segment `base` (after segment `prev`) at time `now` (ms since
-    /// the epoch): writes its header, syncs it and the directory, and makes
-    /// it the active segment. The old active segment needs nothing: every
-    /// group was synced when committed. Returns the new segment's time base.
-    pub(crate) fn roll(&mut self, fs: &dyn Fs, base: Seq, prev: Seq, now: u64) -> io::Result<u64> {
+    /// Starts segment `base` (after segment `prev`, which holds
+    /// `prev_data_bytes` data bytes) at time `now` (ms since the epoch):
+    /// writes its header, syncs it and the directory, and makes it the
+    /// active segment. The old active segment needs nothing: every group
+    /// was synced when committed. Returns the new segment's time base.
+    pub(crate) fn roll(
+        &mut self,
+        fs: &dyn Fs,
+        base: Seq,
+        (prev, prev_data_bytes): (Seq, u64),
+        now: u64,
+    ) -> io::Result<u64> {
         let path = segment_path(&self.dir, base);
         let time_base = time_base_for(now);
         let created = (|| {
             let file = fs.create(&path)?;
-            file.write_all_at(&encode_header(base, prev, time_base), 0)?;
+            file.write_all_at(&encode_header(base, prev, prev_data_bytes, time_base), 0)?;
             file.sync_data()?;
             fs.sync_dir(&self.dir)?;
             Ok(file)
@@ -115,6 +130,7 @@ impl Writer {
                 self.active = Some(Active {
                     base,
                     time_base,
+                    framing: Framing::V4,
                     file: Arc::from(file),
                     len: HEADER_LEN as u64,
                     written: HEADER_LEN as u64,
