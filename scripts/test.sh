@@ -3,8 +3,9 @@
 #   1. installs what the tests need, only if missing: Mosquitto, libssl-dev,
 #      pkg-config and openssl, systemd's systemd-analyze, debootstrap and
 #      Prometheus from Debian, cargo-deb from crates.io
-#      (into ~/.cache/backhaul/tools), and the Debian image the .deb test
-#      installs into (scripts/debian-image.sh);
+#      (into ~/.cache/backhaul/tools), the Debian image the .deb test
+#      installs into (scripts/debian-image.sh), and Eclipse Paho's MQTT 5
+#      interoperability suite from PyPI (scripts/paho-suite.sh);
 #   2. checks formatting and clippy;
 #   3. runs every test of the workspace (units, integration, fault suites).
 # Builds go to ~/.cache/backhaul/target so later runs reuse them.
@@ -32,6 +33,8 @@ command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 # A real Prometheus evaluates every query of the Grafana dashboard.
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+# The Paho interoperability suite runs in a Python venv.
+python3 -c "import ensurepip, venv" >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}"
   as_root apt-get update -qq
@@ -47,6 +50,9 @@ if ! "$tools/bin/cargo-deb" --version 2>/dev/null | grep -qxF "cargo-deb $CARGO_
   (unset CARGO_TARGET_DIR; cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked --root "$tools" --quiet)
 fi
 export PATH="$tools/bin:$PATH"
+# Eclipse Paho's MQTT 5 interoperability suite (from PyPI) into $cache/paho,
+# for chaos-tests/tests/paho_conformance.rs.
+bash scripts/paho-suite.sh
 # Without a Docker engine this fails; the Docker tests then fail and say why.
 bash scripts/debian-image.sh || echo "test.sh: no Debian image for the .deb test (see above)" >&2
 

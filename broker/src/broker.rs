@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use backhaul_storage::keyed::RetainedStore;
 use rumqttd::local::{LinkBuilder, LinkRx, LinkTx};
-use rumqttd::protocol::{LastWill, LastWillProperties};
 use rumqttd::{Notification, Router, RouterConfig, SegmentConfig};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -23,8 +22,10 @@ use crate::gate::DurableGate;
 use crate::limits::Limits;
 use crate::retained;
 use crate::router_watch::RouterWatch;
+use crate::session::Sessions;
 use crate::stats::{Action, AuthFailure, ReasonCounters, Rejection};
 use crate::websocket::WebSocketSettings;
+use crate::will::{WillLink, WILL_LINK_CLIENT_ID};
 use crate::{BrokerError, ConnectionError};
 
 /// Settings of the device-facing broker.
@@ -94,14 +95,14 @@ pub struct BrokerStats {
     pub authorization_denied: ReasonCounters<Action>,
     /// Packets and connections a limit refused.
     pub packets_rejected: ReasonCounters<Rejection>,
+    /// Will messages published (after an abnormal end or DISCONNECT 0x04).
+    pub wills_published: AtomicU64,
 }
 
 /// What a connection asks of the router.
 pub(crate) struct LinkRequest {
     pub(crate) client_id: String,
     pub(crate) clean_session: bool,
-    pub(crate) last_will: Option<LastWill>,
-    pub(crate) last_will_properties: Option<LastWillProperties>,
     pub(crate) topic_alias_max: u16,
 }
 
@@ -118,6 +119,10 @@ pub(crate) struct Shared {
     /// Password checks running at once: Argon2 takes tens of milliseconds
     /// and ~19 MiB each, so a flood of logins must queue, not fill memory.
     pub(crate) verify_slots: Semaphore,
+    /// Session expiry, delayed wills and takeovers, per client id.
+    pub(crate) sessions: Sessions,
+    /// The router link wills are published through.
+    pub(crate) will_link: WillLink,
     /// Where retained messages are kept across restarts (disk mode); unset:
     /// in the router's memory only.
     pub(crate) retained: OnceLock<Arc<RetainedStore>>,
@@ -160,13 +165,14 @@ impl Broker {
 
     fn with_router(settings: BrokerSettings, gate: DurableGate, router: RouterConfig) -> Self {
         let router_tx = Router::new(0, router).spawn();
+        let (will_tx, will_rx, _) = LinkBuilder::new(WILL_LINK_CLIENT_ID, router_tx.clone())
+            .build()
+            .expect("a router that was just spawned accepts a link");
         let watched = router_tx.clone();
         let router = RouterWatch::new(move || !watched.is_disconnected());
         let connector = move |request: LinkRequest| {
             LinkBuilder::new(&request.client_id, router_tx.clone())
                 .clean_session(request.clean_session)
-                .last_will(request.last_will)
-                .last_will_properties(request.last_will_properties)
                 .topic_alias_max(request.topic_alias_max)
                 .build()
                 .map_err(ConnectionError::from)
@@ -178,6 +184,8 @@ impl Broker {
                 connector: Arc::new(connector),
                 stats: Arc::new(BrokerStats::default()),
                 verify_slots: Semaphore::new(VERIFY_SLOTS),
+                sessions: Sessions::default(),
+                will_link: WillLink::new(will_tx, will_rx),
                 retained: OnceLock::new(),
                 next_client: AtomicU64::new(1),
             }),

@@ -2,7 +2,7 @@
 //! from the CONNECT packet, and reads the QoS and packet id of a PUBLISH
 //! from its header, which rumqttd's `Publish` keeps private.
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use rumqttd::protocol::{v4::V4, v5::V5, Error, Packet, Protocol};
 
 /// The codec of one connection.
@@ -66,7 +66,13 @@ impl Codec {
         }
         match self {
             Codec::V4(codec) => codec.read_mut(buf, max_size),
-            Codec::V5(codec) => codec.read_mut(buf, max_size),
+            Codec::V5(codec) => match short_disconnect(buf) {
+                Some(mut complete) => {
+                    buf.advance(SHORT_DISCONNECT_LEN);
+                    codec.read_mut(&mut complete, max_size)
+                }
+                None => codec.read_mut(buf, max_size),
+            },
         }
     }
 
@@ -75,6 +81,21 @@ impl Codec {
             Codec::V4(codec) => codec.write(without_properties(packet), out),
             Codec::V5(codec) => codec.write(packet, out),
         }
+    }
+}
+
+/// An MQTT 5 DISCONNECT of remaining length 1: first byte, length, reason.
+const SHORT_DISCONNECT_LEN: usize = 3;
+
+/// An MQTT 5 DISCONNECT that carries a reason code but no property length
+/// (allowed: "if the Remaining Length is less than 2, a value of 0 is
+/// used"), rewritten with an explicit empty property length. rumqttd 0.20's
+/// decoder wants the property length and otherwise waits for more bytes,
+/// so a client's "disconnect with will message" (0x04) went unheard.
+fn short_disconnect(buf: &[u8]) -> Option<BytesMut> {
+    match buf {
+        [0xe0, 1, reason, ..] => Some(BytesMut::from(&[0xe0, 2, *reason, 0][..])),
+        _ => None,
     }
 }
 
@@ -211,6 +232,23 @@ mod tests {
             .write(Packet::UnsubAck(ack, Some(props)), &mut out)
             .unwrap();
         assert_eq!(&out[..], &[0xb0, 2, 0, 7]);
+    }
+
+    #[test]
+    fn an_mqtt_5_disconnect_without_property_length_is_read() {
+        use rumqttd::protocol::DisconnectReasonCode;
+        let mut buf = BytesMut::from(&[0xe0, 1, 0x04, 0xc0, 0][..]);
+        let mut codec = Codec::V5(V5);
+        match codec.read(&mut buf, 1024) {
+            Ok(Packet::Disconnect(d, None)) => {
+                assert_eq!(
+                    d.reason_code,
+                    DisconnectReasonCode::DisconnectWithWillMessage
+                )
+            }
+            other => panic!("DISCONNECT 0x04 expected, got {other:?}"),
+        }
+        assert_eq!(&buf[..], &[0xc0, 0], "the next packet stays");
     }
 
     #[test]

@@ -42,12 +42,14 @@ use self::admission::{check_password, handshake, refuse};
 use self::limits::{check_topic, count_rejection, disconnect_reason, too_many_connections};
 use crate::auth::Authentication;
 use crate::authz::{Grants, Requester};
-use crate::broker::{LinkRequest, ListenerContext, Shared};
+use crate::broker::{ListenerContext, Shared};
 use crate::codec::{peek_publish, Codec, PublishHeader};
 use crate::limits::Limits;
 use crate::message::StoredMessage;
 use crate::retained;
+use crate::session::{self, attach, session_expiry, Ending};
 use crate::stats::{Action, AuthFailure, Rejection};
+use crate::will::{is_reserved_client_id, Will};
 use crate::ConnectionError;
 
 /// A client's byte stream: plain TCP, TLS over it, and either of them
@@ -78,11 +80,13 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 if let Err(err) = &result {
                     count_rejection(&shared, err);
                 }
-                connection.close(reason).await;
-                match result {
-                    Ok(()) => debug!("connection closed"),
+                let taken_over = matches!(result, Err(ConnectionError::TakenOver));
+                connection.close(reason, !taken_over).await;
+                match &result {
+                    Ok(departure) => debug!(?departure, "connection closed"),
                     Err(err) => info!(%err, "connection closed"),
                 }
+                session::connection_ended(&shared, connection.ending(&result)).await;
             }
             Ok(None) => {}
             Err(err) => {
@@ -142,10 +146,40 @@ struct Connection {
     /// id to (denied positions, filter count), to put the failures back
     /// into the router's SUBACK.
     suback_fixups: HashMap<u16, (Vec<usize>, usize)>,
-    /// A persistent session (clean session / clean start off).
+    /// A session the router keeps after the connection (clean session off,
+    /// or an MQTT 5 Session Expiry Interval).
     persistent: bool,
     /// The limits of the listener the client came in on.
     limits: Limits,
+    client_id: String,
+    /// This connection's turn with its client id (see [`Sessions`](crate::session)).
+    generation: u64,
+    /// The CONNECT's will, published unless the client disconnects normally.
+    will: Option<Will>,
+    /// How long the session outlives this connection; `None` for ever.
+    session_expiry: Option<Duration>,
+    /// Whether the router keeps the session's state after the connection.
+    router_keeps_state: bool,
+}
+
+/// How a client left, when it did not break a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Departure {
+    /// It sent DISCONNECT with this reason (always "normal" on 3.1.1).
+    Disconnect(DisconnectReasonCode),
+    /// It closed the socket without DISCONNECT.
+    Closed,
+}
+
+/// Whether a connection that ended so publishes its will: always, except
+/// after a DISCONNECT with reason 0x00 (MQTT 5 reason 0x04 asks for it).
+fn publishes_will(end: &Result<Departure, ConnectionError>) -> bool {
+    !matches!(
+        end,
+        Ok(Departure::Disconnect(
+            DisconnectReasonCode::NormalDisconnection
+        ))
+    )
 }
 
 impl Connection {
@@ -208,7 +242,9 @@ impl Connection {
         let mut client_id = connect.client_id.clone();
         let mut assigned = None;
         if client_id.is_empty() {
-            if !connect.clean_session {
+            // MQTT 3.1.1 requires a clean session with an empty client id;
+            // MQTT 5 lets the server assign one either way.
+            if !connect.clean_session && !v5 {
                 refuse(
                     &codec,
                     &mut writer,
@@ -220,31 +256,82 @@ impl Connection {
             client_id = shared.assign_client_id();
             assigned = Some(client_id.clone());
         }
-        tracing::Span::current().record("client_id", client_id.as_str());
-        let request = LinkRequest {
-            client_id: client_id.clone(),
-            clean_session: connect.clean_session,
-            last_will: will,
-            last_will_properties: will_props,
-            topic_alias_max: props.as_ref().and_then(|p| p.topic_alias_max).unwrap_or(0),
-        };
-        let connector = shared.connector.clone();
-        let (link_tx, link_rx, notification) =
-            tokio::task::spawn_blocking(move || connector(request))
-                .await
-                .map_err(|_| ConnectionError::RouterGone)??;
-        if let Some(Packet::ConnAck(ack, ack_props)) = notification.into() {
-            let ack_props = codec.is_v5().then(|| {
-                let mut p = ack_props.unwrap_or_default();
-                p.assigned_client_identifier = assigned;
-                p.receive_max = Some(limits.receive_maximum);
-                p.max_packet_size = u32::try_from(limits.max_packet_size).ok();
-                p
-            });
-            codec.write(Packet::ConnAck(ack, ack_props), &mut outbuf)?;
+        if is_reserved_client_id(&client_id) {
+            info!(%client_id, "refused: the client id is reserved for Backhaul");
+            refuse(
+                &codec,
+                &mut writer,
+                ConnectReturnCode::ClientIdentifierNotValid,
+            )
+            .await?;
+            return Ok(None);
         }
-        writer.write_all(&outbuf).await?;
-        writer.flush().await?;
+        tracing::Span::current().record("client_id", client_id.as_str());
+        let grants = shared.settings.authorization.grants_for(Requester {
+            identity: identity.as_deref(),
+            client_id: &client_id,
+        });
+        let will = match will.map(|w| Will::from_connect(w, will_props)).transpose() {
+            Ok(will) => will,
+            Err(err) => {
+                if v5 {
+                    shared.stats.packets_rejected.inc(Rejection::Malformed);
+                    info!(%err, "refused: invalid will");
+                    refuse(&codec, &mut writer, ConnectReturnCode::TopicNameInvalid).await?;
+                    return Ok(None);
+                }
+                return Err(ConnectionError::InvalidWill(err));
+            }
+        };
+        if let Some(will) = &will {
+            check_topic(&will.topic, false, &limits)?;
+            if !grants.may_publish(&will.topic) {
+                shared.stats.authorization_denied.inc(Action::Publish);
+                info!(topic = %will.topic, "refused: the will topic is not granted for publish");
+                refuse(&codec, &mut writer, ConnectReturnCode::NotAuthorized).await?;
+                return Ok(None);
+            }
+        }
+        let expiry = session_expiry(
+            v5,
+            connect.clean_session,
+            props.as_ref().and_then(|p| p.session_expiry_interval),
+        );
+        let router_keeps_state = expiry != Some(Duration::ZERO) || !connect.clean_session;
+        let topic_alias_max = props.as_ref().and_then(|p| p.topic_alias_max).unwrap_or(0);
+        let (generation, (mut link_tx, link_rx, notification)) = attach(
+            shared,
+            &client_id,
+            connect.clean_session,
+            router_keeps_state,
+            topic_alias_max,
+        )
+        .await?;
+        let connack = async {
+            if let Some(Packet::ConnAck(ack, ack_props)) = notification.into() {
+                let ack_props = codec.is_v5().then(|| {
+                    let mut p = ack_props.unwrap_or_default();
+                    p.assigned_client_identifier = assigned;
+                    p.receive_max = Some(limits.receive_maximum);
+                    p.max_packet_size = u32::try_from(limits.max_packet_size).ok();
+                    p
+                });
+                codec.write(Packet::ConnAck(ack, ack_props), &mut outbuf)?;
+            }
+            writer.write_all(&outbuf).await?;
+            writer.flush().await?;
+            Ok::<(), ConnectionError>(())
+        };
+        if let Err(err) = connack.await {
+            // Attached but never connected: leave the router and the
+            // session registry as if the client had not come.
+            shared.sessions.abandon(&client_id, generation);
+            let disconnect = Disconnect {
+                reason_code: DisconnectReasonCode::NormalDisconnection,
+            };
+            let _ = link_tx.send(Packet::Disconnect(disconnect, None)).await;
+            return Err(err);
+        }
         outbuf.clear();
         debug!(
             keep_alive = connect.keep_alive,
@@ -252,10 +339,6 @@ impl Connection {
             identity = identity.as_deref(),
             "connected"
         );
-        let grants = shared.settings.authorization.grants_for(Requester {
-            identity: identity.as_deref(),
-            client_id: &client_id,
-        });
         Ok(Some(Self {
             reader,
             writer,
@@ -272,12 +355,30 @@ impl Connection {
             grants,
             inflight_qos1: 0,
             suback_fixups: HashMap::new(),
-            persistent: !connect.clean_session,
+            // What matters for the router is whether it saves the session.
+            persistent: router_keeps_state,
+            client_id,
+            generation,
+            will,
+            session_expiry: expiry,
+            router_keeps_state,
             limits,
         }))
     }
 
-    async fn run(&mut self, shared: &Shared) -> Result<(), ConnectionError> {
+    /// What the session registry needs once the connection is over.
+    fn ending(&mut self, end: &Result<Departure, ConnectionError>) -> Ending {
+        Ending {
+            client_id: self.client_id.clone(),
+            generation: self.generation,
+            will: self.will.take().filter(|_| publishes_will(end)),
+            expiry: self.session_expiry,
+            router_keeps_state: self.router_keeps_state,
+        }
+    }
+
+    /// Serves the client until it leaves or breaks a rule.
+    async fn run(&mut self, shared: &Shared) -> Result<Departure, ConnectionError> {
         let far_future = Duration::from_secs(86400 * 365);
         let mut deadline = Instant::now() + self.keep_alive.unwrap_or(far_future);
         // Packets a client sent right behind its CONNECT (before CONNACK, as
@@ -285,27 +386,36 @@ impl Connection {
         if !self.inbuf.is_empty() {
             let disconnected = self.handle_input(shared).await?;
             self.flush().await?;
-            if disconnected {
-                return Ok(());
+            if let Some(reason) = disconnected {
+                return Ok(Departure::Disconnect(reason));
             }
         }
         loop {
             tokio::select! {
                 read = self.reader.read_buf(&mut self.inbuf) => {
                     if read? == 0 {
-                        return Ok(());
+                        return Ok(Departure::Closed);
                     }
                     deadline = Instant::now() + self.keep_alive.unwrap_or(far_future);
-                    if self.handle_input(shared).await? {
+                    if let Some(reason) = self.handle_input(shared).await? {
                         self.flush().await?;
-                        return Ok(());
+                        return Ok(Departure::Disconnect(reason));
                     }
                 }
                 Some((header, kind, denied, result)) = self.pending.next(), if !self.pending.is_empty() => {
                     self.acknowledge(header, kind, denied, result, shared)?;
                 }
                 notification = self.link_rx.next() => {
-                    let Some(notification) = notification? else { continue };
+                    let notification = match notification {
+                        Ok(notification) => notification,
+                        // The router drops a link whose client id another
+                        // connection took.
+                        Err(_) if !shared.sessions.is_current(&self.client_id, self.generation) => {
+                            return Err(ConnectionError::TakenOver);
+                        }
+                        Err(err) => return Err(err.into()),
+                    };
+                    let Some(notification) = notification else { continue };
                     match Option::<Packet>::from(notification) {
                         Some(packet) => {
                             let packet = self.restore_denied_filters(packet);
@@ -330,9 +440,12 @@ impl Connection {
         Ok(())
     }
 
-    /// Handles every complete packet in the input buffer. `true` when the
-    /// client sent DISCONNECT.
-    async fn handle_input(&mut self, shared: &Shared) -> Result<bool, ConnectionError> {
+    /// Handles every complete packet in the input buffer. The reason code
+    /// when the client sent DISCONNECT.
+    async fn handle_input(
+        &mut self,
+        shared: &Shared,
+    ) -> Result<Option<DisconnectReasonCode>, ConnectionError> {
         loop {
             let header = peek_publish(&self.inbuf);
             let packet = match self
@@ -340,7 +453,7 @@ impl Connection {
                 .read(&mut self.inbuf, self.limits.max_packet_size)
             {
                 Ok(packet) => packet,
-                Err(CodecError::InsufficientBytes(_)) => return Ok(false),
+                Err(CodecError::InsufficientBytes(_)) => return Ok(None),
                 Err(err) => return Err(err.into()),
             };
             match packet {
@@ -364,7 +477,10 @@ impl Connection {
                         &mut self.outbuf,
                     )?;
                 }
-                Packet::Disconnect(..) => return Ok(true),
+                Packet::Disconnect(disconnect, props) => {
+                    self.update_session_expiry(props.and_then(|p| p.session_expiry_interval));
+                    return Ok(Some(disconnect.reason_code));
+                }
                 Packet::Connect(..) => return Err(ConnectionError::SecondConnect),
                 Packet::Subscribe(subscribe, props) => {
                     self.handle_subscribe(subscribe, props, shared).await?;
@@ -459,6 +575,14 @@ impl Connection {
             self.link_tx.send(Packet::Publish(routed, props)).await?;
         }
         Ok(())
+    }
+
+    /// An MQTT 5 DISCONNECT may change the Session Expiry Interval, unless
+    /// the session was clean (then the router keeps nothing to expire).
+    fn update_session_expiry(&mut self, interval: Option<u32>) {
+        if let (Some(interval), true) = (interval, self.router_keeps_state) {
+            self.session_expiry = session_expiry(true, false, Some(interval));
+        }
     }
 
     /// Applies and strips an MQTT 5 topic alias, so the gate and the router
@@ -675,9 +799,10 @@ impl Connection {
     }
 
     /// Tells an MQTT 5 client why it is closed (if there is a reason code
-    /// for it), then detaches from the router (the client id's session is
-    /// kept for a persistent session, as the router decides).
-    async fn close(&mut self, reason: Option<DisconnectReasonCode>) {
+    /// for it), then detaches from the router if `detach` (the client id's
+    /// session is kept for a persistent session, as the router decides; a
+    /// taken-over link is gone from the router already).
+    async fn close(&mut self, reason: Option<DisconnectReasonCode>, detach: bool) {
         if let (Some(reason_code), true) = (reason, self.codec.is_v5()) {
             let disconnect = Disconnect { reason_code };
             if self
@@ -688,13 +813,15 @@ impl Connection {
                 let _ = self.flush().await;
             }
         }
-        let disconnect = Disconnect {
-            reason_code: DisconnectReasonCode::NormalDisconnection,
-        };
-        let _ = self
-            .link_tx
-            .send(Packet::Disconnect(disconnect, None))
-            .await;
+        if detach {
+            let disconnect = Disconnect {
+                reason_code: DisconnectReasonCode::NormalDisconnection,
+            };
+            let _ = self
+                .link_tx
+                .send(Packet::Disconnect(disconnect, None))
+                .await;
+        }
         let _ = self.writer.shutdown().await;
     }
 }
@@ -742,7 +869,7 @@ fn stored_message(
     }
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -59,6 +59,10 @@ pub enum ConnectionError {
     },
     #[error("more than Receive Maximum ({0}) unacknowledged QoS 1/2 publishes")]
     ReceiveMaximumExceeded(u16),
+    #[error("invalid will: {0}")]
+    InvalidWill(#[from] crate::WillError),
+    #[error("another connection took the client id over")]
+    TakenOver,
     #[error("durable append failed, publish refused: {0}")]
     Storage(#[from] StorageError),
 }

@@ -20,6 +20,8 @@
 //! - [`retained`]: retained messages kept across restarts.
 //! - [`router_watch`]: noticing that rumqttd's router thread has died.
 //! - [`stats`]: refusals counted by reason, for metrics.
+//! - `will` and `session`: will messages and session lifetimes, which
+//!   Backhaul keeps itself because rumqttd's router does not for local links.
 
 pub mod auth;
 pub mod authz;
@@ -35,10 +37,12 @@ pub mod message;
 pub mod passwd;
 pub mod retained;
 pub mod router_watch;
+mod session;
 pub mod stats;
 pub mod tls;
 pub mod topic;
 pub mod websocket;
+mod will;
 
 pub use auth::Authentication;
 pub use authz::Authorization;
@@ -50,3 +54,4 @@ pub use message::StoredMessage;
 pub use router_watch::RouterWatch;
 pub use topic::{FilterError, TopicFilter};
 pub use websocket::WebSocketSettings;
+pub use will::WillError;

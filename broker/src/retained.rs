@@ -61,8 +61,6 @@ pub(crate) async fn republish(
     let request = LinkRequest {
         client_id: RESTORE_CLIENT.into(),
         clean_session: true,
-        last_will: None,
-        last_will_properties: None,
         topic_alias_max: 0,
     };
     // Attaching waits for the router's CONNACK: off the async workers.

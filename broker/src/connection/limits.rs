@@ -52,6 +52,7 @@ pub(super) fn rejection(err: &ConnectionError) -> Option<Rejection> {
         ConnectionError::Codec(_)
         | ConnectionError::NotConnect
         | ConnectionError::SecondConnect
+        | ConnectionError::InvalidWill(_)
         | ConnectionError::UnknownTopicAlias(_) => Rejection::Malformed,
         ConnectionError::ConnectTimeout => Rejection::ConnectTimeout,
         ConnectionError::WebSocketHandshake(_) => Rejection::WebSocketHandshake,
@@ -78,6 +79,7 @@ pub(super) fn disconnect_reason(err: &ConnectionError) -> Option<DisconnectReaso
         ConnectionError::SecondConnect => DisconnectReasonCode::ProtocolError,
         ConnectionError::UnknownTopicAlias(_) => DisconnectReasonCode::TopicAliasInvalid,
         ConnectionError::KeepAliveTimeout => DisconnectReasonCode::KeepAliveTimeout,
+        ConnectionError::TakenOver => DisconnectReasonCode::SessionTakenOver,
         ConnectionError::TopicTooLong { filter: false, .. }
         | ConnectionError::TooManyTopicLevels { filter: false, .. } => {
             DisconnectReasonCode::TopicNameInvalid

@@ -399,3 +399,188 @@ pub async fn bytes_until_closed<S: AsyncRead + Unpin>(stream: &mut S) -> Vec<u8>
         .expect("the broker closes in time");
     out
 }
+
+// ---------------------------------------------------------------- sessions and wills
+
+/// A will for [`ConnectOptions`].
+pub struct RawWill<'a> {
+    pub topic: &'a str,
+    pub payload: &'a str,
+    pub qos: u8,
+    pub retain: bool,
+    /// MQTT 5 Will Delay Interval, in seconds.
+    pub delay: Option<u32>,
+}
+
+/// A CONNECT with the session and will options the protocol tests vary.
+pub struct ConnectOptions<'a> {
+    pub v5: bool,
+    pub client_id: &'a str,
+    pub clean: bool,
+    pub keep_alive: u16,
+    /// MQTT 5 Session Expiry Interval, in seconds.
+    pub session_expiry: Option<u32>,
+    pub will: Option<RawWill<'a>>,
+}
+
+impl<'a> ConnectOptions<'a> {
+    pub fn new(v5: bool, client_id: &'a str) -> Self {
+        Self {
+            v5,
+            client_id,
+            clean: true,
+            keep_alive: 30,
+            session_expiry: None,
+            will: None,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut body = Vec::new();
+        string(&mut body, "MQTT");
+        body.push(if self.v5 { 5 } else { 4 });
+        let mut flags = if self.clean { 0b0000_0010 } else { 0 };
+        if let Some(will) = &self.will {
+            flags |= 0b0000_0100 | (will.qos << 3);
+            if will.retain {
+                flags |= 0b0010_0000;
+            }
+        }
+        body.push(flags);
+        body.extend_from_slice(&self.keep_alive.to_be_bytes());
+        if self.v5 {
+            let mut props = Vec::new();
+            if let Some(expiry) = self.session_expiry {
+                props.push(0x11);
+                props.extend_from_slice(&expiry.to_be_bytes());
+            }
+            body.extend(remaining_length(props.len()));
+            body.extend(props);
+        }
+        string(&mut body, self.client_id);
+        if let Some(will) = &self.will {
+            if self.v5 {
+                let mut props = Vec::new();
+                if let Some(delay) = will.delay {
+                    props.push(0x18);
+                    props.extend_from_slice(&delay.to_be_bytes());
+                }
+                body.extend(remaining_length(props.len()));
+                body.extend(props);
+            }
+            string(&mut body, will.topic);
+            string(&mut body, will.payload);
+        }
+        packet(0x10, body)
+    }
+}
+
+/// DISCONNECT; MQTT 5 with a reason code.
+pub fn disconnect(v5_reason: Option<u8>) -> Vec<u8> {
+    match v5_reason {
+        Some(reason) => vec![0xe0, 1, reason],
+        None => vec![0xe0, 0],
+    }
+}
+
+pub const PINGREQ: [u8; 2] = [0xc0, 0];
+
+/// Connects, sends `options`' CONNECT and returns the socket and the
+/// CONNACK's (session present, return or reason code).
+pub async fn connect_raw(
+    address: SocketAddr,
+    options: &ConnectOptions<'_>,
+) -> (TcpStream, bool, u8) {
+    let mut socket = TcpStream::connect(address).await.unwrap();
+    socket.write_all(&options.encode()).await.unwrap();
+    let ack = read_packet(&mut socket)
+        .await
+        .expect("the broker answers CONNECT");
+    assert_eq!(ack[0], 0x20, "CONNACK expected, got {ack:?}");
+    (socket, ack[2] & 1 == 1, ack[3])
+}
+
+/// A message a [`Subscriber`] received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub topic: String,
+    pub payload: String,
+    pub retain: bool,
+}
+
+/// An MQTT 3.1.1 subscriber (rumqttc) that collects what it receives.
+pub struct Subscriber {
+    pub client: rumqttc::AsyncClient,
+    messages: tokio::sync::mpsc::UnboundedReceiver<Received>,
+}
+
+impl Subscriber {
+    /// Connects as `client_id` and subscribes to `filter` with QoS 1.
+    pub async fn start(address: SocketAddr, client_id: &str, filter: &str) -> Self {
+        let options =
+            rumqttc::MqttOptions::new(client_id, address.ip().to_string(), address.port());
+        let (client, mut events) = rumqttc::AsyncClient::new(options, 100);
+        client
+            .subscribe(filter, rumqttc::QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        let (tx, messages) = tokio::sync::mpsc::unbounded_channel();
+        let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut subscribed_tx = Some(subscribed_tx);
+            while let Ok(event) = events.poll().await {
+                match event {
+                    rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)) => {
+                        if let Some(tx) = subscribed_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => {
+                        let _ = tx.send(Received {
+                            topic: p.topic.clone(),
+                            payload: String::from_utf8_lossy(&p.payload).into_owned(),
+                            retain: p.retain,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(20), subscribed)
+            .await
+            .expect("SUBACK in time")
+            .unwrap();
+        Self { client, messages }
+    }
+
+    /// The next message (within 20 s).
+    pub async fn next(&mut self) -> Received {
+        tokio::time::timeout(Duration::from_secs(20), self.messages.recv())
+            .await
+            .expect("a message in time")
+            .expect("the subscriber runs")
+    }
+
+    /// Publishes `payload` to `topic` from this client (QoS 1): a marker
+    /// that proves nothing was received before it.
+    pub async fn publish(&self, topic: &str, payload: &str) {
+        self.client
+            .publish(
+                topic,
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                payload.as_bytes().to_vec(),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// What a subscriber received, as (topic, payload).
+pub fn message(topic: &str, payload: &str) -> Received {
+    Received {
+        topic: topic.into(),
+        payload: payload.into(),
+        retain: false,
+    }
+}
