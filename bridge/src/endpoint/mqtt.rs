@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet, PubAckReason, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
-use rumqttc::Outgoing;
+use rumqttc::{NetworkOptions, Outgoing};
 use tracing::debug;
 
 use super::{ErrorKind, OutboundMessage, SendError, Sink};
@@ -139,6 +139,12 @@ impl MqttSink {
             .set_max_packet_size(Some(16 * 1024 * 1024))
             .set_outgoing_inflight_upper_limit(s.max_inflight_messages)
             .set_connection_timeout(10);
+        // Without TCP_NODELAY a PUBLISH written while earlier ones are
+        // unacknowledged waits for the peer's delayed ACK (up to 40 ms).
+        let mut network = NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        network.set_connection_timeout(10);
+        options.set_network_options(network);
         options
     }
 

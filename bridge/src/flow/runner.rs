@@ -129,23 +129,27 @@ impl FlowRunner {
                         continue;
                     }
                 }
-                let read_ahead = replay.is_none() && window.batches() < READ_AHEAD_BATCHES;
-                if read_ahead {
+                // Read ahead before sending, so that the next batch is on
+                // its way while the oldest one is being confirmed.
+                let mut read_failed = false;
+                while replay.is_none() && window.batches() < READ_AHEAD_BATCHES {
                     match self.fill(&mut window, next, &mut shutdown).await {
                         Ok(Some(last)) => next = last + 1,
-                        Ok(None) if window.is_empty() => {
-                            if !self.idle(&mut replay, &mut shutdown).await {
-                                break;
-                            }
-                            continue;
-                        }
-                        Ok(None) => {}
+                        Ok(None) => break,
                         Err(err) => {
                             warn!(%err, "reading the queue failed; retrying");
                             sleep_or_shutdown(Duration::from_secs(1), &mut shutdown).await;
-                            continue;
+                            read_failed = true;
+                            break;
                         }
                     }
+                }
+                if window.is_empty() {
+                    let wait = replay.is_none() && !read_failed;
+                    if wait && !self.idle(&mut replay, &mut shutdown).await {
+                        break;
+                    }
+                    continue;
                 }
                 if self.settle(&mut window, &mut shutdown).await.is_none() {
                     break;
