@@ -5,8 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use backhaul_chaos_tests::config::{appliance_yaml, TestAppliance};
-use backhaul_chaos_tests::free_port;
+use backhaul_chaos_tests::config::{write_disk_appliance, TestAppliance};
 use backhaul_chaos_tests::process::Backhaul;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 
@@ -93,18 +92,7 @@ fn start(config: &Path, data: &Path, appliance: &TestAppliance) -> Backhaul {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retained_messages_and_their_deletion_survive_restarts_and_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let (config, data) = (dir.path().join("config"), dir.path().join("data"));
-    std::fs::create_dir(&config).unwrap();
-    let appliance = TestAppliance {
-        mqtt_port: free_port(),
-        metrics_port: free_port(),
-        storage: "Disk",
-    };
-    std::fs::write(
-        config.join("appliance.yaml"),
-        appliance_yaml(&appliance, ""),
-    )
-    .unwrap();
+    let (config, data, appliance) = write_disk_appliance(dir.path());
     let port = appliance.mqtt_port;
 
     let edge = start(&config, &data, &appliance);

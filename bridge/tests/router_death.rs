@@ -4,26 +4,14 @@
 
 use std::time::Duration;
 
-use backhaul_chaos_tests::config::{appliance_yaml, TestAppliance};
-use backhaul_chaos_tests::free_port;
+use backhaul_chaos_tests::config::write_disk_appliance;
 use backhaul_chaos_tests::process::Backhaul;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_appliance_exits_with_a_failure_when_its_router_dies() {
     let dir = tempfile::tempdir().unwrap();
-    let (config, data) = (dir.path().join("config"), dir.path().join("data"));
-    std::fs::create_dir(&config).unwrap();
-    let appliance = TestAppliance {
-        mqtt_port: free_port(),
-        metrics_port: free_port(),
-        storage: "Disk",
-    };
-    std::fs::write(
-        config.join("appliance.yaml"),
-        appliance_yaml(&appliance, ""),
-    )
-    .unwrap();
+    let (config, data, appliance) = write_disk_appliance(dir.path());
     let hook = [("BACKHAUL_TEST_ROUTER_DIES_ON", "test/kill-router")];
     let mut edge = Backhaul::start_with_env(&config, &data, appliance.metrics_port, &hook).unwrap();
 

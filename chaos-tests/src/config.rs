@@ -32,6 +32,25 @@ spec:
     )
 }
 
+/// A disk-mode appliance on free ports with no flows: its Appliance
+/// document written to `<dir>/config`. Returns the configuration and data
+/// directories and the appliance.
+pub fn write_disk_appliance(dir: &Path) -> (PathBuf, PathBuf, TestAppliance) {
+    let (config, data) = (dir.join("config"), dir.join("data"));
+    std::fs::create_dir_all(&config).expect("creating the configuration directory");
+    let appliance = TestAppliance {
+        mqtt_port: free_port(),
+        metrics_port: free_port(),
+        storage: "Disk",
+    };
+    std::fs::write(
+        config.join("appliance.yaml"),
+        appliance_yaml(&appliance, ""),
+    )
+    .expect("writing appliance.yaml");
+    (config, data, appliance)
+}
+
 /// The MQTT DataflowEndpoint `cloud`: the broker at `host`, anonymous, no
 /// TLS, keep-alive 5 s.
 pub fn mqtt_endpoint_yaml(host: &str) -> String {
