@@ -57,6 +57,20 @@ impl TestBroker {
     }
 
     /// The topics and payloads in the flow's queue, in order.
+    /// The queue once a message on `topic` is in it: a publish reaches
+    /// subscribers through the router while its append may still be on its
+    /// way to the queue.
+    pub async fn queued_through(&self, topic: &str) -> Vec<(String, String)> {
+        for _ in 0..500 {
+            let queued = self.queued().await;
+            if queued.iter().any(|(t, _)| t == topic) {
+                return queued;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{topic} never reached the queue");
+    }
+
     pub async fn queued(&self) -> Vec<(String, String)> {
         let queue = self.store.queue(0).unwrap();
         queue
