@@ -41,6 +41,17 @@ fn messages(numbers: std::ops::Range<u64>) -> Vec<OutboundMessage> {
         .collect()
 }
 
+/// A Mosquitto on a free port holding the persistent `cloud/#` session of
+/// `window-subscriber`.
+async fn remote_with_subscriber(dir: &std::path::Path) -> (Mosquitto, u16) {
+    let port = free_port();
+    let remote = Mosquitto::start(port, dir).unwrap();
+    create_persistent_subscription(port, "window-subscriber", "cloud/#")
+        .await
+        .unwrap();
+    (remote, port)
+}
+
 fn numbers(received: &[backhaul_chaos_tests::mqtt::Received]) -> Vec<u64> {
     received.iter().filter_map(|r| r.number()).collect()
 }
@@ -48,11 +59,7 @@ fn numbers(received: &[backhaul_chaos_tests::mqtt::Received]) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_window_is_confirmed_from_its_front_and_the_rest_stays_in_flight() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let _remote = Mosquitto::start(port, dir.path()).unwrap();
-    create_persistent_subscription(port, "window-subscriber", "cloud/#")
-        .await
-        .unwrap();
+    let (_remote, port) = remote_with_subscriber(dir.path()).await;
     let mut sink = sink(port);
 
     let mut window = messages(0..300);
@@ -86,11 +93,7 @@ async fn a_window_is_confirmed_from_its_front_and_the_rest_stays_in_flight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_broker_went_away_the_whole_window_is_sent_again_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let remote = Mosquitto::start(port, dir.path()).unwrap();
-    create_persistent_subscription(port, "window-subscriber", "cloud/#")
-        .await
-        .unwrap();
+    let (remote, port) = remote_with_subscriber(dir.path()).await;
     let mut sink = sink(port);
     let mut window = messages(0..100);
     let confirmed = sink.send_window(&window, 10).await.unwrap();
