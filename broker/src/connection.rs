@@ -239,25 +239,12 @@ impl Connection {
             },
         };
         let mut outbuf = BytesMut::with_capacity(8 * 1024);
-        let mut client_id = connect.client_id.clone();
-        let mut assigned = None;
-        if client_id.is_empty() {
-            // MQTT 3.1.1 requires a clean session with an empty client id;
-            // MQTT 5 lets the server assign one either way.
-            if !connect.clean_session && !v5 {
-                refuse(
-                    &codec,
-                    &mut writer,
-                    ConnectReturnCode::ClientIdentifierNotValid,
-                )
-                .await?;
-                return Ok(None);
-            }
-            client_id = shared.assign_client_id();
-            assigned = Some(client_id.clone());
-        }
-        if is_reserved_client_id(&client_id) {
-            info!(%client_id, "refused: the client id is reserved for Backhaul");
+        // MQTT 3.1.1 requires a clean session with an empty client id;
+        // MQTT 5 lets the server assign one either way.
+        let empty_without_clean_session =
+            connect.client_id.is_empty() && !connect.clean_session && !v5;
+        if empty_without_clean_session || is_reserved_client_id(&connect.client_id) {
+            info!(client_id = %connect.client_id, "refused: client id not valid here");
             refuse(
                 &codec,
                 &mut writer,
@@ -265,6 +252,12 @@ impl Connection {
             )
             .await?;
             return Ok(None);
+        }
+        let mut client_id = connect.client_id.clone();
+        let mut assigned = None;
+        if client_id.is_empty() {
+            client_id = shared.assign_client_id();
+            assigned = Some(client_id.clone());
         }
         tracing::Span::current().record("client_id", client_id.as_str());
         let grants = shared.settings.authorization.grants_for(Requester {
