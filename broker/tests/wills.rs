@@ -354,3 +354,21 @@ async fn pings_within_one_and_a_half_keep_alives_keep_a_client_connected() {
     assert_eq!(watcher.next().await, message("plant/marker", "end"));
     assert_eq!(broker.stats.wills_published.load(Ordering::Relaxed), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_id_of_the_internal_will_link_is_refused_to_devices() {
+    let broker = broker().await;
+    let address = broker.addresses[0];
+    let (_, _, code) = connect_raw(
+        address,
+        &ConnectOptions::new(true, "backhaul-internal-wills"),
+    )
+    .await;
+    assert_eq!(code, 0x85, "MQTT 5: Client Identifier not valid");
+    let (_, _, code) = connect_raw(
+        address,
+        &ConnectOptions::new(false, "backhaul-internal-wills"),
+    )
+    .await;
+    assert_eq!(code, 0x02, "MQTT 3.1.1: identifier rejected");
+}
