@@ -9,14 +9,8 @@ use backhaul_bridge::config::Config;
 use backhaul_bridge::passwd_cli::{self, PasswdAction};
 use clap::{Parser, Subcommand};
 
+mod allocator;
 mod healthcheck;
-
-/// mimalloc instead of glibc's malloc: the per-message work (the mapping
-/// language's JSON trees above all) allocates and frees small blocks, and
-/// glibc's free was the largest single cost in the mapping benchmark, which
-/// runs with this allocator too (mapping/benches/transform.rs).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
