@@ -130,7 +130,7 @@ mod tests {
         collector
             .collect()
             .into_iter()
-            .find(|family| family.get_name() == name)
+            .find(|family| family.name() == name)
             .map(|family| family.get_metric()[0].get_counter().get_value())
     }
 

@@ -53,19 +53,22 @@ impl Origin {
     }
 
     /// Removes the marker from `props` and returns it; `None` when the
-    /// message has none (a session the router resumed may hold copies
-    /// routed by an older build) or it does not parse.
+    /// message has none (every path into the router marks its copies, so
+    /// this is defensive) or the marker does not parse.
     pub(crate) fn take(props: &mut Option<PublishProperties>) -> Option<Origin> {
         let list = &mut props.as_mut()?.user_properties;
         let at = list.iter().rposition(|(key, _)| key == KEY)?;
-        let (_, value) = list.remove(at);
-        let mut chars = value.chars();
-        let qos = chars.next()?.to_digit(10).filter(|q| *q <= 2)? as u8;
-        let retain = chars.next()? == 'r';
+        let (_, mut value) = list.remove(at);
+        let (qos, retain) = match value.as_bytes() {
+            [qos @ b'0'..=b'2', flag @ (b'r' | b'-'), ..] => (qos - b'0', *flag == b'r'),
+            _ => return None,
+        };
+        // Both are ASCII: the rest is the client id, kept in place.
+        value.replace_range(..2, "");
         Some(Origin {
             qos,
             retain,
-            client_id: chars.as_str().to_owned(),
+            client_id: value,
         })
     }
 }
