@@ -158,6 +158,9 @@ struct Connection {
     router_acks: RouterAcks,
     /// The client's Maximum Packet Size (MQTT 5 CONNECT), if it set one.
     client_max_packet_size: Option<usize>,
+    /// Topic aliases the router assigned whose first message (with the
+    /// topic) was not sent to the client: alias to topic.
+    untold_aliases: HashMap<u16, Bytes>,
     /// A session the router keeps after the connection (clean session off,
     /// or an MQTT 5 Session Expiry Interval).
     persistent: bool,
@@ -366,6 +369,7 @@ impl Connection {
             subacks: SubAckAssembly::default(),
             router_acks: RouterAcks::default(),
             client_max_packet_size,
+            untold_aliases: HashMap::new(),
             // What matters for the router is whether it saves the session.
             persistent: router_keeps_state,
             client_id,

@@ -49,11 +49,22 @@ struct V5 {
 
 impl V5 {
     async fn connect(address: SocketAddr, id: &str, max_packet_size: Option<u32>) -> Self {
+        Self::connect_with(address, id, |options| {
+            if max_packet_size.is_some() {
+                options.set_max_packet_size(max_packet_size);
+            }
+        })
+        .await
+    }
+
+    async fn connect_with(
+        address: SocketAddr,
+        id: &str,
+        configure: impl FnOnce(&mut MqttOptions),
+    ) -> Self {
         let mut options = MqttOptions::new(id, address.ip().to_string(), address.port());
         options.set_keep_alive(Duration::from_secs(30));
-        if max_packet_size.is_some() {
-            options.set_max_packet_size(max_packet_size);
-        }
+        configure(&mut options);
         let (client, mut events) = AsyncClient::new(options, 1000);
         let (tx, got) = unbounded_channel();
         let (connected_tx, connected) = tokio::sync::oneshot::channel();
@@ -337,6 +348,47 @@ async fn no_local_subscriptions_do_not_get_the_client_s_own_publishes() {
         .publish("nl/x", QoS::AtLeastOnce, false, "theirs")
         .await;
     assert_eq!(payload(&me.publish_msg().await), "theirs");
+}
+
+/// The router sets a topic alias on the first message of a filter; when
+/// that message is not sent (here: No Local), the next one must carry the
+/// topic, or the client gets an alias it does not know (rumqttc closes the
+/// connection with a protocol error then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_alias_whose_first_message_was_skipped_is_told_with_the_next() {
+    let broker = broker(Authorization::allow_all()).await;
+    let address = broker.addresses[0];
+    let mut me = V5::connect_with(address, "me", |options| {
+        options.set_topic_alias_max(Some(10));
+    })
+    .await;
+    let no_local = Filter {
+        nolocal: true,
+        ..filter("al/x", QoS::AtLeastOnce)
+    };
+    me.subscribe(vec![no_local], None).await;
+    me.publish("al/x", QoS::AtLeastOnce, false, "mine").await;
+    let other = V5::connect(address, "other", None).await;
+    other
+        .publish("al/x", QoS::AtLeastOnce, false, "first")
+        .await;
+    other
+        .publish("al/x", QoS::AtLeastOnce, false, "second")
+        .await;
+    // Without the topic, rumqttc would refuse the unknown alias.
+    let first = me.publish_msg().await;
+    assert_eq!(
+        (first.topic.as_ref(), payload(&first)),
+        (&b"al/x"[..], "first".into())
+    );
+    let alias = first.properties.and_then(|p| p.topic_alias);
+    assert!(alias.is_some(), "the router set an alias");
+    // The next one uses the alias, which the client now knows (rumqttc
+    // reports the topic as it came: empty).
+    let second = me.publish_msg().await;
+    assert_eq!(payload(&second), "second");
+    assert_eq!(second.properties.and_then(|p| p.topic_alias), alias);
+    assert!(second.topic.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,12 +11,19 @@
 //! - The client's Maximum Packet Size: a PUBLISH larger than it is
 //!   discarded as if delivered [MQTT-3.1.2-25] and counted.
 //!
+//! The router gives a client's topic aliases per filter: the first message
+//! carries the topic and the alias, later ones the alias only. When a
+//! message that would have told the client an alias is not sent, the topic
+//! is kept and put back into the next message with that alias, so the
+//! client never gets an alias it does not know.
+//!
 //! The subscription's options come from the router's subscription
 //! identifier ([`SubscriptionTag`]); whatever the client is not sent, or
 //! is sent at a lower QoS, is acknowledged to the router by [`RouterAcks`].
 
 use std::sync::atomic::Ordering;
 
+use bytes::Bytes;
 use rumqttd::protocol::{Packet, Publish, PublishProperties};
 use rumqttd::Forward;
 use tracing::debug;
@@ -105,17 +112,24 @@ impl Connection {
             cursor.is_none(),
             publish.retain,
         );
+        let alias = properties.as_ref().and_then(|p| p.topic_alias);
         let client_qos = match decided {
-            Delivery::Skip => 0,
+            Delivery::Skip => {
+                self.alias_not_sent(alias, &publish.topic);
+                0
+            }
             Delivery::Send { qos, retain } => {
-                let publish = if qos != router.qos || retain != publish.retain {
+                let mut publish = if qos != router.qos || retain != publish.retain {
                     reframed(publish, qos, router.pkid, retain)
                 } else {
                     publish
                 };
+                self.restore_alias_topic(alias, &mut publish);
+                let topic = publish.topic.clone();
                 if self.write_publish(publish, properties)? {
                     qos
                 } else {
+                    self.alias_not_sent(alias, &topic);
                     shared
                         .stats
                         .publishes_too_large_for_client
@@ -129,6 +143,24 @@ impl Connection {
             .router_acks
             .forwarded(router.pkid, router.qos, client_qos);
         self.send_to_router(acks).await
+    }
+
+    /// Remembers the topic of an alias the client was not told (the
+    /// message that set it was not sent).
+    fn alias_not_sent(&mut self, alias: Option<u16>, topic: &Bytes) {
+        if let Some(alias) = alias.filter(|_| !topic.is_empty()) {
+            self.untold_aliases.insert(alias, topic.clone());
+        }
+    }
+
+    /// Puts the topic back into a message that uses an alias the client
+    /// was not told; a message that sets the alias makes it told.
+    fn restore_alias_topic(&mut self, alias: Option<u16>, publish: &mut Publish) {
+        let Some(alias) = alias else { return };
+        match self.untold_aliases.remove(&alias) {
+            Some(topic) if publish.topic.is_empty() => publish.topic = topic,
+            _ => {}
+        }
     }
 
     /// Writes a PUBLISH unless its encoding exceeds the client's Maximum
