@@ -238,4 +238,108 @@ mod tests {
         assert_eq!(acks.client_completed(5), Route::PassThrough);
         assert!(acks.router_released(5));
     }
+
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// What the router checks: each PUBACK/PUBREC names the oldest
+        /// forward in flight, each PUBCOMP the oldest PUBREL, and every
+        /// forward is acknowledged in the end.
+        #[derive(Default)]
+        struct Router {
+            in_flight: VecDeque<(u16, u8)>,
+            released: VecDeque<u16>,
+            /// PUBRELs it has sent and not yet handed to the ledger.
+            to_release: Vec<u16>,
+        }
+
+        impl Router {
+            fn take(&mut self, packets: Vec<Packet>) {
+                for packet in packets {
+                    match packet {
+                        Packet::PubAck(ack, _) => {
+                            assert_eq!(self.in_flight.pop_front(), Some((ack.pkid, 1)));
+                        }
+                        Packet::PubRec(rec, _) => {
+                            assert_eq!(self.in_flight.pop_front(), Some((rec.pkid, 2)));
+                            self.released.push_back(rec.pkid);
+                            self.to_release.push(rec.pkid);
+                        }
+                        Packet::PubComp(comp, _) => {
+                            assert_eq!(self.released.pop_front(), Some(comp.pkid));
+                        }
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+            }
+        }
+
+        proptest! {
+            /// Forwards at router QoS 1/2 delivered at any QoS up to it (or
+            /// dropped), the client acking each one at some later point in
+            /// order: the router sees a valid ack stream and ends with
+            /// nothing in flight.
+            #[test]
+            fn the_router_always_gets_its_acks_in_order(
+                forwards in proptest::collection::vec((1u8..=2, 0u8..=2, 0usize..4), 1..60)
+            ) {
+                let mut acks = RouterAcks::default();
+                let mut router = Router::default();
+                // Deliveries the client still has to ack (pkid, client QoS).
+                let mut client: VecDeque<(u16, u8)> = VecDeque::new();
+                let mut client_comps: VecDeque<u16> = VecDeque::new();
+                for (i, (router_qos, client_qos, client_acks)) in forwards.into_iter().enumerate() {
+                    let pkid = (i % 100) as u16 + 1;
+                    let client_qos = client_qos.min(router_qos);
+                    router.in_flight.push_back((pkid, router_qos));
+                    let out = acks.forwarded(pkid, router_qos, client_qos);
+                    router.take(out);
+                    if client_qos > 0 {
+                        client.push_back((pkid, client_qos));
+                    }
+                    for _ in 0..client_acks {
+                        let Some((pkid, qos)) = client.pop_front() else { break };
+                        if let Route::ToRouter(out) = acks.client_acked(pkid) {
+                            router.take(out);
+                        } else {
+                            panic!("the ledger knows {pkid}");
+                        }
+                        if qos == 2 {
+                            client_comps.push_back(pkid);
+                        }
+                    }
+                    for pkid in std::mem::take(&mut router.to_release) {
+                        if !acks.router_released(pkid) {
+                            let comps = acks.completions();
+                            router.take(comps);
+                        }
+                    }
+                    while let Some(pkid) = client_comps.pop_front() {
+                        if let Route::ToRouter(out) = acks.client_completed(pkid) {
+                            router.take(out);
+                        }
+                    }
+                }
+                while let Some((pkid, qos)) = client.pop_front() {
+                    if let Route::ToRouter(out) = acks.client_acked(pkid) {
+                        router.take(out);
+                    }
+                    for released in std::mem::take(&mut router.to_release) {
+                        if !acks.router_released(released) {
+                            let comps = acks.completions();
+                            router.take(comps);
+                        }
+                    }
+                    if qos == 2 {
+                        if let Route::ToRouter(out) = acks.client_completed(pkid) {
+                            router.take(out);
+                        }
+                    }
+                }
+                prop_assert!(router.in_flight.is_empty());
+                prop_assert!(router.released.is_empty());
+            }
+        }
+    }
 }
