@@ -6,6 +6,9 @@
 //! PUBLISHes pass the [`DurableGate`] first: their PUBACK/PUBREC is written
 //! here, in order, once the gate's commit ticket resolves; the router only
 //! sees a QoS 0 copy for its subscribers and so never acknowledges for us.
+//! That copy is marked with its [`Origin`], and what the router forwards to
+//! this client passes [`forward`] (delivered QoS, subscription options, the
+//! client's Maximum Packet Size) before it is written.
 //!
 //! Security runs here too, in the connection's own task and within the
 //! connect timeout: the TLS and WebSocket handshakes, authentication

@@ -19,7 +19,8 @@
 //!
 //! The subscription's options come from the router's subscription
 //! identifier ([`SubscriptionTag`]); whatever the client is not sent, or
-//! is sent at a lower QoS, is acknowledged to the router by [`RouterAcks`].
+//! is sent at a lower QoS, is acknowledged to the router by
+//! [`RouterAcks`](super::router_acks::RouterAcks).
 
 use std::sync::atomic::Ordering;
 
