@@ -20,6 +20,8 @@ pub struct BrokerCollector {
 
 struct Families {
     connections_total: IntCounter,
+    wills_published: IntCounter,
+    too_large_for_client: IntCounter,
     auth_failures: IntCounterVec,
     denied: IntCounterVec,
     rejected: IntCounterVec,
@@ -34,6 +36,16 @@ impl Families {
             connections_total: IntCounter::new(
                 "backhaul_broker_connections_total",
                 "Device connections accepted (TCP) since start.",
+            )
+            .expect("valid metric"),
+            wills_published: IntCounter::new(
+                "backhaul_broker_wills_published_total",
+                "Will messages published (a client ended without DISCONNECT, or with reason 0x04), after any will delay.",
+            )
+            .expect("valid metric"),
+            too_large_for_client: IntCounter::new(
+                "backhaul_broker_publishes_too_large_for_client_total",
+                "Messages not sent to a subscriber because they exceed the Maximum Packet Size it set in CONNECT (discarded as if delivered).",
             )
             .expect("valid metric"),
             auth_failures: vec(
@@ -54,9 +66,11 @@ impl Families {
         }
     }
 
-    fn collectors(&self) -> [&dyn Collector; 4] {
+    fn collectors(&self) -> [&dyn Collector; 6] {
         [
             &self.connections_total,
+            &self.wills_published,
+            &self.too_large_for_client,
             &self.auth_failures,
             &self.denied,
             &self.rejected,
@@ -84,6 +98,13 @@ impl Collector for BrokerCollector {
         let f = Families::new();
         f.connections_total
             .inc_by(self.stats.connections_total.load(Ordering::Relaxed));
+        f.wills_published
+            .inc_by(self.stats.wills_published.load(Ordering::Relaxed));
+        f.too_large_for_client.inc_by(
+            self.stats
+                .publishes_too_large_for_client
+                .load(Ordering::Relaxed),
+        );
         for (reason, count) in self.stats.auth_failures.snapshot() {
             f.auth_failures.with_label_values(&[reason]).inc_by(count);
         }
@@ -97,5 +118,35 @@ impl Collector for BrokerCollector {
             .into_iter()
             .flat_map(|c| c.collect())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the family `name` (no labels) as collected.
+    fn value(collector: &BrokerCollector, name: &str) -> Option<f64> {
+        collector
+            .collect()
+            .into_iter()
+            .find(|family| family.name() == name)
+            .map(|family| family.get_metric()[0].get_counter().get_value())
+    }
+
+    #[test]
+    fn wills_and_oversized_deliveries_are_exported() {
+        let stats = Arc::new(BrokerStats::default());
+        let collector = BrokerCollector::new(stats.clone());
+        let wills = "backhaul_broker_wills_published_total";
+        let too_large = "backhaul_broker_publishes_too_large_for_client_total";
+        assert_eq!(value(&collector, wills), Some(0.0), "listed from the start");
+        assert_eq!(value(&collector, too_large), Some(0.0));
+        stats.wills_published.fetch_add(3, Ordering::Relaxed);
+        stats
+            .publishes_too_large_for_client
+            .fetch_add(2, Ordering::Relaxed);
+        assert_eq!(value(&collector, wills), Some(3.0));
+        assert_eq!(value(&collector, too_large), Some(2.0));
     }
 }

@@ -270,7 +270,7 @@ fn every_dashboard_query_evaluates_in_prometheus_against_a_running_appliance() {
     assert_eq!(failures, Vec::<String>::new());
     assert_eq!(
         queries.len(),
-        43,
+        45,
         "every target and both variables: {queries:#?}"
     );
 }

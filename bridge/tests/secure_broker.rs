@@ -282,8 +282,8 @@ async fn passwd_manages_the_file_a_running_broker_uses() {
 fn limits_and_authorization_rules_are_checked_with_their_fields() {
     let text = "apiVersion: backhaul.dev/v1alpha1\nkind: Appliance\nmetadata: {name: edge}\n\
                 spec:\n  limits: {receiveMaximum: 0, maxTopicLevels: 4}\n  authorization:\n    \
-                rules:\n      - {identity: '', publish: ['a/#']}\n      \
-                - {identity: scada, subscribe: ['ok/#', 'a/#/b']}\n";
+                rules:\n      - {identity: '', publish: ['a/#'], denyPublish: ['a/locked']}\n      \
+                - {identity: scada, subscribe: ['ok/#', 'a/#/b'], denySubscribe: ['ok/secret', 'x/#/y']}\n";
     let errors = backhaul_bridge::config::Config::from_texts(&[("a.yaml", text)])
         .unwrap_err()
         .to_string();
@@ -295,12 +295,14 @@ fn limits_and_authorization_rules_are_checked_with_their_fields() {
             format!("{at}: spec.limits.receiveMaximum: 0 is out of range; expected 1 to 65535"),
             format!("{at}: spec.authorization.rules[0].identity: must be a username, a certificate CN, or '*' for every client"),
             format!("{at}: spec.authorization.rules[1].subscribe[1]: '#' must be the last level and stand alone (as in 'a/#') in 'a/#/b'"),
+            format!("{at}: spec.authorization.rules[1].denySubscribe[1]: '#' must be the last level and stand alone (as in 'a/#') in 'x/#/y'"),
         ]
     );
     let ok = text
         .replace("receiveMaximum: 0", "receiveMaximum: 16")
         .replace("identity: ''", "identity: '*'")
-        .replace(", 'a/#/b'", "");
+        .replace(", 'a/#/b'", "")
+        .replace(", 'x/#/y'", "");
     let config = backhaul_bridge::config::Config::from_texts(&[("a.yaml", &ok)]).unwrap();
     let broker = &config.appliance.broker;
     assert_eq!(broker.limits.receive_maximum, 16);
@@ -317,4 +319,9 @@ fn limits_and_authorization_rules_are_checked_with_their_fields() {
         .authorization
         .may_subscribe(who(Some("other")), "ok/x"));
     assert!(broker.authorization.may_publish(who(None), "a/b"));
+    // Denials win over the rules' grants.
+    assert!(!broker
+        .authorization
+        .may_subscribe(who(Some("scada")), "ok/secret"));
+    assert!(!broker.authorization.may_publish(who(None), "a/locked"));
 }

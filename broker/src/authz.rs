@@ -10,6 +10,13 @@
 //! is allowed when a granted filter matches its topic; a SUBSCRIBE filter
 //! when a granted filter covers every topic it can match. What no rule
 //! grants, `default` decides.
+//!
+//! A rule may also deny (`deny_publish`, `deny_subscribe`), like
+//! Mosquitto's `topic deny`: a denial of any rule that applies to the
+//! client takes precedence over every grant and the default. A PUBLISH is
+//! denied when a denied filter matches its topic; a SUBSCRIBE filter when a
+//! denied filter covers it, so denying `a/secret` refuses a subscription to
+//! `a/secret` but not to `a/#` (whose other topics are not denied).
 
 use crate::topic::TopicFilter;
 use crate::FilterError;
@@ -34,6 +41,10 @@ pub struct Rule {
     pub identity: RuleIdentity,
     pub publish: Vec<String>,
     pub subscribe: Vec<String>,
+    /// Refused for publishing whatever else grants them.
+    pub deny_publish: Vec<String>,
+    /// Refused for subscribing whatever else grants them.
+    pub deny_subscribe: Vec<String>,
 }
 
 /// The authorization policy of the broker.
@@ -95,6 +106,8 @@ impl Authorization {
         Grants {
             publish: resolve(|rule| &rule.publish),
             subscribe: resolve(|rule| &rule.subscribe),
+            deny_publish: resolve(|rule| &rule.deny_publish),
+            deny_subscribe: resolve(|rule| &rule.deny_subscribe),
             allow_rest: self.default == DefaultDecision::Allow,
         }
     }
@@ -105,22 +118,31 @@ impl Authorization {
 pub struct Grants {
     publish: Vec<TopicFilter>,
     subscribe: Vec<TopicFilter>,
+    deny_publish: Vec<TopicFilter>,
+    deny_subscribe: Vec<TopicFilter>,
     /// The policy's default is `Allow`.
     allow_rest: bool,
 }
 
 impl Grants {
     pub fn may_publish(&self, topic: &str) -> bool {
+        if self.deny_publish.iter().any(|filter| filter.matches(topic)) {
+            return false;
+        }
         self.allow_rest || self.publish.iter().any(|filter| filter.matches(topic))
     }
 
     pub fn may_subscribe(&self, filter: &str) -> bool {
         let requested = strip_share(filter);
-        self.allow_rest
-            || self
-                .subscribe
+        let covered_by = |filters: &[TopicFilter]| {
+            filters
                 .iter()
                 .any(|granted| covers(granted.as_str(), requested))
+        };
+        if covered_by(&self.deny_subscribe) {
+            return false;
+        }
+        self.allow_rest || covered_by(&self.subscribe)
     }
 }
 
@@ -184,11 +206,15 @@ mod tests {
                     identity: RuleIdentity::Named("press-01".into()),
                     publish: vec!["factory/press-01/#".into()],
                     subscribe: vec!["commands/press-01/+".into()],
+                    deny_publish: Vec::new(),
+                    deny_subscribe: Vec::new(),
                 },
                 Rule {
                     identity: RuleIdentity::Anyone,
                     publish: vec!["devices/%u/%c/#".into()],
                     subscribe: vec!["public/#".into()],
+                    deny_publish: Vec::new(),
+                    deny_subscribe: Vec::new(),
                 },
             ],
             DefaultDecision::Deny,
@@ -243,5 +269,28 @@ mod tests {
             check_template("a/%u/#/b").unwrap_err().to_string(),
             "'#' must be the last level and stand alone (as in 'a/#') in 'a/u/#/b'"
         );
+    }
+
+    #[test]
+    fn a_denial_takes_precedence_over_grants_and_the_default() {
+        let p = Authorization::new(
+            vec![Rule {
+                identity: RuleIdentity::Anyone,
+                publish: Vec::new(),
+                subscribe: Vec::new(),
+                deny_publish: vec!["plant/%c/locked".into()],
+                deny_subscribe: vec!["test/nosubscribe".into(), "private/#".into()],
+            }],
+            DefaultDecision::Allow,
+        );
+        let dev = who(None, "dev1");
+        assert!(!p.may_publish(dev, "plant/dev1/locked"));
+        assert!(p.may_publish(dev, "plant/dev2/locked"));
+        assert!(!p.may_subscribe(dev, "test/nosubscribe"));
+        assert!(!p.may_subscribe(dev, "$share/g/test/nosubscribe"));
+        assert!(!p.may_subscribe(dev, "private/a/+"));
+        assert!(p.may_subscribe(dev, "test/+"), "only partly denied");
+        assert!(p.may_subscribe(dev, "#"));
+        assert!(p.may_publish(dev, "test/nosubscribe"), "subscribe only");
     }
 }

@@ -97,6 +97,9 @@ pub struct BrokerStats {
     pub packets_rejected: ReasonCounters<Rejection>,
     /// Will messages published (after an abnormal end or DISCONNECT 0x04).
     pub wills_published: AtomicU64,
+    /// Forwards not sent to a subscriber because they exceed the Maximum
+    /// Packet Size it set in CONNECT (discarded as if delivered).
+    pub publishes_too_large_for_client: AtomicU64,
 }
 
 /// What a connection asks of the router.

@@ -6,6 +6,9 @@
 //! PUBLISHes pass the [`DurableGate`] first: their PUBACK/PUBREC is written
 //! here, in order, once the gate's commit ticket resolves; the router only
 //! sees a QoS 0 copy for its subscribers and so never acknowledges for us.
+//! That copy is marked with its [`Origin`], and what the router forwards to
+//! this client passes [`forward`] (delivered QoS, subscription options, the
+//! client's Maximum Packet Size) before it is written.
 //!
 //! Security runs here too, in the connection's own task and within the
 //! connect timeout: the TLS and WebSocket handshakes, authentication
@@ -29,23 +32,33 @@ use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{
     ConnectReturnCode, Disconnect, DisconnectReasonCode, Error as CodecError, Packet, PubAck,
     PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, Publish, PublishProperties, QoS,
-    SubAck, Subscribe, SubscribeProperties, SubscribeReasonCode,
+    Subscribe, SubscribeProperties, SubscribeReasonCode,
 };
+use rumqttd::Notification;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::time::{sleep_until, timeout_at, Instant};
 use tracing::{debug, info, warn, Instrument};
 
 mod admission;
+mod forward;
 mod limits;
+mod reframe;
+mod router_acks;
+mod suback;
+mod subscription_tag;
 
 use self::admission::{check_password, handshake, refuse};
 use self::limits::{check_topic, count_rejection, disconnect_reason, too_many_connections};
+use self::router_acks::{Route, RouterAcks};
+use self::suback::SubAckAssembly;
+use self::subscription_tag::SubscriptionTag;
 use crate::auth::Authentication;
 use crate::authz::{Grants, Requester};
 use crate::broker::{ListenerContext, Shared};
 use crate::codec::{peek_publish, Codec, PublishHeader};
 use crate::limits::Limits;
 use crate::message::StoredMessage;
+use crate::origin::Origin;
 use crate::retained;
 use crate::session::{self, attach, session_expiry, Ending};
 use crate::stats::{Action, AuthFailure, Rejection};
@@ -142,10 +155,15 @@ struct Connection {
     grants: Grants,
     /// QoS 1 publishes whose PUBACK is not written yet (Receive Maximum).
     inflight_qos1: usize,
-    /// SUBSCRIBEs sent to the router without their denied filters: packet
-    /// id to (denied positions, filter count), to put the failures back
-    /// into the router's SUBACK.
-    suback_fixups: HashMap<u16, (Vec<usize>, usize)>,
+    /// The client's SUBACKs, put together from the router's per filter.
+    subacks: SubAckAssembly,
+    /// The acks the router is owed for its forwards, in its order.
+    router_acks: RouterAcks,
+    /// The client's Maximum Packet Size (MQTT 5 CONNECT), if it set one.
+    client_max_packet_size: Option<usize>,
+    /// Topic aliases the router assigned whose first message (with the
+    /// topic) was not sent to the client: alias to topic.
+    untold_aliases: HashMap<u16, Bytes>,
     /// A session the router keeps after the connection (clean session off,
     /// or an MQTT 5 Session Expiry Interval).
     persistent: bool,
@@ -292,6 +310,10 @@ impl Connection {
         );
         let router_keeps_state = expiry != Some(Duration::ZERO) || !connect.clean_session;
         let topic_alias_max = props.as_ref().and_then(|p| p.topic_alias_max).unwrap_or(0);
+        let client_max_packet_size = props
+            .as_ref()
+            .and_then(|p| p.max_packet_size)
+            .and_then(|size| usize::try_from(size).ok());
         let (generation, (mut link_tx, link_rx, notification)) = attach(
             shared,
             &client_id,
@@ -347,7 +369,10 @@ impl Connection {
             topic_aliases: HashMap::new(),
             grants,
             inflight_qos1: 0,
-            suback_fixups: HashMap::new(),
+            subacks: SubAckAssembly::default(),
+            router_acks: RouterAcks::default(),
+            client_max_packet_size,
+            untold_aliases: HashMap::new(),
             // What matters for the router is whether it saves the session.
             persistent: router_keeps_state,
             client_id,
@@ -409,17 +434,60 @@ impl Connection {
                         Err(err) => return Err(err.into()),
                     };
                     let Some(notification) = notification else { continue };
-                    match Option::<Packet>::from(notification) {
-                        Some(packet) => {
-                            let packet = self.restore_denied_filters(packet);
-                            self.codec.write(packet, &mut self.outbuf)?;
-                        }
-                        None => self.link_rx.wake().await?,
-                    }
+                    self.notified(notification, shared).await?;
                 }
                 _ = sleep_until(deadline) => return Err(ConnectionError::KeepAliveTimeout),
             }
             self.flush().await?;
+        }
+    }
+
+    /// Handles one notification of the router: a forward, an ack for the
+    /// client, or a request to wake the link.
+    async fn notified(
+        &mut self,
+        notification: Notification,
+        shared: &Shared,
+    ) -> Result<(), ConnectionError> {
+        if let Notification::Forward(forward) = notification {
+            return self.forward(forward, shared).await;
+        }
+        match Option::<Packet>::from(notification) {
+            Some(Packet::SubAck(ack, props)) => {
+                if let Some(whole) = self.subacks.router_acked(ack) {
+                    self.codec
+                        .write(Packet::SubAck(whole, props), &mut self.outbuf)?;
+                }
+            }
+            Some(Packet::PubRel(rel, props)) => {
+                if self.router_acks.router_released(rel.pkid) {
+                    self.codec
+                        .write(Packet::PubRel(rel, props), &mut self.outbuf)?;
+                } else {
+                    let comps = self.router_acks.completions();
+                    self.send_to_router(comps).await?;
+                }
+            }
+            Some(packet) => {
+                self.codec.write(packet, &mut self.outbuf)?;
+            }
+            None => self.link_rx.wake().await?,
+        }
+        Ok(())
+    }
+
+    /// Routes a client's PUBACK, PUBREC or PUBCOMP through the ledger of
+    /// the router's in-flight forwards.
+    async fn client_ack(&mut self, packet: Packet) -> Result<(), ConnectionError> {
+        let route = match &packet {
+            Packet::PubAck(ack, _) => self.router_acks.client_acked(ack.pkid),
+            Packet::PubRec(rec, _) => self.router_acks.client_acked(rec.pkid),
+            Packet::PubComp(comp, _) => self.router_acks.client_completed(comp.pkid),
+            _ => Route::PassThrough,
+        };
+        match route {
+            Route::PassThrough => self.send_to_router(vec![packet]).await,
+            Route::ToRouter(packets) => self.send_to_router(packets).await,
         }
     }
 
@@ -478,11 +546,11 @@ impl Connection {
                 Packet::Subscribe(subscribe, props) => {
                     self.handle_subscribe(subscribe, props, shared).await?;
                 }
-                packet @ (Packet::Unsubscribe(..)
-                | Packet::PubAck(..)
-                | Packet::PubRec(..)
-                | Packet::PubComp(..)) => {
+                packet @ Packet::Unsubscribe(..) => {
                     self.link_tx.send(packet).await?;
+                }
+                packet @ (Packet::PubAck(..) | Packet::PubRec(..) | Packet::PubComp(..)) => {
+                    self.client_ack(packet).await?;
                 }
                 other => {
                     warn!(packet = ?other, "unexpected packet from a client");
@@ -564,8 +632,16 @@ impl Connection {
             self.push_ack(header, false, ticket, retained);
         }
         if !duplicate_qos2 {
+            let origin = Origin {
+                qos: header.qos,
+                retain: publish.retain,
+                client_id: self.client_id.clone(),
+            };
             let routed = Publish::new(topic, publish.payload, publish.retain);
-            self.link_tx.send(Packet::Publish(routed, props)).await?;
+            let props = origin.mark(props);
+            self.link_tx
+                .send(Packet::Publish(routed, Some(props)))
+                .await?;
         }
         Ok(())
     }
@@ -623,9 +699,10 @@ impl Connection {
     }
 
     /// Checks a SUBSCRIBE against the limits and the authorization rules.
-    /// Denied filters get a failure code in the SUBACK; the others go to
-    /// the router, whose SUBACK is completed by
-    /// [`Connection::restore_denied_filters`].
+    /// Denied filters get a failure code in the SUBACK; each other one goes
+    /// to the router in a SUBSCRIBE of its own, tagged with its options
+    /// (see [`subscription_tag`]), and [`SubAckAssembly`] puts the
+    /// client's SUBACK together.
     async fn handle_subscribe(
         &mut self,
         mut subscribe: Subscribe,
@@ -643,46 +720,37 @@ impl Connection {
                 filter.qos = QoS::AtMostOnce;
             }
         }
-        let denied: Vec<usize> = subscribe
-            .filters
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| !self.grants.may_subscribe(&f.path))
-            .map(|(i, _)| i)
-            .collect();
-        if denied.is_empty() {
-            self.link_tx
-                .send(Packet::Subscribe(subscribe, props))
-                .await?;
-            return Ok(());
+        let client_id = props.as_ref().and_then(|p| p.id);
+        let user_properties = props.map(|p| p.user_properties).unwrap_or_default();
+        let mut slots = Vec::with_capacity(subscribe.filters.len());
+        let mut granted = Vec::with_capacity(subscribe.filters.len());
+        for filter in subscribe.filters {
+            if self.grants.may_subscribe(&filter.path) {
+                slots.push(None);
+                granted.push(filter);
+            } else {
+                shared.stats.authorization_denied.inc(Action::Subscribe);
+                debug!(filter = %filter.path, "subscription denied by the authorization rules");
+                slots.push(Some(self.subscribe_failure()));
+            }
         }
-        for i in &denied {
-            shared.stats.authorization_denied.inc(Action::Subscribe);
-            debug!(filter = %subscribe.filters[*i].path, "subscription denied by the authorization rules");
-        }
-        let total = subscribe.filters.len();
-        if denied.len() == total {
-            let ack = SubAck {
-                pkid: subscribe.pkid,
-                return_codes: vec![self.subscribe_failure(); total],
-            };
+        if let Some(whole) = self.subacks.start(subscribe.pkid, slots) {
             self.codec
-                .write(Packet::SubAck(ack, None), &mut self.outbuf)?;
-            return Ok(());
+                .write(Packet::SubAck(whole, None), &mut self.outbuf)?;
         }
-        let filters = subscribe
-            .filters
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| !denied.contains(i))
-            .map(|(_, f)| f)
-            .collect();
-        self.suback_fixups.insert(subscribe.pkid, (denied, total));
-        let allowed = Subscribe {
-            pkid: subscribe.pkid,
-            filters,
-        };
-        self.link_tx.send(Packet::Subscribe(allowed, props)).await?;
+        for filter in granted {
+            let tagged = SubscribeProperties {
+                id: Some(SubscriptionTag::of(&filter, client_id).encode()),
+                user_properties: user_properties.clone(),
+            };
+            let single = Subscribe {
+                pkid: subscribe.pkid,
+                filters: vec![filter],
+            };
+            self.link_tx
+                .send(Packet::Subscribe(single, Some(tagged)))
+                .await?;
+        }
         Ok(())
     }
 
@@ -693,35 +761,6 @@ impl Connection {
         } else {
             SubscribeReasonCode::Failure
         }
-    }
-
-    /// Puts the failure codes of denied filters back into the router's
-    /// SUBACK, at their positions in the client's SUBSCRIBE.
-    fn restore_denied_filters(&mut self, packet: Packet) -> Packet {
-        let Packet::SubAck(ack, props) = packet else {
-            return packet;
-        };
-        let Some((denied, total)) = self.suback_fixups.remove(&ack.pkid) else {
-            return Packet::SubAck(ack, props);
-        };
-        let failure = self.subscribe_failure();
-        let mut granted = ack.return_codes.into_iter();
-        let return_codes = (0..total)
-            .map(|i| {
-                if denied.contains(&i) {
-                    failure
-                } else {
-                    granted.next().unwrap_or(failure)
-                }
-            })
-            .collect();
-        Packet::SubAck(
-            SubAck {
-                pkid: ack.pkid,
-                return_codes,
-            },
-            props,
-        )
     }
 
     fn acknowledge(

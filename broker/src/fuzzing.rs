@@ -46,6 +46,8 @@ fn harness() -> &'static Harness {
             identity: RuleIdentity::Anyone,
             publish: vec!["a/#".into(), "factory/%c/#".into()],
             subscribe: vec!["a/+".into(), "$share/g/a/#".into()],
+            deny_publish: Vec::new(),
+            deny_subscribe: Vec::new(),
         }];
         let settings = BrokerSettings {
             limits: Limits {

@@ -34,6 +34,7 @@ pub mod fuzzing;
 pub mod gate;
 pub mod limits;
 pub mod message;
+mod origin;
 pub mod passwd;
 pub mod retained;
 pub mod router_watch;

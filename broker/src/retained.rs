@@ -25,6 +25,7 @@ use tracing::warn;
 
 use crate::broker::{Connector, LinkRequest};
 use crate::message::StoredMessage;
+use crate::origin::Origin;
 use crate::ConnectionError;
 
 /// Whether `publish` changes the topic's retained message: a retained one
@@ -45,8 +46,9 @@ pub(crate) fn record(store: &RetainedStore, message: &StoredMessage) -> Retained
     }
 }
 
-/// The client id of the link that republishes stored retained messages.
-const RESTORE_CLIENT: &str = "backhaul-retained-restore";
+/// The client id of the link that republishes stored retained messages
+/// (reserved: see [`crate::will::is_reserved_client_id`]).
+pub(crate) const RESTORE_CLIENT: &str = "backhaul-retained-restore";
 /// A filter no device publishes to; its SUBACK tells that the router has
 /// handled every publish sent before it on the same link.
 const DONE_FILTER: &str = "backhaul-internal/retained-restore/done";
@@ -108,8 +110,14 @@ pub(crate) async fn republish(
     Ok(count)
 }
 
-/// The router's form of a stored message, retain flag set.
+/// The router's form of a stored message, retain flag set, with its
+/// [`Origin`] (no client: the one that published it is long gone).
 fn into_publish(message: StoredMessage) -> (Publish, PublishProperties) {
+    let origin = Origin {
+        qos: message.qos,
+        retain: true,
+        client_id: String::new(),
+    };
     let properties = PublishProperties {
         payload_format_indicator: message.payload_format_indicator,
         message_expiry_interval: message.message_expiry_interval,
@@ -121,5 +129,5 @@ fn into_publish(message: StoredMessage) -> (Publish, PublishProperties) {
         content_type: message.content_type,
     };
     let publish = Publish::new(Bytes::from(message.topic), message.payload, true);
-    (publish, properties)
+    (publish, origin.mark(Some(properties)))
 }

@@ -19,6 +19,7 @@ use tracing::{debug, warn};
 
 use crate::broker::Shared;
 use crate::message::StoredMessage;
+use crate::origin::Origin;
 use crate::retained;
 
 /// A client's will, as its CONNECT declared it.
@@ -90,8 +91,9 @@ impl Will {
     }
 
     /// The will as the router receives it: like a device PUBLISH, a QoS 0
-    /// copy (subscribers get their subscription's QoS) with its properties.
-    fn routed(&self) -> Packet {
+    /// copy with its properties and its [`Origin`] (the will's QoS and the
+    /// client that set it).
+    fn routed(&self, client_id: &str) -> Packet {
         let topic = Bytes::copy_from_slice(self.topic.as_bytes());
         let publish = Publish::new(topic, self.payload.clone(), self.retain);
         let properties = self.properties.as_ref().map(|p| PublishProperties {
@@ -103,7 +105,12 @@ impl Will {
             user_properties: p.user_properties.clone(),
             ..PublishProperties::default()
         });
-        Packet::Publish(publish, properties)
+        let origin = Origin {
+            qos: self.qos,
+            retain: self.retain,
+            client_id: client_id.to_owned(),
+        };
+        Packet::Publish(publish, Some(origin.mark(properties)))
     }
 }
 
@@ -119,9 +126,11 @@ pub(crate) struct WillLink {
 /// [`is_reserved_client_id`]), or they would take the link over.
 pub(crate) const WILL_LINK_CLIENT_ID: &str = "backhaul-internal-wills";
 
-/// Whether a device's client id is one Backhaul uses itself.
+/// Whether a device's client id is one Backhaul uses itself for a router
+/// link (the will link, the retained-message restore at start): a device
+/// taking one would evict that link from the router.
 pub(crate) fn is_reserved_client_id(client_id: &str) -> bool {
-    client_id == WILL_LINK_CLIENT_ID
+    client_id == WILL_LINK_CLIENT_ID || client_id == retained::RESTORE_CLIENT
 }
 
 impl WillLink {
@@ -152,7 +161,13 @@ pub(crate) async fn publish(shared: &Shared, client_id: &str, will: Will, receiv
             .publishes_gated
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
-    let routed = shared.will_link.tx.lock().await.send(will.routed()).await;
+    let routed = shared
+        .will_link
+        .tx
+        .lock()
+        .await
+        .send(will.routed(client_id))
+        .await;
     if let Err(err) = routed {
         warn!(client_id, topic = %will.topic, %err, "the router did not take a will");
     }
@@ -236,9 +251,13 @@ mod tests {
                 user_properties: vec![("k".into(), "v".into())],
             }
         );
-        let Packet::Publish(publish, Some(props)) = will.routed() else {
-            panic!("a PUBLISH with properties");
+        let Packet::Publish(publish, mut props) = will.routed("dev1") else {
+            panic!("a PUBLISH");
         };
+        let origin = Origin::take(&mut props).expect("an origin");
+        assert_eq!((origin.qos, origin.retain), (1, true));
+        assert_eq!(origin.client_id, "dev1");
+        let props = props.expect("properties");
         assert!(publish.retain);
         assert_eq!(&publish.topic[..], b"plant/dev1/status");
         assert_eq!(props.message_expiry_interval, Some(60));

@@ -73,6 +73,8 @@ async fn x509_broker(pki: &Pki) -> TestBroker {
         identity: RuleIdentity::Anyone,
         publish: vec!["devices/%u/#".into()],
         subscribe: vec![],
+        deny_publish: Vec::new(),
+        deny_subscribe: Vec::new(),
     }];
     TestBroker::start(BrokerSettings {
         listeners: vec![listener(
@@ -236,6 +238,8 @@ fn rules() -> Authorization {
             identity: RuleIdentity::Anyone,
             publish: vec!["factory/#".into()],
             subscribe: vec!["commands/%c/#".into()],
+            deny_publish: Vec::new(),
+            deny_subscribe: Vec::new(),
         }],
         DefaultDecision::Deny,
     )

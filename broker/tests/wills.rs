@@ -249,6 +249,8 @@ async fn a_will_topic_the_rules_deny_refuses_the_connect() {
             identity: RuleIdentity::Anyone,
             publish: vec!["plant/%c/#".into()],
             subscribe: vec!["#".into()],
+            deny_publish: Vec::new(),
+            deny_subscribe: Vec::new(),
         }],
         DefaultDecision::Deny,
     );
@@ -355,20 +357,20 @@ async fn pings_within_one_and_a_half_keep_alives_keep_a_client_connected() {
     assert_eq!(broker.stats.wills_published.load(Ordering::Relaxed), 0);
 }
 
+/// A device taking the client id of one of Backhaul's own router links
+/// would evict that link from the router: the will link, and the link that
+/// restores retained messages at start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_client_id_of_the_internal_will_link_is_refused_to_devices() {
+async fn the_client_ids_of_the_internal_links_are_refused_to_devices() {
     let broker = broker().await;
     let address = broker.addresses[0];
-    let (_, _, code) = connect_raw(
-        address,
-        &ConnectOptions::new(true, "backhaul-internal-wills"),
-    )
-    .await;
-    assert_eq!(code, 0x85, "MQTT 5: Client Identifier not valid");
-    let (_, _, code) = connect_raw(
-        address,
-        &ConnectOptions::new(false, "backhaul-internal-wills"),
-    )
-    .await;
-    assert_eq!(code, 0x02, "MQTT 3.1.1: identifier rejected");
+    for reserved in ["backhaul-internal-wills", "backhaul-retained-restore"] {
+        let (_, _, code) = connect_raw(address, &ConnectOptions::new(true, reserved)).await;
+        assert_eq!(
+            code, 0x85,
+            "MQTT 5: Client Identifier not valid ({reserved})"
+        );
+        let (_, _, code) = connect_raw(address, &ConnectOptions::new(false, reserved)).await;
+        assert_eq!(code, 0x02, "MQTT 3.1.1: identifier rejected ({reserved})");
+    }
 }

@@ -90,11 +90,17 @@ def point_suite_at(suite, appliance, port):
 
 
 class Outcomes(unittest.TestResult):
-    """Each test's outcome and, for a failure, its last line."""
+    """Each test's outcome and, for a failure, its last line.
 
-    def __init__(self, *args, **kwargs):
+    A test that fails or errors stops before its own cleanRetained, and the
+    retained messages it leaves would arrive in later tests (which then fail
+    for a reason that is not theirs); `clean` removes them after such a
+    test, as the passing ones do themselves."""
+
+    def __init__(self, clean=lambda: None, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.outcomes = {}
+        self.clean = clean
 
     @staticmethod
     def name(test):
@@ -114,10 +120,12 @@ class Outcomes(unittest.TestResult):
     def addFailure(self, test, err):
         super().addFailure(test, err)
         self.record(test, "fail", err)
+        self.clean()
 
     def addError(self, test, err):
         super().addError(test, err)
         self.record(test, "error", err)
+        self.clean()
 
     def addSkip(self, test, reason):
         super().addSkip(test, reason)
@@ -139,13 +147,14 @@ def main():
     appliance = Appliance()
     appliance.start()
     try:
-        point_suite_at(suite, appliance, int(os.environ["BACKHAUL_MQTT_PORT"]))
+        port = int(os.environ["BACKHAUL_MQTT_PORT"])
+        point_suite_at(suite, appliance, port)
         only = os.environ.get("PAHO_ONLY")
         if only:
             tests = unittest.defaultTestLoader.loadTestsFromNames(only.split(","), suite)
         else:
             tests = unittest.defaultTestLoader.loadTestsFromModule(suite)
-        result = Outcomes()
+        result = Outcomes(clean=lambda: suite.cleanRetained(port))
         tests.run(result)
     finally:
         appliance.stop()

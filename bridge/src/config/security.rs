@@ -81,6 +81,13 @@ pub struct AuthorizationRuleSpec {
     pub publish: Vec<String>,
     #[serde(default)]
     pub subscribe: Vec<String>,
+    /// Filters refused for publishing whatever grants them (like
+    /// Mosquitto's `topic deny`).
+    #[serde(default)]
+    pub deny_publish: Vec<String>,
+    /// Filters refused for subscribing whatever grants them.
+    #[serde(default)]
+    pub deny_subscribe: Vec<String>,
 }
 
 /// `spec.limits`: the broker's limits, each with a safe default.
@@ -250,7 +257,13 @@ pub(super) fn authorization(
             }
             name => RuleIdentity::Named(name.to_string()),
         };
-        for (kind, filters) in [("publish", &rule.publish), ("subscribe", &rule.subscribe)] {
+        let lists = [
+            ("publish", &rule.publish),
+            ("subscribe", &rule.subscribe),
+            ("denyPublish", &rule.deny_publish),
+            ("denySubscribe", &rule.deny_subscribe),
+        ];
+        for (kind, filters) in lists {
             for (j, filter) in filters.iter().enumerate() {
                 if let Err(err) = authz::check_template(filter) {
                     errors.push(origin.error(
@@ -264,6 +277,8 @@ pub(super) fn authorization(
             identity,
             publish: rule.publish.clone(),
             subscribe: rule.subscribe.clone(),
+            deny_publish: rule.deny_publish.clone(),
+            deny_subscribe: rule.deny_subscribe.clone(),
         });
     }
     let default = match spec.default {
