@@ -847,3 +847,27 @@ async fn batches_in_flight_keep_the_order_of_each_key_through_cuts() {
     let events = peer.events();
     assert_delivered_in_order_per_key(&events, &batch, device);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_with_batches_in_flight_closes_every_connection() {
+    init_tracing();
+    let peer = peer().await;
+    let mut settings = settings(&peer, PartitionStrategy::Default);
+    settings.batch_max_messages = 10;
+    settings.max_in_flight_batches = 3;
+    let mut sink = EventHubsSink::new(settings, "closing");
+    let window = messages(0, 30);
+    peer.settle_slowly(Some(Duration::from_millis(300)));
+    let confirmed = tokio::time::timeout(SEND_BOUND, sink.send_window(&window, 10))
+        .await
+        .unwrap()
+        .expect("the first batch is confirmed");
+    assert!(confirmed < 30, "batches are still in flight: {confirmed}");
+    assert_eq!(peer.open_connections(), 3);
+    sink.close().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while peer.open_connections() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(peer.open_connections(), 0, "no connection left open");
+}

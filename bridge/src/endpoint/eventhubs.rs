@@ -600,8 +600,11 @@ impl Sink for EventHubsSink {
     }
 
     async fn close(&mut self) {
-        for batch in self.in_flight.drain() {
-            batch.task.abort();
+        let stopped: Vec<SendTask> = self.in_flight.drain().map(|b| b.task).collect();
+        for task in stopped {
+            // Stopped, then awaited: its hold on the client goes with it.
+            task.abort();
+            let _ = task.await;
         }
         for (_, lanes) in self.lanes.drain() {
             for client in lanes.into_iter().flatten() {
