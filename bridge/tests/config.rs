@@ -405,6 +405,7 @@ fn event_hubs_endpoints_read_their_secret_and_batching() {
     assert_eq!(hubs.settings.namespace, "plant.servicebus.windows.net");
     assert_eq!((hubs.max_messages, hubs.max_bytes), (250, 500_000));
     assert_eq!(hubs.linger, std::time::Duration::from_millis(20));
+    assert_eq!(hubs.settings.max_in_flight_batches, 2, "the default");
     let debug = format!("{config:?}");
     assert!(!debug.contains("c2VjcmV0"), "the key never shows: {debug}");
 
@@ -432,6 +433,29 @@ fn event_hubs_endpoints_read_their_secret_and_batching() {
     let err = Config::load_dir(dir.path()).unwrap_err().to_string();
     assert!(err.ends_with("secret 'eh-conn' is not a usable connection string: it needs SharedAccessKeyName and SharedAccessKey, or SharedAccessSignature"), "{err}");
     assert!(!err.contains("Endpoint=sb"), "the secret is never echoed");
+}
+
+#[test]
+fn event_hubs_batches_in_flight_are_at_least_one() {
+    std::env::set_var(
+        "BACKHAUL_SECRET_HUB_INFLIGHT_CONNECTIONSTRING",
+        "Endpoint=sb://plant.servicebus.windows.net/;SharedAccessSignature=sig",
+    );
+    let hubs = HUBS.replace("secretRef: eh-conn", "secretRef: hub-inflight");
+    let three = format!("{hubs}    maxInFlightBatches: 3\n");
+    let config = load(&[("e.yaml", &three)]).unwrap();
+    let Endpoint::EventHubs(endpoint) = &config.endpoints["hubs"] else {
+        panic!("an Event Hubs endpoint");
+    };
+    assert_eq!(endpoint.settings.max_in_flight_batches, 3);
+
+    let zero = format!("{hubs}    maxInFlightBatches: 0\n");
+    let got = errors(&[("e.yaml", &zero)]);
+    assert!(
+        got.iter()
+            .any(|e| e.ends_with("spec.eventHubsSettings.maxInFlightBatches: must be at least 1")),
+        "{got:?}"
+    );
 }
 
 #[test]

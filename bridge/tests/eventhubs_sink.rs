@@ -133,6 +133,38 @@ fn assert_delivered_in_order(events: &[ReceivedEvent], batch: &[OutboundMessage]
     assert_eq!(first_arrivals, expected, "first arrivals in batch order");
 }
 
+/// Every message of `batch` arrived, duplicates with the same id and body,
+/// and for each placement (partition key, or none) the first arrivals in
+/// batch order: batches of different keys may be in flight at once.
+fn assert_delivered_in_order_per_key(
+    events: &[ReceivedEvent],
+    batch: &[OutboundMessage],
+    key_of: impl Fn(&OutboundMessage) -> Option<String>,
+) {
+    let mut keys: Vec<Option<String>> = batch.iter().map(&key_of).collect();
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        let of_key: Vec<OutboundMessage> =
+            batch.iter().filter(|m| key_of(m) == key).cloned().collect();
+        let arrived: Vec<ReceivedEvent> = events
+            .iter()
+            .filter(|e| of_key.iter().any(|m| Some(&m.id) == e.message_id.as_ref()))
+            .cloned()
+            .collect();
+        assert!(
+            arrived.iter().all(|e| e.partition_key == key),
+            "{key:?}: every event carries its key"
+        );
+        assert_delivered_in_order(&arrived, &of_key);
+    }
+    let all: HashSet<&str> = events
+        .iter()
+        .filter_map(|e| e.message_id.as_deref())
+        .collect();
+    assert_eq!(all.len(), batch.len(), "nothing lost, nothing foreign");
+}
+
 fn ids(events: &[ReceivedEvent]) -> Vec<String> {
     events
         .iter()
@@ -222,14 +254,8 @@ async fn partition_strategies_place_events_and_keep_order() {
         .wait_for_events(12, Duration::from_secs(5))
         .await
         .unwrap();
-    assert_delivered_in_order(&events, &batch);
-    for (event, message) in events.iter().zip(&batch) {
-        assert_eq!(
-            event.partition_key.as_deref(),
-            Some(message.message.topic.as_str())
-        );
-        assert_eq!(event.partition_id, None);
-    }
+    assert_delivered_in_order_per_key(&events, &batch, |m| Some(m.message.topic.clone()));
+    assert!(events.iter().all(|e| e.partition_id.is_none()));
     // The topic changes with every message: one SDK batch each.
     assert_eq!(peer.stats().transfers, 12);
     peer.clear_events();
@@ -247,9 +273,20 @@ async fn partition_strategies_place_events_and_keep_order() {
         .wait_for_events(6, Duration::from_secs(5))
         .await
         .unwrap();
-    assert_delivered_in_order(&events, &keyed);
-    let keys: Vec<_> = events.iter().map(|e| e.partition_key.clone()).collect();
+    let device = |m: &OutboundMessage| {
+        m.message
+            .user_properties
+            .iter()
+            .find(|(k, _)| k == "device")
+            .map(|(_, v)| v.clone())
+    };
+    assert_delivered_in_order_per_key(&events, &keyed, device);
+    let key_of = |id: &str| {
+        let event = events.iter().find(|e| e.message_id.as_deref() == Some(id));
+        event.and_then(|e| e.partition_key.clone())
+    };
     let some = |s: &str| Some(s.to_string());
+    let keys: Vec<_> = keyed.iter().map(|m| key_of(&m.id)).collect();
     assert_eq!(
         keys,
         [
@@ -261,8 +298,15 @@ async fn partition_strategies_place_events_and_keep_order() {
             None
         ]
     );
+    let transfer_of = |id: &str| {
+        events
+            .iter()
+            .find(|e| e.message_id.as_deref() == Some(id))
+            .map(|e| e.transfer)
+    };
     assert_eq!(
-        events[0].transfer, events[2].transfer,
+        transfer_of(&keyed[0].id),
+        transfer_of(&keyed[2].id),
         "same key, same SDK batch"
     );
     peer.clear_events();
@@ -290,6 +334,8 @@ async fn batches_are_cut_by_count_and_size_in_order() {
     let peer = peer().await;
     let mut settings = settings(&peer, PartitionStrategy::Default);
     settings.batch_max_messages = 4;
+    // One batch at a time: arrival order shows how the window was cut.
+    settings.max_in_flight_batches = 1;
     let mut sink = EventHubsSink::new(settings.clone(), "count");
     let batch = messages(0, 10);
     send(&mut sink, &batch).await.expect("delivered");
@@ -379,7 +425,9 @@ async fn a_message_too_large_for_an_empty_batch_is_reported_after_the_ones_befor
 async fn each_message_goes_to_its_destination_hub_in_order() {
     init_tracing();
     let peer = EventHubsPeer::start().await.unwrap();
-    let mut sink = sink(&peer, PartitionStrategy::Default);
+    let mut settings = settings(&peer, PartitionStrategy::Default);
+    settings.max_in_flight_batches = 1;
+    let mut sink = EventHubsSink::new(settings, "hubs");
     let mut batch = messages(0, 9);
     for (i, m) in batch.iter_mut().enumerate() {
         m.destination = if i % 3 == 2 { "alarms" } else { HUB }.to_string();
@@ -393,7 +441,8 @@ async fn each_message_goes_to_its_destination_hub_in_order() {
     for (event, message) in events.iter().zip(&batch) {
         assert_eq!(event.hub, message.destination, "{:?}", event.message_id);
     }
-    // One client (connection) per hub, kept for the next send.
+    // One client (connection) per hub and batch in flight, kept for the
+    // next send.
     send(&mut sink, &messages(100, 2)).await.expect("delivered");
     assert_eq!(peer.stats().connections, 2);
 }
@@ -465,7 +514,7 @@ async fn server_busy_is_throttling_and_the_batch_goes_after() {
 
     peer.reject_transfers(None);
     send_until_delivered(&mut sink, &batch).await;
-    assert_delivered_in_order(&peer.events(), &batch);
+    assert_delivered_in_order_per_key(&peer.events(), &batch, |m| Some(m.message.topic.clone()));
     assert_eq!(peer.events().len(), 20, "rejected batches are not stored");
 }
 
@@ -623,6 +672,8 @@ async fn a_batch_confirmed_in_part_resumes_where_it_stopped() {
     let peer = peer().await;
     let mut settings = settings(&peer, PartitionStrategy::Default);
     settings.batch_max_messages = 5;
+    // One batch at a time: the rejection stops exactly the third.
+    settings.max_in_flight_batches = 1;
     let mut sink = EventHubsSink::new(settings, "resume");
     let batch = messages(0, 20);
     // Reject from the third SDK batch on: two were accepted.
@@ -658,4 +709,165 @@ async fn a_batch_confirmed_in_part_resumes_where_it_stopped() {
         peer.reject_transfers(None);
         assert_delivered_in_order(&peer.events(), &batch);
     }
+}
+
+// ---- batches in flight ------------------------------------------------------
+
+/// Sends `messages` as a data flow does: a window of up to two flow batches
+/// of `step`, asking each call for the front batch, dropping what was
+/// confirmed and topping the window up; after an error the same window
+/// again, 100 ms later. `on_error` sees each error. Returns the number of
+/// failed calls.
+async fn send_as_a_flow(
+    sink: &mut EventHubsSink,
+    messages: &[OutboundMessage],
+    step: usize,
+    mut on_error: impl FnMut(&SendError),
+) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut window: Vec<OutboundMessage> = Vec::new();
+    let mut next = 0;
+    let mut failures = 0;
+    loop {
+        let fill = (2 * step).saturating_sub(window.len());
+        let more = &messages[next..(next + fill).min(messages.len())];
+        window.extend_from_slice(more);
+        next += more.len();
+        if window.is_empty() {
+            return failures;
+        }
+        let want = step.min(window.len());
+        let result = tokio::time::timeout(SEND_BOUND, sink.send_window(&window, want))
+            .await
+            .expect("send_window returns within its bound");
+        match result {
+            Ok(confirmed) => {
+                assert!(
+                    confirmed >= want && confirmed <= window.len(),
+                    "{confirmed}"
+                );
+                window.drain(..confirmed);
+            }
+            Err(err) => {
+                failures += 1;
+                on_error(&err);
+                assert!(Instant::now() < deadline, "still failing: {err}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_keeps_two_batches_in_flight_on_two_connections() {
+    init_tracing();
+    let peer = peer().await;
+    let mut settings = settings(&peer, PartitionStrategy::Default);
+    settings.batch_max_messages = 10;
+    assert_eq!(settings.max_in_flight_batches, 2, "the default");
+    let mut sink = EventHubsSink::new(settings, "in-flight");
+    let window = messages(0, 30);
+    // Each settlement takes long enough for the next batch to be seen
+    // arriving before the first is confirmed.
+    peer.settle_slowly(Some(Duration::from_millis(300)));
+    let confirmed = tokio::time::timeout(SEND_BOUND, sink.send_window(&window, 10))
+        .await
+        .unwrap()
+        .expect("the first batch is confirmed");
+    assert!((10..=20).contains(&confirmed), "{confirmed}");
+    assert!(
+        peer.stats().transfers >= 2,
+        "the second batch left before the first was confirmed"
+    );
+    peer.settle_slowly(None);
+    let rest = &window[confirmed..];
+    let confirmed = tokio::time::timeout(SEND_BOUND, sink.send_window(rest, rest.len()))
+        .await
+        .unwrap()
+        .expect("the rest is confirmed");
+    assert_eq!(confirmed, rest.len());
+
+    let events = peer.events();
+    assert_eq!(events.len(), 30, "each once");
+    assert_eq!(ids(&events).into_iter().collect::<HashSet<_>>().len(), 30);
+    assert_eq!(peer.stats().connections, 2, "one connection per lane");
+    assert_eq!(peer.stats().transfers, 3);
+}
+
+/// Runs of two messages keyed `d0`, `d1`, `d1`, none, `d2`, none, `d0`,
+/// `d2` (over and over), SDK batches of two, three batches in flight: runs
+/// of different keys (and unkeyed ones) go at once, the second `d1` run
+/// waits for the first. Meanwhile connections are cut at random moments
+/// (a transfer stored, then its connection cut unsettled), so batches fail
+/// next to accepted batches of other keys. Nothing is lost, and per key
+/// the first arrivals keep the flow's order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_in_flight_keep_the_order_of_each_key_through_cuts() {
+    init_tracing();
+    let peer = std::sync::Arc::new(peer().await);
+    let mut settings = settings(&peer, PartitionStrategy::Property("device".to_string()));
+    settings.batch_max_messages = 2;
+    settings.max_in_flight_batches = 3;
+    let mut sink = EventHubsSink::new(settings, "keyed");
+    const KEYS: [&str; 8] = ["d0", "d1", "d1", "-", "d2", "-", "d0", "d2"];
+    let mut batch = messages(0, 800);
+    for (i, m) in batch.iter_mut().enumerate() {
+        m.message.user_properties = match KEYS[(i / 2) % KEYS.len()] {
+            "-" => Vec::new(),
+            key => vec![("device".to_string(), key.to_string())],
+        };
+    }
+    let device = |m: &OutboundMessage| {
+        m.message
+            .user_properties
+            .iter()
+            .find(|(k, _)| k == "device")
+            .map(|(_, v)| v.clone())
+    };
+
+    // Cuts on and off every 20-50 ms for 2 s.
+    let cutter = {
+        let peer = peer.clone();
+        tokio::spawn(async move {
+            for round in 0..60u64 {
+                peer.drop_on_transfer(round % 2 == 0);
+                tokio::time::sleep(Duration::from_millis(20 + (round * 7) % 31)).await;
+            }
+            peer.drop_on_transfer(false);
+        })
+    };
+    let failures = send_as_a_flow(&mut sink, &batch, 20, |err| {
+        assert_eq!(err.kind, ErrorKind::Transient, "{err}");
+    })
+    .await;
+    cutter.await.unwrap();
+    assert!(failures >= 1, "the cuts were seen");
+    assert!(peer.stats().dropped >= 1);
+
+    let events = peer.events();
+    assert_delivered_in_order_per_key(&events, &batch, device);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_with_batches_in_flight_closes_every_connection() {
+    init_tracing();
+    let peer = peer().await;
+    let mut settings = settings(&peer, PartitionStrategy::Default);
+    settings.batch_max_messages = 10;
+    settings.max_in_flight_batches = 3;
+    let mut sink = EventHubsSink::new(settings, "closing");
+    let window = messages(0, 30);
+    peer.settle_slowly(Some(Duration::from_millis(300)));
+    let confirmed = tokio::time::timeout(SEND_BOUND, sink.send_window(&window, 10))
+        .await
+        .unwrap()
+        .expect("the first batch is confirmed");
+    assert!(confirmed < 30, "batches are still in flight: {confirmed}");
+    assert_eq!(peer.open_connections(), 3);
+    sink.close().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while peer.open_connections() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(peer.open_connections(), 0, "no connection left open");
 }

@@ -71,8 +71,9 @@ spec:
 
 /// The Event Hubs DataflowEndpoint `hubs`: the namespace, reached at
 /// `custom_endpoint`, with `authentication` (YAML lines indented six
-/// spaces), batches of up to `max_messages` and SDK calls timed out after
-/// `timeout_secs`.
+/// spaces), batches of up to `max_messages`, SDK calls timed out after
+/// `timeout_secs`, and `max_in_flight_batches` SDK batches on their way at
+/// once.
 pub struct EventHubsEndpointYaml<'a> {
     pub namespace: &'a str,
     pub custom_endpoint: &'a str,
@@ -80,6 +81,7 @@ pub struct EventHubsEndpointYaml<'a> {
     pub partition_strategy: &'a str,
     pub max_messages: u32,
     pub timeout_secs: u32,
+    pub max_in_flight_batches: u32,
 }
 
 impl EventHubsEndpointYaml<'_> {
@@ -91,6 +93,7 @@ impl EventHubsEndpointYaml<'_> {
             partition_strategy,
             max_messages,
             timeout_secs,
+            max_in_flight_batches,
         } = self;
         format!(
             r#"apiVersion: connectivity.iotoperations.azure.com/v1
@@ -106,6 +109,7 @@ spec:
     partitionStrategy: {partition_strategy}
     batching: {{latencyMs: 5, maxMessages: {max_messages}}}
     operationTimeoutSeconds: {timeout_secs}
+    maxInFlightBatches: {max_in_flight_batches}
 "#
         )
     }
@@ -218,6 +222,7 @@ pub fn write_eventhubs(
         partition_strategy,
         max_messages: 200,
         timeout_secs: 3,
+        max_in_flight_batches: 2,
     }
     .render();
     let flow = dataflow_yaml(EVENTHUBS_FLOW, "factory/#", "hubs", EVENTHUBS_HUB);

@@ -143,6 +143,11 @@ fn quick_run_reports_every_row_and_backhaul_loses_nothing() {
                     && !(system == "backhaul-memory" && scenario == "4 kill -9");
                 if durable {
                     assert_eq!(lost, 0, "Backhaul loses nothing: {key:?}");
+                }
+                // The Event Hubs flow has no partition key: its batches go
+                // two at a time on two connections, and without a key Event
+                // Hubs keeps no order (README, Event Hubs).
+                if durable && system != "backhaul-eventhubs" {
                     assert_eq!(
                         reordered, 0,
                         "Backhaul keeps each publisher's order: {key:?}"

@@ -163,13 +163,31 @@ impl Fault {
     }
 }
 
+/// How the fault tests place events: `Topic` puts the publisher's one topic
+/// under one partition key, so its batches go one at a time and the order
+/// holds; `Default` (no key) keeps two batches in flight, where a batch sent
+/// again may arrive after a later one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Keys {
+    OneTopicKey,
+    None,
+}
+
 /// Devices publish 3,000 numbered messages; the fault lasts 5 s in the middle.
-/// Afterwards every PUBACKed message has arrived, first arrivals in publish
-/// order, duplicates only with their original id and body.
+/// Afterwards every PUBACKed message has arrived, duplicates only with their
+/// original id and body, and with a key the first arrivals in publish order.
 async fn a_fault_while_devices_publish_loses_nothing_and_keeps_order(fault: Fault) {
+    a_fault_while_devices_publish_loses_nothing(fault, Keys::OneTopicKey).await;
+}
+
+async fn a_fault_while_devices_publish_loses_nothing(fault: Fault, keys: Keys) {
     let tmp = tempfile::tempdir().unwrap();
     let peer = EventHubsPeer::start().await.unwrap();
-    let edge = write_config(tmp.path(), &peer, "Default");
+    let strategy = match keys {
+        Keys::OneTopicKey => "Topic",
+        Keys::None => "Default",
+    };
+    let edge = write_config(tmp.path(), &peer, strategy);
     let backhaul = Backhaul::start(&edge.config, &edge.data, edge.metrics_port).unwrap();
 
     let publisher = BackgroundPublisher::start(edge.mqtt_port, "plc", "factory/line", 3_000);
@@ -190,16 +208,21 @@ async fn a_fault_while_devices_publish_loses_nothing_and_keeps_order(fault: Faul
         (1..=3_000).collect::<Vec<u64>>(),
         "{fault:?}: every PUBACKed message"
     );
-    let mut seen = HashSet::new();
-    let first_arrivals: Vec<u64> = numbers(&events)
-        .into_iter()
-        .filter(|n| seen.insert(*n))
-        .collect();
-    assert_eq!(
-        first_arrivals,
-        (0..3_000).collect::<Vec<u64>>(),
-        "{fault:?}: in publish order"
-    );
+    if keys == Keys::OneTopicKey {
+        assert!(events
+            .iter()
+            .all(|e| e.partition_key.as_deref() == Some("factory/line")));
+        let mut seen = HashSet::new();
+        let first_arrivals: Vec<u64> = numbers(&events)
+            .into_iter()
+            .filter(|n| seen.insert(*n))
+            .collect();
+        assert_eq!(
+            first_arrivals,
+            (0..3_000).collect::<Vec<u64>>(),
+            "{fault:?}: in publish order"
+        );
+    }
     let errors = backhaul
         .metric(&format!(
             "backhaul_flow_send_errors_total{{flow=\"{FLOW}\",kind=\"{}\"}}",
@@ -207,6 +230,11 @@ async fn a_fault_while_devices_publish_loses_nothing_and_keeps_order(fault: Faul
         ))
         .unwrap();
     assert!(errors >= 1.0, "{fault:?} was counted as a failed send");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unkeyed_batches_in_flight_at_tcp_drops_lose_nothing() {
+    a_fault_while_devices_publish_loses_nothing(Fault::TcpDrop, Keys::None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

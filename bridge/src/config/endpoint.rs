@@ -134,6 +134,10 @@ pub struct EventHubsSettings {
     /// Longest wait for one SDK call before the connection is replaced
     /// (default 30).
     pub operation_timeout_seconds: Option<u32>,
+    /// SDK batches on their way at once, each on its own connection
+    /// (default 2; 1 sends one batch at a time, in flow order even without a
+    /// partition key).
+    pub max_in_flight_batches: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -71,6 +71,9 @@ pub(super) fn endpoint(
     if max_messages == 0 {
         errors.push(origin.error(field("batching.maxMessages"), "must be at least 1"));
     }
+    if hubs.max_in_flight_batches == Some(0) {
+        errors.push(origin.error(field("maxInFlightBatches"), "must be at least 1"));
+    }
     (errors.len() == before).then_some(())?;
     let mut settings = EventHubsEndpoint::with_credential(namespace?, credential?);
     settings.reload_credential = Some(credential_source(origin, hubs, dir));
@@ -80,6 +83,9 @@ pub(super) fn endpoint(
         hubs.copy_mqtt_properties.unwrap_or(Toggle::Enabled) == Toggle::Enabled;
     settings.batch_max_messages = max_messages as usize;
     settings.batch_max_bytes = batching.max_bytes;
+    if let Some(batches) = hubs.max_in_flight_batches {
+        settings.max_in_flight_batches = batches as usize;
+    }
     if let Some(seconds) = hubs.operation_timeout_seconds {
         settings.operation_timeout = Duration::from_secs(u64::from(seconds.max(1)));
     }

@@ -1,31 +1,38 @@
 //! Azure Event Hubs over AMQP 1.0, with the official SDK
 //! (`azure_messaging_eventhubs` 0.16, pinned exactly: it is pre-1.0).
 //!
-//! The flow's rendered `dataDestination` is the event hub; one
-//! `ProducerClient` is kept per hub. A `send` walks the batch in order and
-//! cuts it into SDK batches (`create_batch` / `try_add_event_data`): a new
-//! one starts when the partition target changes (per [`PartitionStrategy`]),
-//! when the SDK says it is full, or at `batch_max_messages`. Each is sent
-//! with `send_batch` and the next starts only after it was accepted, so the
-//! order holds per flow and per partition key. Every event carries the
+//! The flow's rendered `dataDestination` is the event hub. The sink walks
+//! the flow's window in order and cuts it into SDK batches
+//! (`create_batch` / `try_add_event_data`): a new one starts when the
+//! partition target changes (per [`PartitionStrategy`]), when the SDK says
+//! it is full, or at `batch_max_messages`. Every event carries the
 //! message's stable id as its AMQP message-id.
+//!
+//! Up to `max_in_flight_batches` SDK batches are on their way at once, each
+//! on its own connection ([`in_flight`]): waiting for each batch's
+//! settlement before sending the next left both sides idle most of the
+//! time (issue 4). Batches with a partition key or a fixed partition stay
+//! one at a time per key, so their order holds even when one fails and is
+//! sent again; batches without a key share the connections freely.
 //!
 //! What the SDK does not do, this sink does (`shared/reference/eventhubs-amqp.md`):
 //! - every SDK call has a time-out ([`EventHubsEndpoint::operation_timeout`]):
 //!   a send issued as the connection dies, a silent peer, a transfer that is
 //!   never settled all hang otherwise;
 //! - after a time-out or any error other than a throttling rejection the
-//!   client is dropped, so the next `send` opens a new connection (the SDK
-//!   never retries `open`) and sends the batch again;
+//!   clients are dropped (and the batches in flight stopped), so the next
+//!   `send` opens new connections (the SDK never retries `open`) and sends
+//!   the window again from its first unconfirmed message;
 //! - the SDK's own retries are kept short ([`sdk_retry_options`]): the flow
 //!   owns the long back-off;
 //! - errors are classified ([`classify`]): `server-busy` and
 //!   `resource-limit-exceeded` are throttling; unauthorized, not found, a
 //!   bad connection string or partition are fatal (the flow parks); the
 //!   rest is transient;
-//! - a batch the peer confirmed in part (an error after some SDK batches
-//!   were accepted) is resumed where it stopped when the same batch comes
-//!   again, so only the SDK batch in flight at the error can be duplicated;
+//! - a window the peer confirmed in part (an error after some SDK batches
+//!   were accepted) is resumed where it stopped when the same window comes
+//!   again, so only the SDK batches in flight at the error can be
+//!   duplicated;
 //! - a message too large for an empty SDK batch is reported with
 //!   [`SendError::too_large`], after the messages before it were delivered.
 
@@ -39,12 +46,18 @@ use azure_core::credentials::TokenCredential;
 use azure_core_amqp::error::{AmqpError, AmqpErrorKind};
 use azure_messaging_eventhubs::error::ErrorKind as SdkErrorKind;
 use azure_messaging_eventhubs::models::EventData;
-use azure_messaging_eventhubs::{
-    ConnectionString, EventDataBatchOptions, EventHubsError, ProducerClient, RetryOptions,
-};
+use azure_messaging_eventhubs::{ConnectionString, EventHubsError, ProducerClient, RetryOptions};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::{ErrorKind, OutboundMessage, SendError, Sink};
+
+mod in_flight;
+mod job;
+
+use in_flight::{InFlight, InFlightQueue};
+use job::BatchJob;
 
 /// Application property that carries the MQTT topic (with
 /// `copy_mqtt_properties`).
@@ -56,6 +69,9 @@ pub const PAYLOAD_FORMAT_PROPERTY: &str = "Payload Format Indicator";
 pub const RESPONSE_TOPIC_PROPERTY: &str = "Response Topic";
 pub const MESSAGE_EXPIRY_PROPERTY: &str = "Message Expiry Interval";
 pub const CORRELATION_DATA_PROPERTY: &str = "Correlation Data";
+
+/// Default for [`EventHubsEndpoint::max_in_flight_batches`].
+pub const DEFAULT_MAX_IN_FLIGHT_BATCHES: usize = 2;
 
 /// Default for [`EventHubsEndpoint::operation_timeout`].
 pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
@@ -102,6 +118,10 @@ pub struct EventHubsEndpoint {
     pub batch_max_bytes: Option<u64>,
     /// Longest wait for any one SDK call (open, create batch, send).
     pub operation_timeout: Duration,
+    /// SDK batches on their way at once (over all hubs), each on its own
+    /// AMQP connection (at least 1). Batches with a partition key or a fixed
+    /// partition go one at a time per key whatever this says.
+    pub max_in_flight_batches: usize,
 }
 
 /// Produces the current credential, or says why it cannot.
@@ -121,7 +141,7 @@ pub enum EventHubsCredential {
 impl EventHubsEndpoint {
     /// Settings with the defaults: `Default` partitioning, properties
     /// copied, batches of up to 1000 events and the link's size, 30 s
-    /// time-outs.
+    /// time-outs, 2 batches in flight.
     pub fn new(namespace: impl Into<String>, connection_string: impl Into<String>) -> Self {
         Self::with_credential(
             namespace,
@@ -141,6 +161,7 @@ impl EventHubsEndpoint {
             batch_max_messages: 1000,
             batch_max_bytes: None,
             operation_timeout: DEFAULT_OPERATION_TIMEOUT,
+            max_in_flight_batches: DEFAULT_MAX_IN_FLIGHT_BATCHES,
         }
     }
 }
@@ -156,6 +177,7 @@ impl fmt::Debug for EventHubsEndpoint {
             .field("batch_max_messages", &self.batch_max_messages)
             .field("batch_max_bytes", &self.batch_max_bytes)
             .field("operation_timeout", &self.operation_timeout)
+            .field("max_in_flight_batches", &self.max_in_flight_batches)
             .finish()
     }
 }
@@ -179,31 +201,29 @@ enum Placement {
     Partition(String),
 }
 
-/// What a previous `send` confirmed before it failed: the batch is known by
-/// its first and last ids and length, the prefix by its length.
+/// What a previous call confirmed before it failed: the window is known by
+/// its first message, the prefix by its length.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Progress {
     first_id: String,
-    last_id: String,
-    len: usize,
     confirmed: usize,
 }
 
 impl Progress {
-    fn of(batch: &[OutboundMessage], confirmed: usize) -> Option<Self> {
+    fn of(window: &[OutboundMessage], confirmed: usize) -> Option<Self> {
+        if confirmed == 0 {
+            return None;
+        }
         Some(Self {
-            first_id: batch.first()?.id.clone(),
-            last_id: batch.last()?.id.clone(),
-            len: batch.len(),
+            first_id: window.first()?.id.clone(),
             confirmed,
         })
     }
 
-    /// How many leading messages of `batch` are already delivered.
-    fn confirmed_in(&self, batch: &[OutboundMessage]) -> usize {
-        let same = batch.len() == self.len
-            && batch.first().map(|m| &m.id) == Some(&self.first_id)
-            && batch.last().map(|m| &m.id) == Some(&self.last_id);
+    /// How many leading messages of `window` are already delivered.
+    fn confirmed_in(&self, window: &[OutboundMessage]) -> usize {
+        let same =
+            window.len() > self.confirmed && window.first().map(|m| &m.id) == Some(&self.first_id);
         if same {
             self.confirmed
         } else {
@@ -212,6 +232,9 @@ impl Progress {
     }
 }
 
+/// The task sending one SDK batch.
+type SendTask = JoinHandle<Result<(), SendError>>;
+
 /// The Event Hubs sink of one data flow.
 pub struct EventHubsSink {
     settings: EventHubsEndpoint,
@@ -219,7 +242,9 @@ pub struct EventHubsSink {
     /// `Endpoint`).
     credential: Result<EventHubsCredential, SendError>,
     application_id: String,
-    clients: HashMap<String, ProducerClient>,
+    /// The open clients of each hub, by lane (see [`in_flight`]).
+    lanes: HashMap<String, Vec<Option<Arc<ProducerClient>>>>,
+    in_flight: InFlightQueue<SendTask>,
     /// Set by a fatal error: the next connection reads the credential again.
     reload_pending: bool,
     /// Whether `batch_max_bytes` fits the link (it is dropped if not).
@@ -237,7 +262,8 @@ impl EventHubsSink {
             settings,
             credential,
             application_id: application_id.into(),
-            clients: HashMap::new(),
+            lanes: HashMap::new(),
+            in_flight: InFlightQueue::default(),
             reload_pending: false,
             progress: None,
         }
@@ -247,51 +273,63 @@ impl EventHubsSink {
         &self.settings
     }
 
-    /// The open client for `hub`, opening one if needed.
-    async fn client(&mut self, hub: &str) -> Result<&ProducerClient, SendError> {
-        if !self.clients.contains_key(hub) {
-            self.reload_credential();
-            let credential = self.credential.clone()?;
-            if hub.is_empty() {
-                return Err(fatal(
-                    "the data flow's destination (the event hub name) is empty",
-                ));
-            }
-            let mut builder = ProducerClient::builder()
-                .with_application_id(self.application_id.clone())
-                .with_retry_options(sdk_retry_options());
-            if let Some(endpoint) = &self.settings.custom_endpoint {
-                builder = builder.with_custom_endpoint(endpoint.clone());
-            }
-            let opening = async {
-                match credential {
-                    EventHubsCredential::ConnectionString(connection_string) => {
-                        builder
-                            .open_with_connection_string(&connection_string, Some(hub))
-                            .await
-                    }
-                    EventHubsCredential::Entra(credential) => {
-                        builder
-                            .open(&self.settings.namespace, hub, credential)
-                            .await
-                    }
-                }
-            };
-            let opened = tokio::time::timeout(self.settings.operation_timeout, opening)
-                .await
-                .map_err(|_| {
-                    SendError::transient(format!(
-                        "no AMQP connection to event hub {hub} within {:?}",
-                        self.settings.operation_timeout
-                    ))
-                })?
-                .map_err(|err| sdk_error(&format!("connecting to event hub {hub}"), &err))?;
-            info!(hub, "connected to Event Hubs");
-            self.clients.insert(hub.to_string(), opened);
+    fn lanes_per_hub(&self) -> usize {
+        self.settings.max_in_flight_batches.max(1)
+    }
+
+    /// The open client of `hub` for `lane`, opening one if needed.
+    async fn client(&mut self, hub: &str, lane: usize) -> Result<Arc<ProducerClient>, SendError> {
+        let lanes = self.lanes_per_hub();
+        if let Some(Some(client)) = self.lanes.get(hub).and_then(|l| l.get(lane)) {
+            return Ok(client.clone());
         }
-        self.clients
-            .get(hub)
-            .ok_or_else(|| SendError::transient("the client vanished"))
+        let opened = Arc::new(self.open(hub).await?);
+        let slots = self.lanes.entry(hub.to_string()).or_default();
+        slots.resize(lanes.max(slots.len()), None);
+        slots[lane] = Some(opened.clone());
+        Ok(opened)
+    }
+
+    /// A new client (AMQP connection) to `hub`.
+    async fn open(&mut self, hub: &str) -> Result<ProducerClient, SendError> {
+        self.reload_credential();
+        let credential = self.credential.clone()?;
+        if hub.is_empty() {
+            return Err(fatal(
+                "the data flow's destination (the event hub name) is empty",
+            ));
+        }
+        let mut builder = ProducerClient::builder()
+            .with_application_id(self.application_id.clone())
+            .with_retry_options(sdk_retry_options());
+        if let Some(endpoint) = &self.settings.custom_endpoint {
+            builder = builder.with_custom_endpoint(endpoint.clone());
+        }
+        let opening = async {
+            match credential {
+                EventHubsCredential::ConnectionString(connection_string) => {
+                    builder
+                        .open_with_connection_string(&connection_string, Some(hub))
+                        .await
+                }
+                EventHubsCredential::Entra(credential) => {
+                    builder
+                        .open(&self.settings.namespace, hub, credential)
+                        .await
+                }
+            }
+        };
+        let opened = tokio::time::timeout(self.settings.operation_timeout, opening)
+            .await
+            .map_err(|_| {
+                SendError::transient(format!(
+                    "no AMQP connection to event hub {hub} within {:?}",
+                    self.settings.operation_timeout
+                ))
+            })?
+            .map_err(|err| sdk_error(&format!("connecting to event hub {hub}"), &err))?;
+        info!(hub, "connected to Event Hubs");
+        Ok(opened)
     }
 
     /// After a fatal error, takes the credential as its secrets say now.
@@ -315,126 +353,159 @@ impl EventHubsSink {
         }
     }
 
-    /// Drops every client: the next send reconnects.
+    /// Stops the batches in flight (their outcome is unknown: they are
+    /// sent again) and drops every client: the next send reconnects.
     fn reset(&mut self) {
-        for (hub, client) in self.clients.drain() {
+        let stopped: Vec<SendTask> = self
+            .in_flight
+            .drain()
+            .map(|batch| {
+                batch.task.abort();
+                batch.task
+            })
+            .collect();
+        let clients: Vec<(String, Arc<ProducerClient>)> = self
+            .lanes
+            .drain()
+            .flat_map(|(hub, lanes)| lanes.into_iter().flatten().map(move |c| (hub.clone(), c)))
+            .collect();
+        for (hub, _) in &clients {
             debug!(hub, "dropping the Event Hubs client");
-            close_in_background(client);
         }
+        close_in_background(stopped, clients.into_iter().map(|(_, c)| c).collect());
     }
 
-    /// Sends `batch[start..]`; on error says how far it got.
-    async fn send_from(
+    /// Starts SDK batches from the first message not yet in flight, while a
+    /// lane is free and the order allows it (see [`in_flight`]). Returns the
+    /// window position of a message too large for an empty batch, if it
+    /// stopped there.
+    async fn start_batches(
         &mut self,
-        batch: &[OutboundMessage],
-        start: usize,
-    ) -> Result<(), (usize, SendError)> {
-        let mut next = start;
-        while next < batch.len() {
-            let hub = batch[next].destination.clone();
-            let placement = self.placement(&batch[next]);
-            let count = self
-                .send_one_batch(batch, next, &hub, &placement)
+        window: &[OutboundMessage],
+        confirmed: usize,
+    ) -> Result<Option<usize>, SendError> {
+        loop {
+            let next = confirmed + self.in_flight.submitted();
+            let Some(first) = window.get(next) else {
+                return Ok(None);
+            };
+            let hub = first.destination.clone();
+            let placement = self.placement(first);
+            let lanes = self.lanes_per_hub();
+            let Some(lane) = self.in_flight.may_start(&hub, &placement, lanes) else {
+                return Ok(None);
+            };
+            let client = self.client(&hub, lane).await?;
+            let job = BatchJob {
+                client,
+                events: self.candidates(&window[next..], &hub, &placement),
+                hub: hub.clone(),
+                placement: placement.clone(),
+                max_bytes: self
+                    .use_max_bytes
+                    .then_some(self.settings.batch_max_bytes)
+                    .flatten(),
+                timeout: self.settings.operation_timeout,
+            };
+            let (filled_tx, filled_rx) = oneshot::channel();
+            let task = tokio::spawn(job.run(filled_tx));
+            let filled = filled_rx
                 .await
-                .map_err(|err| (next, err))?;
-            next += count;
+                .unwrap_or_else(|_| Err(SendError::transient("the batch task stopped")))?;
+            if filled.dropped_max_bytes {
+                self.use_max_bytes = false;
+            }
+            if filled.count == 0 {
+                return Ok(Some(next));
+            }
+            self.in_flight.push(InFlight {
+                first_id: first.id.clone(),
+                count: filled.count,
+                hub,
+                placement,
+                lane,
+                task,
+            });
         }
-        Ok(())
     }
 
-    /// Fills one SDK batch from `batch[start..]` (same hub and placement),
-    /// sends it, and returns how many messages it carried.
-    async fn send_one_batch(
-        &mut self,
-        batch: &[OutboundMessage],
-        start: usize,
+    /// The events for an SDK batch from the front of `messages`: those with
+    /// the same hub and placement, up to `batch_max_messages`.
+    fn candidates(
+        &self,
+        messages: &[OutboundMessage],
         hub: &str,
         placement: &Placement,
-    ) -> Result<usize, SendError> {
-        let timeout = self.settings.operation_timeout;
-        let max_messages = self.settings.batch_max_messages.max(1);
-        let mut max_bytes = if self.use_max_bytes {
-            self.settings.batch_max_bytes
-        } else {
-            None
-        };
+    ) -> Vec<EventData> {
+        let strategy = &self.settings.partition_strategy;
         let copy = self.settings.copy_mqtt_properties;
-        let strategy = self.settings.partition_strategy.clone();
-        let client = self.client(hub).await?;
+        messages
+            .iter()
+            .take(self.settings.batch_max_messages.max(1))
+            .take_while(|m| m.destination == hub && placement_of(strategy, m) == *placement)
+            .map(|m| event_data(m, copy))
+            .collect()
+    }
 
-        let options = |max_size_in_bytes| {
-            let mut options = EventDataBatchOptions {
-                max_size_in_bytes,
-                ..Default::default()
+    /// Sends from `window[confirmed..]` until at least `want` messages at its
+    /// front are confirmed, counting them in `confirmed`.
+    async fn deliver(
+        &mut self,
+        window: &[OutboundMessage],
+        want: usize,
+        confirmed: &mut usize,
+    ) -> Result<(), SendError> {
+        let mut too_large_at = None;
+        loop {
+            if too_large_at.is_none() {
+                too_large_at = self.start_batches(window, *confirmed).await?;
+            }
+            if *confirmed >= want {
+                return Ok(());
+            }
+            let Some(front) = self.in_flight.front_mut() else {
+                let at = too_large_at.unwrap_or(*confirmed);
+                let message = &window[at];
+                return Err(SendError::too_large(
+                    at,
+                    &message.id,
+                    format!(
+                        "{} payload bytes do not fit an empty Event Hubs batch",
+                        message.message.payload.len()
+                    ),
+                ));
             };
-            match placement {
-                Placement::Any => {}
-                Placement::Key(key) => options.partition_key = Some(key.clone()),
-                Placement::Partition(id) => options.partition_id = Some(id.clone()),
-            }
-            options
-        };
-        let sdk_batch = loop {
-            let created =
-                tokio::time::timeout(timeout, client.create_batch(Some(options(max_bytes))))
-                    .await
-                    .map_err(|_| {
-                        SendError::transient(format!(
-                            "creating a batch for {hub} took over {timeout:?}"
-                        ))
-                    })?;
-            match created {
-                Ok(sdk_batch) => break sdk_batch,
-                Err(err)
-                    if max_bytes.is_some()
-                        && matches!(err.kind, SdkErrorKind::InvalidBatchSize { .. }) =>
-                {
-                    warn!(hub, %err, "batch_max_bytes is over the link's limit; using the link's");
-                    max_bytes = None;
+            let outcome = (&mut front.task).await;
+            let batch = self.in_flight.pop_front();
+            match outcome {
+                Ok(Ok(())) => *confirmed += batch.map_or(0, |b| b.count),
+                Ok(Err(err)) => return Err(err),
+                Err(stopped) => {
+                    return Err(SendError::transient(format!(
+                        "the task sending a batch stopped: {stopped}"
+                    )))
                 }
-                Err(err) => return Err(sdk_error(&format!("creating a batch for {hub}"), &err)),
             }
+        }
+    }
+
+    /// After an error: remembers what was confirmed, and drops the
+    /// connections unless the peer only asked to slow down (and nothing
+    /// else was in flight).
+    fn failed(&mut self, window: &[OutboundMessage], confirmed: usize, err: &SendError) {
+        self.progress = if err.too_large_index().is_some() {
+            None
+        } else {
+            Progress::of(window, confirmed)
         };
-        let mut count = 0;
-        for message in &batch[start..] {
-            if count == max_messages
-                || message.destination != hub
-                || placement_of(&strategy, message) != *placement
-            {
-                break;
-            }
-            let added = sdk_batch
-                .try_add_event_data(event_data(message, copy), None)
-                .map_err(|err| sdk_error("adding an event to a batch", &err))?;
-            if !added {
-                break;
-            }
-            count += 1;
+        self.reload_pending |= err.kind == ErrorKind::Fatal;
+        let keep = err.kind == ErrorKind::Throttled || err.too_large_index().is_some();
+        if !keep || !self.in_flight.is_empty() {
+            // A time-out, a broken connection, a state we do not trust, or
+            // batches whose outcome we will not learn: the next send starts
+            // on new connections.
+            self.reset();
         }
-        if count == 0 {
-            let message = &batch[start];
-            return Err(SendError::too_large(
-                start,
-                &message.id,
-                format!(
-                    "{} payload bytes do not fit an empty Event Hubs batch",
-                    message.message.payload.len()
-                ),
-            ));
-        }
-        tokio::time::timeout(timeout, client.send_batch(sdk_batch, None))
-            .await
-            .map_err(|_| {
-                SendError::transient(format!(
-                    "event hub {hub} did not confirm a batch of {count} within {timeout:?}"
-                ))
-            })?
-            .map_err(|err| sdk_error(&format!("sending {count} events to {hub}"), &err))?;
-        if max_bytes.is_none() {
-            self.use_max_bytes = false;
-        }
-        debug!(hub, count, ?placement, "batch accepted");
-        Ok(count)
     }
 
     fn placement(&self, message: &OutboundMessage) -> Placement {
@@ -492,37 +563,55 @@ pub fn event_data(outbound: &OutboundMessage, copy_mqtt_properties: bool) -> Eve
 #[async_trait]
 impl Sink for EventHubsSink {
     async fn send(&mut self, batch: &[OutboundMessage]) -> Result<(), SendError> {
-        let start = match &self.progress {
-            Some(progress) => progress.confirmed_in(batch),
+        self.send_window(batch, batch.len()).await.map(|_| ())
+    }
+
+    /// Keeps up to `max_in_flight_batches` SDK batches in flight across
+    /// calls (see [`in_flight`]); returns once the front `want` messages are
+    /// confirmed. After an error every batch still in flight is stopped and
+    /// the window is sent again from the first message not confirmed.
+    async fn send_window(
+        &mut self,
+        window: &[OutboundMessage],
+        want: usize,
+    ) -> Result<usize, SendError> {
+        let mut confirmed = match self.progress.take() {
+            Some(progress) => progress.confirmed_in(window),
             None => 0,
         };
-        if start > 0 {
+        if confirmed > 0 {
             debug!(
-                skipped = start,
-                "resuming a batch after the part already confirmed"
+                skipped = confirmed,
+                "resuming a window after the part already confirmed"
             );
         }
-        match self.send_from(batch, start).await {
-            Ok(()) => {
-                self.progress = None;
-                Ok(())
-            }
-            Err((confirmed, err)) => {
-                self.progress = Progress::of(batch, confirmed);
-                self.reload_pending |= err.kind == ErrorKind::Fatal;
-                if err.kind != ErrorKind::Throttled && err.too_large_index().is_none() {
-                    // A time-out, a broken connection, or a state we do not
-                    // trust: the next send starts on a new connection.
-                    self.reset();
-                }
+        if !self.in_flight.matches(window, confirmed) {
+            // Not the window these batches came from: their outcome does
+            // not count.
+            self.reset();
+        }
+        match self.deliver(window, want, &mut confirmed).await {
+            Ok(()) => Ok(confirmed),
+            Err(err) => {
+                self.failed(window, confirmed, &err);
                 Err(err)
             }
         }
     }
 
     async fn close(&mut self) {
-        for (_, client) in self.clients.drain() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
+        let stopped: Vec<SendTask> = self.in_flight.drain().map(|b| b.task).collect();
+        for task in stopped {
+            // Stopped, then awaited: its hold on the client goes with it.
+            task.abort();
+            let _ = task.await;
+        }
+        for (_, lanes) in self.lanes.drain() {
+            for client in lanes.into_iter().flatten() {
+                if let Ok(client) = Arc::try_unwrap(client) {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
+                }
+            }
         }
     }
 }
@@ -533,16 +622,27 @@ impl Drop for EventHubsSink {
     }
 }
 
-/// Closes a client without waiting for it (it may be stuck on a dead
-/// connection); dropping it is the fallback.
-fn close_in_background(client: ProducerClient) {
+/// Closes clients without waiting for them (they may be stuck on a dead
+/// connection), once the stopped tasks that used them are gone; dropping
+/// them is the fallback.
+fn close_in_background(stopped: Vec<SendTask>, clients: Vec<Arc<ProducerClient>>) {
+    if stopped.is_empty() && clients.is_empty() {
+        return;
+    }
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
             runtime.spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
+                for task in stopped {
+                    let _ = task.await;
+                }
+                for client in clients {
+                    if let Ok(client) = Arc::try_unwrap(client) {
+                        let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
+                    }
+                }
             });
         }
-        Err(_) => drop(client),
+        Err(_) => drop(clients),
     }
 }
 
@@ -761,13 +861,19 @@ mod tests {
     }
 
     #[test]
-    fn progress_applies_only_to_the_same_batch() {
+    fn progress_applies_only_to_the_same_window() {
         let batch = vec![outbound("a", "t"), outbound("b", "t"), outbound("c", "t")];
         let progress = Progress::of(&batch, 2).unwrap();
         assert_eq!(progress.confirmed_in(&batch), 2);
         assert_eq!(progress.confirmed_in(&batch[1..]), 0);
-        let other = vec![outbound("a", "t"), outbound("x", "t"), outbound("d", "t")];
+        assert_eq!(
+            progress.confirmed_in(&batch[..2]),
+            0,
+            "nothing left to send"
+        );
+        let other = vec![outbound("x", "t"), outbound("b", "t"), outbound("c", "t")];
         assert_eq!(progress.confirmed_in(&other), 0);
+        assert_eq!(Progress::of(&batch, 0), None);
     }
 
     #[test]

@@ -119,7 +119,13 @@ fn property_value(value: &SimpleValue) -> PropertyValue {
 
 fn body_bytes(body: &Body<Value>) -> Vec<u8> {
     match body {
-        Body::Data(sections) => sections.iter().flat_map(|d| d.0.iter().copied()).collect(),
+        Body::Data(sections) => {
+            let mut bytes = Vec::with_capacity(sections.iter().map(|d| d.0.len()).sum());
+            for section in sections {
+                bytes.extend_from_slice(&section.0);
+            }
+            bytes
+        }
         Body::Value(value) => serde_amqp::to_vec(&value.0).unwrap_or_default(),
         Body::Sequence(_) | Body::Empty => Vec::new(),
     }

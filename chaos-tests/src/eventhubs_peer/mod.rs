@@ -392,8 +392,8 @@ impl EventHubsPeer {
         self.shared.store.wait_for(count, timeout).await
     }
 
-    /// Every event stored from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<ReceivedEvent> {
+    /// Every event stored from now on (shared with the store, not copied).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<ReceivedEvent>> {
         self.shared.store.subscribe()
     }
 

@@ -1,0 +1,139 @@
+//! One SDK batch, filled and sent in a task of its own, so that the sink
+//! can fill the next one (on another lane) while this one waits for its
+//! settlement.
+//!
+//! The SDK's batch borrows its client, so creating, filling and sending
+//! all happen inside the task. How many events fit is known only once the
+//! batch is full; the task reports that ([`Filled`]) before it sends, and
+//! the sink starts the next batch from there.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use azure_messaging_eventhubs::error::ErrorKind as SdkErrorKind;
+use azure_messaging_eventhubs::models::EventData;
+use azure_messaging_eventhubs::{EventDataBatchOptions, ProducerClient};
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+
+use super::{sdk_error, Placement};
+use crate::endpoint::SendError;
+
+/// What one task is to send.
+pub(super) struct BatchJob {
+    pub client: Arc<ProducerClient>,
+    pub hub: String,
+    pub placement: Placement,
+    /// The candidates, in order; the batch takes as many as fit.
+    pub events: Vec<EventData>,
+    /// Size limit asked of the SDK; `None` is the link's.
+    pub max_bytes: Option<u64>,
+    pub timeout: Duration,
+}
+
+/// How a batch was filled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Filled {
+    /// Events it took from the front of the candidates (0: the first alone
+    /// is too large).
+    pub count: usize,
+    /// The requested `max_bytes` was over the link's limit and dropped.
+    pub dropped_max_bytes: bool,
+}
+
+impl BatchJob {
+    /// Creates and fills the batch, reports that on `filled`, then sends it
+    /// and waits for its settlement. An error before the batch was filled
+    /// goes to `filled` as well.
+    pub async fn run(
+        self,
+        filled: oneshot::Sender<Result<Filled, SendError>>,
+    ) -> Result<(), SendError> {
+        let (hub, timeout) = (self.hub.clone(), self.timeout);
+        let placement = self.placement.clone();
+        let client = self.client.clone();
+        let (batch, fill) = match self.fill(&client).await {
+            Ok(done) => done,
+            Err(err) => {
+                let _ = filled.send(Err(err.clone()));
+                return Err(err);
+            }
+        };
+        let count = fill.count;
+        let _ = filled.send(Ok(fill));
+        if count == 0 {
+            return Ok(());
+        }
+        tokio::time::timeout(timeout, client.send_batch(batch, None))
+            .await
+            .map_err(|_| {
+                SendError::transient(format!(
+                    "event hub {hub} did not confirm a batch of {count} within {timeout:?}"
+                ))
+            })?
+            .map_err(|err| sdk_error(&format!("sending {count} events to {hub}"), &err))?;
+        debug!(hub, count, ?placement, "batch accepted");
+        Ok(())
+    }
+
+    async fn fill<'c>(
+        self,
+        client: &'c ProducerClient,
+    ) -> Result<(azure_messaging_eventhubs::EventDataBatch<'c>, Filled), SendError> {
+        let hub = &self.hub;
+        let mut max_bytes = self.max_bytes;
+        let batch = loop {
+            let options = batch_options(&self.placement, max_bytes);
+            let created = tokio::time::timeout(self.timeout, client.create_batch(Some(options)))
+                .await
+                .map_err(|_| {
+                    SendError::transient(format!(
+                        "creating a batch for {hub} took over {:?}",
+                        self.timeout
+                    ))
+                })?;
+            match created {
+                Ok(batch) => break batch,
+                Err(err)
+                    if max_bytes.is_some()
+                        && matches!(err.kind, SdkErrorKind::InvalidBatchSize { .. }) =>
+                {
+                    warn!(hub, %err, "batch_max_bytes is over the link's limit; using the link's");
+                    max_bytes = None;
+                }
+                Err(err) => return Err(sdk_error(&format!("creating a batch for {hub}"), &err)),
+            }
+        };
+        let mut count = 0;
+        for event in self.events {
+            let added = batch
+                .try_add_event_data(event, None)
+                .map_err(|err| sdk_error("adding an event to a batch", &err))?;
+            if !added {
+                break;
+            }
+            count += 1;
+        }
+        let dropped_max_bytes = self.max_bytes.is_some() && max_bytes.is_none();
+        Ok((
+            batch,
+            Filled {
+                count,
+                dropped_max_bytes,
+            },
+        ))
+    }
+}
+
+fn batch_options(placement: &Placement, max_size_in_bytes: Option<u64>) -> EventDataBatchOptions {
+    let mut options = EventDataBatchOptions {
+        max_size_in_bytes,
+        ..Default::default()
+    };
+    match placement {
+        Placement::Any => {}
+        Placement::Key(key) => options.partition_key = Some(key.clone()),
+        Placement::Partition(id) => options.partition_id = Some(id.clone()),
+    }
+    options
+}
