@@ -906,6 +906,12 @@ impl FlowLog {
             .count()
     }
 
+    /// Whether the checkpoint is due for its periodic sync (see
+    /// `ledger.rs`), which the reclaim thread does.
+    pub(crate) fn checkpoint_due(&self) -> bool {
+        lock(&self.acker).ledger.sync_due()
+    }
+
     /// Whether the oldest segment is sealed (not the newest) and every
     /// record in it is `<= acked`.
     fn sealed_through(shared: &Shared, acked: Seq) -> bool {
@@ -919,12 +925,26 @@ impl FlowLog {
     /// (and reads) go on meanwhile; `SegmentBackend` calls this from its
     /// reclaim thread.
     pub(crate) fn reclaim(&self) {
-        let (ledger, acked) = lock(&self.acker).ledger.recorded();
-        if !Self::sealed_through(&lock(&self.shared), acked) {
+        let (ledger, acked, generation, due) = {
+            let acker = lock(&self.acker);
+            let (file, acked) = acker.ledger.recorded();
+            (
+                file,
+                acked,
+                acker.ledger.generation(),
+                acker.ledger.sync_due(),
+            )
+        };
+        if !Self::sealed_through(&lock(&self.shared), acked) && !due {
             return;
         }
+        let started = std::time::Instant::now();
         if let Err(err) = ledger.sync_data() {
             warn!(flow = %self.name, %err, "cannot sync the acknowledgement checkpoint; keeping acknowledged segments for now");
+            return;
+        }
+        lock(&self.acker).ledger.synced(generation, started);
+        if !Self::sealed_through(&lock(&self.shared), acked) {
             return;
         }
         let doomed: Vec<SegMeta> = {
