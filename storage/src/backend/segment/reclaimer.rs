@@ -26,16 +26,16 @@ use tracing::warn;
 use super::flow::FlowLog;
 
 /// Acknowledged segments a flow may keep waiting for the thread before an
-/// acknowledgement deletes them itself (32 MiB of 4 MiB segments). The
+/// acknowledgement deletes them itself (16 MiB of 4 MiB segments). The
 /// thread deletes every waiting segment after one sync, so it keeps up as
-/// long as a sync and an unlink take less than a replay takes to read a
-/// segment; it falls behind when syncs slow down (4-12 ms in the
-/// reference VM's slow state, hundreds of ms while other writers fill the
-/// journal), and then an acknowledgement that syncs itself stalls the
-/// replay for as long without making the disk faster. A bound of 2 did
-/// that on every other segment in the slow state; 8 leaves the thread room
-/// and still bounds what a starved thread leaves on disk.
-const MAX_WAITING: usize = 8;
+/// long as a sync plus the unlinks take less than a replay takes to read
+/// the segments: in the reference VM's slow state (syncs of 4-12 ms,
+/// unlinks of 1-2 ms) that leaves it 2-3 segments behind at 2M records/s,
+/// so a bound of 2 made acknowledgements sync and delete inline, stalling
+/// the replay for a sync each time without making the disk faster. 4
+/// leaves the thread that room; mid-replay space amplification of a
+/// 200 MB backlog stays under about 1.2 (measured in `BENCHMARKS.md`).
+const MAX_WAITING: usize = 4;
 
 enum Job {
     Reclaim(Arc<FlowLog>),
