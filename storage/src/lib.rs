@@ -40,7 +40,7 @@
 //! - [`limits`]: per-flow limits (size, overflow policy, expiry) and
 //!   store limits (disk budget, free-space watermark), and their rules.
 //! - [`clock`]: the wall clock appends are stamped with.
-//! - [`record`]: the on-disk framing of one record.
+//! - [`record`]: the on-disk framing of one record; `crc`: its checksum.
 //! - [`backend`]: where records live: [`backend::SegmentBackend`] (disk: a
 //!   segment log per flow, [`backend::segment`]) and
 //!   [`backend::MemoryBackend`], behind the [`backend::Backend`] trait.
@@ -53,6 +53,7 @@
 pub mod backend;
 pub mod clock;
 pub mod committer;
+mod crc;
 pub mod error;
 pub mod keyed;
 pub mod limits;
