@@ -16,7 +16,9 @@
 //!   in place and half of it acknowledged; reopen time with the backlog;
 //! - the disk alone: the latency of one `fdatasync` after appending 4 KiB,
 //!   measured right before each ingest run, so that the engine's commit
-//!   latency can be read against what the disk gave at that moment.
+//!   latency can be read against what the disk gave at that moment; and the
+//!   raw ceiling at the run's own group size, measured right after it, so
+//!   that the share of the ceiling is taken run by run in one disk state.
 
 use std::collections::VecDeque;
 use std::fs::OpenOptions;

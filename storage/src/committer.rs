@@ -41,14 +41,14 @@ use crate::{FlowIndex, Seq, StorageError};
 /// Upper bound of records in one group, so one flush stays short.
 pub const MAX_GROUP_RECORDS: usize = 8192;
 
-/// Pipelined commits hand a group to the syncing thread only from this
-/// many records on; smaller groups (light load) are synced by the
-/// committer itself. Splitting a light load over two groups in flight
-/// costs a second sync for the same records, which the overlap does not
-/// pay back (measured in `BENCHMARKS.md`: half the throughput with 16
-/// appends in flight); with thousands in flight the overlap of sequencing,
-/// writing and releasing with the sync gains about 5-10 % (1.2x with
-/// 16,384 in flight) on the reference VM.
+/// Pipelined commits hand a group to the syncing thread from this many
+/// records on, and every group while others are in flight; a smaller group
+/// with nothing in flight (light load) is synced by the committer itself.
+/// Splitting a light load over two syncs costs a second sync for the same
+/// records and a thread hand-off per group, which halved throughput with
+/// 16 appends in flight when syncs took 0.2 ms (`BENCHMARKS.md`). Under
+/// load the syncing thread takes everything written during its previous
+/// sync as one batch, so the disk syncs back to back (`pipeline.rs`).
 pub const PIPELINE_MIN_RECORDS: usize = 1024;
 
 /// Upper bounds (seconds) of the commit latency histogram buckets: the time
