@@ -731,7 +731,8 @@ impl FlowLog {
         }
         lock(&self.shared).read_clean = walk.clean_from..walk.next;
         let mut marks = lock(&self.marks);
-        if !marks.back().is_some_and(|m| m.next == walk.next) {
+        let again = matches!(marks.back(), Some(mark) if mark.next == walk.next);
+        if !again {
             if marks.len() == MARKS {
                 marks.pop_front();
             }
