@@ -198,9 +198,10 @@ impl CommitStats {
         self.failures.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// An append made at `queued_at` was answered now.
-    pub(crate) fn observe_latency(&self, queued_at: Instant) {
-        self.latency.observe(queued_at.elapsed().as_secs_f64(), 1);
+    /// An append made at `queued_at` was answered at `now`.
+    pub(crate) fn observe_latency(&self, queued_at: Instant, now: Instant) {
+        self.latency
+            .observe(now.saturating_duration_since(queued_at).as_secs_f64(), 1);
     }
 
     pub fn snapshot(&self) -> CommitSnapshot {

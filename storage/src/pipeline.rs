@@ -282,11 +282,14 @@ impl Shared {
                 }
             }
         }
+        // One clock read for the whole batch: reading the clock per
+        // request was a tenth of the CPU profile of a 16 x 256 ingest.
+        let now = Instant::now();
         for (request, outcome) in job.group.into_iter().zip(job.outcomes) {
             // A ping (empty append) is not a publish: keep it out of the
             // commit latency that operators read.
             if !request.entries.is_empty() {
-                self.stats.observe_latency(request.queued_at);
+                self.stats.observe_latency(request.queued_at, now);
             }
             let _ = request.reply.send(outcome);
         }
