@@ -1071,7 +1071,10 @@ impl FlowLog {
 }
 
 /// Reads remembered for [`FlowLog::read_between`]: a flow may read a few
-/// batches ahead of what it acknowledges.
+/// batches ahead of what it acknowledges. Each mark's walk keeps the
+/// 256 KiB chunk it was in alive until the mark is dropped, so a flow
+/// that reads holds at most this many chunks more (the acknowledger no
+/// longer reads chunks of its own).
 const MARKS: usize = 4;
 
 /// Where one of the reader's reads ended.
