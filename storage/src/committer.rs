@@ -11,26 +11,28 @@
 //! message. The thread is a plain OS thread so a slow disk
 //! never stalls the async workers.
 //!
-//! Pipelined (the default): the committer thread writes a group and hands
-//! it to a second thread that syncs it, makes it visible and releases its
-//! publishers, while the committer already collects, sequences and writes
-//! the next group after it. A ticket still resolves only after its records
-//! are synced, and tickets resolve in order (one syncing thread, groups in
-//! the order written). If a sync fails, that group and every group written
-//! after it fail, and the committer cuts the logs back to what is durable
-//! before writing again, so failed bytes never sit between committed ones.
+//! Pipelined (the default, `pipeline.rs`): from a group of
+//! [`PIPELINE_MIN_RECORDS`] on, the committer thread only collects,
+//! sequences and writes; written groups gather in an open batch that a
+//! syncing thread takes whole whenever its previous sync returns, and a
+//! releasing thread answers the publishers. A ticket still resolves only
+//! after its records are synced, and tickets resolve in order. If a sync
+//! fails, that batch and every group written after it fail, and the
+//! committer cuts the logs back to what is durable before writing again,
+//! so failed bytes never sit between committed ones.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, TryRecvError};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::oneshot;
-use tracing::{error, warn};
+use tracing::error;
 
-use crate::backend::{Backend, PendingRecord, WriteToken};
+use crate::backend::PendingRecord;
 use crate::clock::Clock;
 use crate::limits::{Overflow, QuotaLimit, StoreLimits};
+use crate::pipeline::{lock, Job, Pipeline, Shared};
 use crate::queue::FlowState;
 use crate::record::max_frame_len;
 use crate::store::AppendEntry;
@@ -39,14 +41,14 @@ use crate::{FlowIndex, Seq, StorageError};
 /// Upper bound of records in one group, so one flush stays short.
 pub const MAX_GROUP_RECORDS: usize = 8192;
 
-/// Pipelined commits hand a group to the syncing thread only from this
-/// many records on; smaller groups (light load) are synced by the
-/// committer itself. Splitting a light load over two groups in flight
-/// costs a second sync for the same records, which the overlap does not
-/// pay back (measured in `BENCHMARKS.md`: half the throughput with 16
-/// appends in flight); with thousands in flight the overlap of sequencing,
-/// writing and releasing with the sync gains about 5-10 % (1.2x with
-/// 16,384 in flight) on the reference VM.
+/// Pipelined commits hand a group to the syncing thread from this many
+/// records on, and every group while others are in flight; a smaller group
+/// with nothing in flight (light load) is synced by the committer itself.
+/// Splitting a light load over two syncs costs a second sync for the same
+/// records and a thread hand-off per group, which halved throughput with
+/// 16 appends in flight when syncs took 0.2 ms (`BENCHMARKS.md`). Under
+/// load the syncing thread takes everything written during its previous
+/// sync as one batch, so the disk syncs back to back (`pipeline.rs`).
 pub const PIPELINE_MIN_RECORDS: usize = 1024;
 
 /// Upper bounds (seconds) of the commit latency histogram buckets: the time
@@ -179,6 +181,29 @@ pub struct CommitSnapshot {
 }
 
 impl CommitStats {
+    /// A group commit wrote and synced for `nanos` (successfully or not).
+    pub(crate) fn synced(&self, nanos: u64) {
+        self.commit_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// A group commit of `records` records succeeded.
+    pub(crate) fn committed(&self, records: usize) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.records.fetch_add(records as u64, Ordering::Relaxed);
+        self.group_sizes.observe(records as f64, 1);
+    }
+
+    /// A group commit failed.
+    pub(crate) fn failed(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An append made at `queued_at` was answered at `now`.
+    pub(crate) fn observe_latency(&self, queued_at: Instant, now: Instant) {
+        self.latency
+            .observe(now.saturating_duration_since(queued_at).as_secs_f64(), 1);
+    }
+
     pub fn snapshot(&self) -> CommitSnapshot {
         CommitSnapshot {
             commits: self.commits.load(Ordering::Relaxed),
@@ -190,176 +215,6 @@ impl CommitStats {
             group_size: self.group_sizes.snapshot(),
         }
     }
-}
-
-/// What the writing thread and the syncing thread share.
-pub(crate) struct Shared {
-    pub(crate) backend: Arc<dyn Backend>,
-    pub(crate) flows: Arc<[FlowState]>,
-    pub(crate) stats: Arc<CommitStats>,
-    /// Bumped when a group fails to sync: groups written after it (with an
-    /// older epoch) fail too, and the writer cuts the logs back before it
-    /// writes again.
-    epoch: AtomicU64,
-    /// Each flow's next sequence after the last synced group.
-    committed_next: Mutex<Vec<Seq>>,
-    /// Groups handed over and not yet released.
-    in_flight: Mutex<usize>,
-    drained: Condvar,
-    /// Store bytes (with framing) of groups in flight, for the budget.
-    pending_bytes: AtomicU64,
-}
-
-impl Shared {
-    pub(crate) fn new(
-        backend: Arc<dyn Backend>,
-        flows: Arc<[FlowState]>,
-        stats: Arc<CommitStats>,
-        next_seq: Vec<Seq>,
-    ) -> Self {
-        Self {
-            backend,
-            flows,
-            stats,
-            epoch: AtomicU64::new(0),
-            committed_next: Mutex::new(next_seq),
-            in_flight: Mutex::new(0),
-            drained: Condvar::new(),
-            pending_bytes: AtomicU64::new(0),
-        }
-    }
-
-    fn wait_drained(&self) {
-        let mut in_flight = lock(&self.in_flight);
-        while *in_flight > 0 {
-            in_flight = self
-                .drained
-                .wait(in_flight)
-                .unwrap_or_else(|p| p.into_inner());
-        }
-    }
-
-    /// Second half of a group commit: sync, make visible, drop overflow,
-    /// release the publishers in order.
-    fn finish(&self, job: Job) {
-        let Job {
-            group,
-            mut outcomes,
-            token,
-            epoch,
-            now_ms,
-            records,
-            per_flow,
-            next,
-            cost,
-            write_nanos,
-        } = job;
-        let mut committed = false;
-        if let Some(token) = token {
-            if epoch != self.epoch.load(Ordering::SeqCst) {
-                // Written after a group that failed: gone with it.
-                for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {
-                    *outcome = Err(StorageError::CommitFailed(
-                        "an earlier group commit failed; nothing of this append was stored".into(),
-                    ));
-                }
-            } else {
-                let started = Instant::now();
-                let result = self.backend.sync(token);
-                self.stats.commit_nanos.fetch_add(
-                    write_nanos + started.elapsed().as_nanos() as u64,
-                    Ordering::Relaxed,
-                );
-                match result {
-                    Ok(()) => {
-                        committed = true;
-                        *lock(&self.committed_next) = next;
-                        self.stats.commits.fetch_add(1, Ordering::Relaxed);
-                        self.stats
-                            .records
-                            .fetch_add(records as u64, Ordering::Relaxed);
-                        self.stats.group_sizes.observe(records as f64, 1);
-                        for (state, (messages, bytes)) in self.flows.iter().zip(&per_flow) {
-                            if *messages > 0 {
-                                let head = state.lock_head();
-                                state.appended(&head, *messages, *bytes, now_ms);
-                            }
-                        }
-                    }
-                    Err(err) => {
-                        error!(%err, records, "group commit failed; publishers are refused");
-                        self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                        // Fail the groups written after it, then cut every
-                        // log back to what is durable right away (a close
-                        // would otherwise sync the failed bytes). A group
-                        // the writer writes meanwhile sees the new epoch
-                        // after its write and is cut back and written again.
-                        self.epoch.fetch_add(1, Ordering::SeqCst);
-                        self.backend.rollback();
-                        for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {
-                            *outcome = Err(err.shared());
-                        }
-                    }
-                }
-            }
-        }
-        for (state, (messages, bytes)) in self.flows.iter().zip(&per_flow) {
-            if *messages > 0 {
-                state.pending(*messages, *bytes, false);
-            }
-        }
-        self.pending_bytes.fetch_sub(cost, Ordering::Relaxed);
-        // Drop what overflows before releasing the publishers, so that a
-        // resolved ticket finds every queue within its limits.
-        if committed {
-            for (flow, (messages, _)) in per_flow.iter().enumerate() {
-                if *messages == 0 {
-                    continue;
-                }
-                if let Err(err) = self.flows[flow].enforce_limits(&*self.backend, flow) {
-                    warn!(flow = %self.flows[flow].name, %err, "cannot drop the oldest records of a full queue; retrying with the next append");
-                }
-            }
-        }
-        for (request, outcome) in group.into_iter().zip(outcomes) {
-            // A ping (empty append) is not a publish: keep it out of the
-            // commit latency that operators read.
-            if !request.entries.is_empty() {
-                self.stats
-                    .latency
-                    .observe(request.queued_at.elapsed().as_secs_f64(), 1);
-            }
-            let _ = request.reply.send(outcome);
-        }
-        let mut in_flight = lock(&self.in_flight);
-        *in_flight = in_flight.saturating_sub(1);
-        if *in_flight == 0 {
-            self.drained.notify_all();
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A written group on its way to the syncing thread.
-struct Job {
-    group: Vec<CommitRequest>,
-    /// Per request: its sequences, or why it was refused.
-    outcomes: Vec<Result<Vec<Seq>, StorageError>>,
-    /// `None` when nothing is to be synced (no records, or the write failed).
-    token: Option<WriteToken>,
-    epoch: u64,
-    now_ms: u64,
-    records: usize,
-    /// Records and data bytes per flow.
-    per_flow: Vec<(u64, u64)>,
-    /// Each flow's next sequence after this group.
-    next: Vec<Seq>,
-    /// Store bytes of the group.
-    cost: u64,
-    write_nanos: u64,
 }
 
 /// The group-commit thread (the writing half when pipelined).
@@ -397,26 +252,9 @@ impl Committer {
 
     /// Runs until every sender is gone.
     pub(crate) fn run(mut self, requests: Receiver<CommitRequest>) {
-        let syncer = if self.pipeline_min.is_some() {
-            let (jobs, receiver) = mpsc::sync_channel::<Job>(0);
-            let shared = self.shared.clone();
-            let spawned = std::thread::Builder::new()
-                .name("queue-sync".into())
-                .spawn(move || {
-                    while let Ok(job) = receiver.recv() {
-                        shared.finish(job);
-                    }
-                });
-            match spawned {
-                Ok(handle) => Some((jobs, handle)),
-                Err(err) => {
-                    warn!(%err, "cannot start the sync thread; group commits are not pipelined");
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        let pipeline = self
+            .pipeline_min
+            .and_then(|_| Pipeline::start(&self.shared));
         while let Ok(first) = requests.recv() {
             let mut group = vec![first];
             let mut records = group[0].entries.len();
@@ -430,25 +268,18 @@ impl Committer {
                 }
             }
             let job = self.prepare(group, records);
-            let hand_over = self.pipeline_min.is_some_and(|min| job.records >= min);
-            match &syncer {
-                Some((jobs, _)) if hand_over => {
-                    *lock(&self.shared.in_flight) += 1;
-                    if let Err(mpsc::SendError(job)) = jobs.send(job) {
-                        self.shared.finish(job);
-                    }
-                }
-                _ => {
-                    // In order: after the groups in flight.
-                    self.shared.wait_drained();
-                    *lock(&self.shared.in_flight) += 1;
-                    self.shared.finish(job);
-                }
+            // Large groups, and every group while others are in flight, go
+            // to the syncing thread; a light load keeps the plain commit.
+            let hand_over = pipeline.is_some()
+                && (self.pipeline_min.is_some_and(|min| job.records >= min) || self.shared.busy());
+            if hand_over {
+                self.shared.hand_over(job);
+            } else {
+                self.shared.commit_inline(job);
             }
         }
-        if let Some((jobs, handle)) = syncer {
-            drop(jobs);
-            let _ = handle.join();
+        if let Some(pipeline) = pipeline {
+            pipeline.stop();
         }
     }
 
@@ -631,6 +462,7 @@ impl Committer {
                 next: next.clone(),
                 cost: 0,
                 write_nanos: 0,
+                groups: 1,
             };
             if records.is_empty() {
                 job.group = group;
@@ -668,7 +500,7 @@ impl Committer {
                 Ok(None) => self.shared.wait_drained(),
                 Err(err) => {
                     error!(%err, records = records.len(), "group commit failed; publishers are refused");
-                    self.shared.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    self.shared.stats.failed();
                     for outcome in job.outcomes.iter_mut().filter(|o| o.is_ok()) {
                         *outcome = Err(err.shared());
                     }

@@ -40,11 +40,12 @@
 //! - [`limits`]: per-flow limits (size, overflow policy, expiry) and
 //!   store limits (disk budget, free-space watermark), and their rules.
 //! - [`clock`]: the wall clock appends are stamped with.
-//! - [`record`]: the on-disk framing of one record.
+//! - [`record`]: the on-disk framing of one record; `crc`: its checksum.
 //! - [`backend`]: where records live: [`backend::SegmentBackend`] (disk: a
 //!   segment log per flow, [`backend::segment`]) and
 //!   [`backend::MemoryBackend`], behind the [`backend::Backend`] trait.
-//! - [`committer`]: the group-commit thread.
+//! - [`committer`]: the group-commit thread; `pipeline`: the threads that
+//!   sync written groups and release their publishers.
 //! - [`queue`]: [`FlowQueue`], a flow's handle: read, acknowledge, wait, stats.
 //! - [`store`]: [`QueueStore`], which opens a backend and hands out queues.
 //! - [`keyed`]: small keyed state in sled (retained messages).
@@ -52,9 +53,11 @@
 pub mod backend;
 pub mod clock;
 pub mod committer;
+mod crc;
 pub mod error;
 pub mod keyed;
 pub mod limits;
+mod pipeline;
 pub mod queue;
 pub mod record;
 pub mod store;

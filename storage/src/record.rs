@@ -156,7 +156,7 @@ pub fn encode_frame(seq: u32, time: u32, data: &[u8], out: &mut Vec<u8>) {
 /// The CRC32C of a version-4 frame: its bytes before the CRC (header and
 /// data), then the full sequence delta.
 fn frame_crc(frame: &[u8], seq: u32) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(frame), &seq.to_le_bytes())
+    crate::crc::crc32c_append(crate::crc::crc32c(frame), &seq.to_le_bytes())
 }
 
 /// Appends a version-3 frame (as the previous build wrote them), for tests
@@ -168,7 +168,7 @@ pub fn encode_frame_v3(seq: u32, time: u32, data: &[u8], out: &mut Vec<u8>) {
     out.push(FRAME_VERSION_V3);
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&time.to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&out[start..]), data);
+    let crc = crate::crc::crc32c_append(crate::crc::crc32c(&out[start..]), data);
     out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(data);
 }
@@ -180,7 +180,7 @@ pub fn encode_frame_v2(seq: u32, data: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&(data.len() as u32).to_le_bytes());
     out.push(FRAME_VERSION_V2);
     out.extend_from_slice(&seq.to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&out[start..]), data);
+    let crc = crate::crc::crc32c_append(crate::crc::crc32c(&out[start..]), data);
     out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(data);
 }
@@ -336,14 +336,14 @@ pub fn find_frame(
     let crc_at = header.crc_at();
     let total = header.total();
     let stored = u32::from_le_bytes(buf[crc_at..total].try_into().ok()?);
-    let partial = crc32c::crc32c(&buf[..crc_at]);
+    let partial = crate::crc::crc32c(&buf[..crc_at]);
     // The first delta in `seqs` with the stored low byte, then every 256th.
     let low = u32::from(header.seq_low);
     let first = u64::from(seqs.start) + u64::from(low.wrapping_sub(seqs.start) & 0xff);
     (first..u64::from(seqs.end))
         .step_by(256)
         .map(|seq| seq as u32)
-        .find(|seq| crc32c::crc32c_append(partial, &seq.to_le_bytes()) == stored)
+        .find(|seq| crate::crc::crc32c_append(partial, &seq.to_le_bytes()) == stored)
         .map(|seq| (seq, total))
 }
 
@@ -377,7 +377,7 @@ fn decode_fixed(buf: &[u8], max_data: usize, check: bool) -> Frame<'_> {
         buf[crc_at + 3],
     ]);
     let data = &buf[overhead..total];
-    if check && stored != crc32c::crc32c_append(crc32c::crc32c(&buf[..crc_at]), data) {
+    if check && stored != crate::crc::crc32c_append(crate::crc::crc32c(&buf[..crc_at]), data) {
         return Frame::Corrupt("frame checksum mismatch");
     }
     Frame::Record {

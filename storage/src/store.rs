@@ -12,8 +12,9 @@ use tokio::sync::oneshot;
 
 use crate::backend::{Backend, MemoryBackend, SegmentBackend};
 use crate::clock::{Clock, SystemClock};
-use crate::committer::{CommitRequest, CommitSnapshot, CommitStats, Committer, Shared};
+use crate::committer::{CommitRequest, CommitSnapshot, CommitStats, Committer};
 use crate::limits::{FlowSpec, StoreLimits};
+use crate::pipeline::Shared;
 use crate::queue::{FlowQueue, FlowState};
 use crate::{FlowIndex, Seq, StorageError};
 

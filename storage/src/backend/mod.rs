@@ -73,6 +73,34 @@ impl WriteToken {
             segments,
         }
     }
+
+    /// Adds a group written after this one, so that one [`Backend::sync`]
+    /// makes both durable: the pipelined committer gathers every group
+    /// written while a sync runs into one, and syncs each file once for
+    /// all of them. A flow's segment is never rolled while one of its
+    /// groups is written and not synced, so both groups of a flow end in
+    /// the same file; they become one part that ends where the later one
+    /// ends.
+    pub(crate) fn absorb(&mut self, later: WriteToken) {
+        self.records.extend(later.records);
+        self.next_seqs.extend(later.next_seqs);
+        for part in later.segments {
+            let same = self
+                .segments
+                .iter_mut()
+                .rev()
+                .find(|p| p.flow == part.flow && Arc::ptr_eq(&p.file, &part.file));
+            match same {
+                Some(earlier) => {
+                    earlier.end = part.end;
+                    earlier.last = part.last;
+                    earlier.data_bytes += part.data_bytes;
+                    earlier.frame_bytes += part.frame_bytes;
+                }
+                None => self.segments.push(part),
+            }
+        }
+    }
 }
 
 /// How far [`Backend::drop_head`] drops records from the head of a queue.

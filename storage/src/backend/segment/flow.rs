@@ -149,6 +149,8 @@ pub(crate) struct FlowLog {
     pub(crate) shared: Mutex<Shared>,
     pub(crate) writer: Mutex<Writer>,
     reader: Mutex<Option<Walk>>,
+    /// Where the reader's last reads ended (see [`ReadMark`]).
+    marks: Mutex<VecDeque<ReadMark>>,
     acker: Mutex<Acker>,
     /// Whether the reclaim thread has a request for this flow waiting.
     pub(crate) reclaim_queued: AtomicBool,
@@ -231,6 +233,7 @@ impl FlowLog {
             }),
             writer: Mutex::new(Writer::new(dir, None)),
             reader: Mutex::new(None),
+            marks: Mutex::new(VecDeque::new()),
             acker: Mutex::new(Acker { walk: None, ledger }),
             reclaim_queued: AtomicBool::new(false),
         };
@@ -662,6 +665,7 @@ impl FlowLog {
         let from = from.max(acked + 1);
         if !matches!(reader.as_ref(), Some(walk) if walk.next == from) {
             *reader = self.walk_from(from)?;
+            lock(&self.marks).clear();
         }
         let Some(walk) = reader.as_mut() else {
             return Ok(outcome);
@@ -689,6 +693,7 @@ impl FlowLog {
                         ));
                     }
                     walk.consume(seq, len);
+                    walk.data_taken += data_len as u64;
                 }
                 Step::Lost {
                     from: lost_from,
@@ -715,13 +720,28 @@ impl FlowLog {
                     restarts += 1;
                     let resume = walk.next.max(lock(&self.shared).acked + 1);
                     match self.walk_from(resume)? {
-                        Some(fresh) if restarts < 3 => *walk = fresh,
+                        Some(fresh) if restarts < 3 => {
+                            *walk = fresh;
+                            lock(&self.marks).clear();
+                        }
                         _ => break,
                     }
                 }
             }
         }
         lock(&self.shared).read_clean = walk.clean_from..walk.next;
+        let mut marks = lock(&self.marks);
+        let again = matches!(marks.back(), Some(mark) if mark.next == walk.next);
+        if !again {
+            if marks.len() == MARKS {
+                marks.pop_front();
+            }
+            marks.push_back(ReadMark {
+                next: walk.next,
+                data_taken: walk.data_taken,
+                walk: walk.clone(),
+            });
+        }
         Ok(outcome)
     }
 
@@ -796,6 +816,14 @@ impl FlowLog {
             // Records before `from` are being delivered: leave the head.
             if acked + 1 < from {
                 return Ok(removed);
+            }
+        }
+        if let Until::Seq(_) = until {
+            if let Some((bytes, walk)) = self.read_between(acked, upto) {
+                removed.messages = upto - acked;
+                removed.bytes = bytes;
+                acker.walk = Some(walk);
+                return Ok(self.moved_head(&mut acker, removed, upto));
             }
         }
         if !matches!(acker.walk.as_ref(), Some(walk) if walk.next == acked + 1) {
@@ -877,6 +905,12 @@ impl FlowLog {
         if new_acked <= acked {
             return Ok(removed);
         }
+        Ok(self.moved_head(&mut acker, removed, new_acked))
+    }
+
+    /// Records the head's move to `new_acked`: the checkpoint and the
+    /// acknowledged cursor.
+    fn moved_head(&self, acker: &mut Acker, mut removed: Removed, new_acked: Seq) -> Removed {
         removed.through = new_acked;
         // A checkpoint that cannot be written (I/O error) does not fail the
         // acknowledgement: it holds in memory, is retried with the next one,
@@ -889,7 +923,25 @@ impl FlowLog {
         // Segments now wholly acknowledged are deleted by
         // [`FlowLog::reclaim`], after the checkpoint is synced.
         lock(&self.shared).acked = new_acked;
-        Ok(removed)
+        removed
+    }
+
+    /// An acknowledgement of `acked + 1 ..= upto` that the reader read, in
+    /// one walk, CRC-checked and without damage, from the end of one of
+    /// its reads to the end of another (a flow acknowledging the batches
+    /// it read): their data bytes, and the reader's walk as it was after
+    /// `upto`, for the acknowledger to go on from. The counts are then
+    /// known without reading the records a second time.
+    fn read_between(&self, acked: Seq, upto: Seq) -> Option<(u64, Walk)> {
+        let clean = lock(&self.shared).verified_after(acked);
+        if !(clean.start <= acked + 1 && upto < clean.end) {
+            return None;
+        }
+        let marks = lock(&self.marks);
+        let from = marks.iter().find(|m| m.next == acked + 1)?;
+        let to = marks.iter().find(|m| m.next == upto + 1)?;
+        let bytes = to.data_taken.checked_sub(from.data_taken)?;
+        Some((bytes, to.walk.clone()))
     }
 
     /// How many segments wholly acknowledged by a recorded checkpoint wait
@@ -906,6 +958,12 @@ impl FlowLog {
             .count()
     }
 
+    /// Whether the checkpoint is due for its periodic sync (see
+    /// `ledger.rs`), which the reclaim thread does.
+    pub(crate) fn checkpoint_due(&self) -> bool {
+        lock(&self.acker).ledger.sync_due()
+    }
+
     /// Whether the oldest segment is sealed (not the newest) and every
     /// record in it is `<= acked`.
     fn sealed_through(shared: &Shared, acked: Seq) -> bool {
@@ -919,12 +977,26 @@ impl FlowLog {
     /// (and reads) go on meanwhile; `SegmentBackend` calls this from its
     /// reclaim thread.
     pub(crate) fn reclaim(&self) {
-        let (ledger, acked) = lock(&self.acker).ledger.recorded();
-        if !Self::sealed_through(&lock(&self.shared), acked) {
+        let (ledger, acked, generation, due) = {
+            let acker = lock(&self.acker);
+            let (file, acked) = acker.ledger.recorded();
+            (
+                file,
+                acked,
+                acker.ledger.generation(),
+                acker.ledger.sync_due(),
+            )
+        };
+        if !Self::sealed_through(&lock(&self.shared), acked) && !due {
             return;
         }
+        let started = std::time::Instant::now();
         if let Err(err) = ledger.sync_data() {
             warn!(flow = %self.name, %err, "cannot sync the acknowledgement checkpoint; keeping acknowledged segments for now");
+            return;
+        }
+        lock(&self.acker).ledger.synced(generation, started);
+        if !Self::sealed_through(&lock(&self.shared), acked) {
             return;
         }
         let doomed: Vec<SegMeta> = {
@@ -996,6 +1068,23 @@ impl FlowLog {
     pub(crate) fn segment_bytes(&self) -> u64 {
         lock(&self.shared).segments.iter().map(|m| m.end).sum()
     }
+}
+
+/// Reads remembered for [`FlowLog::read_between`]: a flow may read a few
+/// batches ahead of what it acknowledges. Each mark's walk keeps the
+/// 256 KiB chunk it was in alive until the mark is dropped, so a flow
+/// that reads holds at most this many chunks more (the acknowledger no
+/// longer reads chunks of its own).
+const MARKS: usize = 4;
+
+/// Where one of the reader's reads ended.
+struct ReadMark {
+    /// The sequence after the last record it walked over.
+    next: Seq,
+    /// The walk's [`Walk::data_taken`] there.
+    data_taken: u64,
+    /// The walk as it was there.
+    walk: Walk,
 }
 
 /// How far [`FlowLog::advance`] moves the head.

@@ -27,8 +27,8 @@
 //!    synced: by the reclaim thread (`reclaimer.rs`), right after the
 //!    acknowledgement, so that the sync never stalls the flow.
 //! 4. A checkpoint (the ledger) may lag behind acknowledgements (it is
-//!    synced at most once a second), never run ahead of them: a crash can
-//!    re-deliver, never lose.
+//!    synced at most once a second, by the reclaim thread), never run ahead
+//!    of them: a crash can re-deliver, never lose.
 //!
 //! # On-disk layout
 //!
@@ -636,7 +636,8 @@ impl Backend for SegmentBackend {
         let removed = log
             .ack(upto)
             .map_err(|e| io_error(e, format!("acknowledging in flow {}", log.name)))?;
-        self.reclaimer.request(&log, log.reclaimable());
+        self.reclaimer
+            .request(&log, log.reclaimable(), log.checkpoint_due());
         Ok(removed)
     }
 
@@ -645,7 +646,8 @@ impl Backend for SegmentBackend {
         let removed = log
             .drop_head(until)
             .map_err(|e| io_error(e, format!("dropping records of flow {}", log.name)))?;
-        self.reclaimer.request(&log, log.reclaimable());
+        self.reclaimer
+            .request(&log, log.reclaimable(), log.checkpoint_due());
         Ok(removed)
     }
 

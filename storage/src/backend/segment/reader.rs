@@ -9,6 +9,7 @@
 use std::io;
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
@@ -43,9 +44,11 @@ pub(crate) enum Peek {
     Broken,
 }
 
-/// A buffered, positional reader of one segment file.
+/// A buffered, positional reader of one segment file. A clone shares the
+/// file and the chunk read so far.
+#[derive(Clone)]
 pub(crate) struct SegmentCursor {
-    file: Box<dyn FsFile>,
+    file: Arc<dyn FsFile>,
     /// The segment's first sequence; frames carry theirs relative to it.
     base: Seq,
     /// The segment's time base (ms since the epoch); frames carry their
@@ -63,7 +66,7 @@ impl SegmentCursor {
     /// A cursor at `offset` of the segment `info` describes.
     pub(crate) fn new(file: Box<dyn FsFile>, info: &SegInfo, offset: u64) -> Self {
         Self {
-            file,
+            file: Arc::from(file),
             base: info.base,
             time_base: info.time_base,
             framing: info.framing,
@@ -281,7 +284,9 @@ pub(crate) enum Step {
     Stale,
 }
 
-/// A position in a flow's log, stepping record by record.
+/// A position in a flow's log, stepping record by record. A clone is a
+/// second walk from the same position, sharing the chunk read so far.
+#[derive(Clone)]
 pub(crate) struct Walk {
     info: SegInfo,
     cursor: SegmentCursor,
@@ -293,6 +298,10 @@ pub(crate) struct Walk {
     /// Records already checked by another walk (see
     /// [`Walk::clean_from`]): only their lengths are parsed.
     pub(crate) verified: std::ops::Range<Seq>,
+    /// Data bytes of the records the reader took with this walk (kept by
+    /// the reader only), so that an acknowledgement of what it read needs
+    /// no walk of its own.
+    pub(crate) data_taken: u64,
 }
 
 impl Walk {
@@ -303,6 +312,7 @@ impl Walk {
             next: info.base,
             clean_from: info.base,
             verified: 0..0,
+            data_taken: 0,
             cursor: SegmentCursor::new(file, &info, header_len(info.framing)),
             info,
         })

@@ -8,10 +8,13 @@
 //! boundary: about 50 of them per million 200-byte records replayed, a
 //! third of the replay time in the slow state. Here the acknowledgement
 //! only asks, and one thread per store syncs and deletes, while the flow
-//! reads and acknowledges on. Requests for a flow already queued are
-//! merged; dropping the store finishes the queued ones first. If the thread
-//! falls two segments behind, the acknowledgement deletes them itself, so
-//! acknowledged data on disk stays within about two segments per flow.
+//! reads and acknowledges on. The same thread does the ledger's periodic
+//! sync (`ledger.rs`), so no acknowledgement ever waits for `fdatasync`
+//! unless this thread falls far behind. Requests for a flow already queued
+//! are merged; dropping the store finishes the queued ones first. If the
+//! thread falls [`MAX_WAITING`] segments behind, the acknowledgement
+//! deletes them itself, so acknowledged data on disk stays within about
+//! that many segments per flow.
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
@@ -23,8 +26,16 @@ use tracing::warn;
 use super::flow::FlowLog;
 
 /// Acknowledged segments a flow may keep waiting for the thread before an
-/// acknowledgement deletes them itself.
-const MAX_WAITING: usize = 2;
+/// acknowledgement deletes them itself (16 MiB of 4 MiB segments). The
+/// thread deletes every waiting segment after one sync, so it keeps up as
+/// long as a sync plus the unlinks take less than a replay takes to read
+/// the segments: in the reference VM's slow state (syncs of 4-12 ms,
+/// unlinks of 1-2 ms) that leaves it 2-3 segments behind at 2M records/s,
+/// so a bound of 2 made acknowledgements sync and delete inline, stalling
+/// the replay for a sync each time without making the disk faster. 4
+/// leaves the thread that room; mid-replay space amplification of a
+/// 200 MB backlog stays under about 1.2 (measured in `BENCHMARKS.md`).
+const MAX_WAITING: usize = 4;
 
 enum Job {
     Reclaim(Arc<FlowLog>),
@@ -72,12 +83,12 @@ impl Reclaimer {
     }
 
     /// Asks for `log`'s wholly acknowledged segments (`waiting` of them)
-    /// to be deleted. When the thread is behind by [`MAX_WAITING`] segments
-    /// (a replay faster than the disk syncs, or a starved thread), the
-    /// caller deletes them itself: what acknowledged data keeps on disk
-    /// stays bounded.
-    pub(crate) fn request(&self, log: &Arc<FlowLog>, waiting: usize) {
-        if waiting == 0 {
+    /// to be deleted, and its checkpoint synced if `sync_due`. When the
+    /// thread is behind by [`MAX_WAITING`] segments (a replay faster than
+    /// the disk syncs, or a starved thread), the caller deletes them
+    /// itself: what acknowledged data keeps on disk stays bounded.
+    pub(crate) fn request(&self, log: &Arc<FlowLog>, waiting: usize, sync_due: bool) {
+        if waiting == 0 && !sync_due {
             return;
         }
         if waiting >= MAX_WAITING {

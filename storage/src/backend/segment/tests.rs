@@ -367,6 +367,79 @@ fn acknowledged_segments_are_deleted_after_their_checkpoint_is_synced() {
 }
 
 #[test]
+fn the_reclaim_thread_syncs_the_checkpoint_once_an_interval_passed() {
+    let fs = ModelFs::new();
+    let mut h = open(Arc::new(fs.clone()), &root(), &["a"]);
+    h.append_n(0, 3, "x");
+    let first_after_power_cut = |fs: &ModelFs| {
+        let h = open(Arc::new(fs.crash(|_| 0)), &root(), &["a"]);
+        h.read_all(0).0.first().map(|r| r.0)
+    };
+    // Within the interval the checkpoint is only written, not synced: a
+    // power cut re-delivers the acknowledged records.
+    h.backend.ack(0, 1).unwrap();
+    h.backend.settle();
+    assert_eq!(first_after_power_cut(&fs), Some(1));
+    // The first acknowledgement after it has the reclaim thread sync it.
+    std::thread::sleep(ledger::SYNC_INTERVAL + std::time::Duration::from_millis(50));
+    h.backend.ack(0, 2).unwrap();
+    h.backend.settle();
+    assert_eq!(first_after_power_cut(&fs), Some(3));
+}
+
+#[test]
+fn acknowledging_what_was_read_counts_records_and_bytes_exactly() {
+    let fs = ModelFs::new();
+    let mut h = open(Arc::new(fs.clone()), &root(), &["a"]);
+    // Records of varying sizes over many small segments.
+    let texts: Vec<String> = (0..60).map(|i| "r".repeat(1 + i % 7 * 5)).collect();
+    for chunk in texts.chunks(6) {
+        h.append(0, chunk).expect("append");
+    }
+    let size = |seqs: std::ops::RangeInclusive<Seq>| -> u64 {
+        seqs.map(|seq| texts[seq as usize - 1].len() as u64).sum()
+    };
+    // Read two batches ahead, then acknowledge them one by one, then
+    // read and acknowledge in step; a partial acknowledgement in between.
+    let first = h.backend.read(0, 1, 7, usize::MAX).expect("read").records;
+    let second = h.backend.read(0, 8, 9, usize::MAX).expect("read").records;
+    assert_eq!((first.len(), second.len()), (7, 9));
+    let mut acked = 0;
+    for upto in [7, 16] {
+        let removed = h.backend.ack(0, upto).expect("ack");
+        assert_eq!(removed.messages, upto - acked, "ack {upto}");
+        assert_eq!(removed.bytes, size(acked + 1..=upto), "ack {upto}");
+        assert_eq!(removed.through, upto);
+        acked = upto;
+    }
+    let mut next = 17;
+    for (count, upto) in [(10, 26), (5, 29), (0, 31), (13, 44), (16, 60)] {
+        if count > 0 {
+            let batch = h.backend.read(0, next, count, usize::MAX).expect("read");
+            assert_eq!(
+                batch.records.last().map(|r| r.seq),
+                Some(next + count as u64 - 1)
+            );
+            next += count as u64;
+        }
+        let removed = h.backend.ack(0, upto).expect("ack");
+        assert_eq!(removed.messages, upto - acked, "ack {upto}");
+        assert_eq!(removed.bytes, size(acked + 1..=upto), "ack {upto}");
+        acked = upto;
+        if upto < 60 {
+            // The head after it, as the acknowledger sees it.
+            assert!(h.backend.head_time(0).expect("head").is_some());
+        }
+    }
+    assert!(h.backend.head_time(0).expect("head").is_none());
+    h.backend.settle();
+    drop(h);
+    let h = open(Arc::new(fs), &root(), &["a"]);
+    assert_eq!(h.recovered[0].messages, 0);
+    assert_eq!(h.recovered[0].next_seq, 61);
+}
+
+#[test]
 fn a_group_never_takes_a_segment_past_its_size() {
     let fs = ModelFs::new();
     let mut h = open(Arc::new(fs.clone()), &root(), &["a"]);
