@@ -16,7 +16,8 @@
 //! (BENCHMARKS.md, issue 4). Each round writes every message the window and
 //! the in-flight limit (`maxInflightMessages`, lowered to the broker's
 //! Receive Maximum) allow in one write, and reads every PUBACK that came in
-//! one read. A message the broker can never take (over its Maximum Packet
+//! one read; a draining backlog is topped up by halves of the limit, which
+//! keeps segments large on both sides (see [`connection`]). A message the broker can never take (over its Maximum Packet
 //! Size) is reported with [`SendError::too_large`] once all before it are
 //! confirmed, so the flow dead-letters it instead of retrying forever.
 
