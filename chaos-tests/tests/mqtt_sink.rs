@@ -140,3 +140,38 @@ async fn after_the_broker_went_away_the_whole_window_is_sent_again_in_order() {
     sorted.dedup();
     assert_eq!(sorted, (first..100).collect::<Vec<_>>(), "no gap: {got:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_brokers_maximum_packet_size_is_refused_after_those_before_it_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _remote = Mosquitto::start_with(port, dir.path(), 1000, "max_packet_size 2000\n").unwrap();
+    create_persistent_subscription(port, "window-subscriber", "cloud/#")
+        .await
+        .unwrap();
+    let mut sink = sink(port);
+    let mut window = messages(0..6);
+    window[3].message.payload = vec![b'x'; 4000].into();
+
+    let err = sink.send_window(&window, 6).await.unwrap_err();
+    assert_eq!(err.too_large, Some(3), "{err}");
+    assert_eq!(
+        err.message,
+        "message 3 (test/window/3) is too large to send: \
+         the PUBLISH would be 4057 bytes; the broker accepts at most 2000"
+    );
+    window.drain(..4);
+    assert_eq!(sink.send_window(&window, 2).await.unwrap(), 2);
+    sink.close().await;
+
+    let received = collect(
+        port,
+        "window-subscriber",
+        5,
+        Duration::from_millis(500),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    assert_eq!(numbers(&received), [0, 1, 2, 4, 5]);
+}

@@ -95,6 +95,11 @@ fn figures() -> Vec<Figure> {
             goal: "",
         },
         Figure {
+            label: "3 edge CPU during the replay, % of a core",
+            value: |s| s.outage.as_ref().map(|o| o.drain_cpu.edge),
+            goal: "",
+        },
+        Figure {
             label: "4 kill -9 during the outage: % of PUBACKed delivered",
             value: |s| s.crash.as_ref().map(|o| o.delivered_pct),
             goal: "Backhaul disk 100 %",

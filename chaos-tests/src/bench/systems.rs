@@ -311,7 +311,8 @@ impl Edge {
         let config = self.dir.join("config");
         match dest {
             Destination::Mosquitto { port, .. } => {
-                write_mqtt_bridge_with(&config, &appliance, *port, BACKHAUL_RETRY)
+                write_mqtt_bridge_with(&config, &appliance, *port, BACKHAUL_RETRY);
+                same_inflight_as_the_bridge(&config.join("flows.yaml"))?;
             }
             Destination::EventHubs { peer, .. } => {
                 let secret = config.join("secrets/hub-conn");
@@ -387,6 +388,24 @@ impl Edge {
         self.launch()?;
         Ok(started.elapsed())
     }
+}
+
+/// Messages in flight toward the destination: the Mosquitto bridge gets
+/// `max_inflight_messages 1000` from the edge's configuration
+/// (`Mosquitto::start_with`), so Backhaul's flow gets the same window, and
+/// the destination (also at 1000) advertises a Receive Maximum that allows
+/// it.
+const INFLIGHT_MESSAGES: u32 = 1000;
+
+/// Sets `maxInflightMessages` of the MQTT endpoint in `flows` to
+/// [`INFLIGHT_MESSAGES`].
+fn same_inflight_as_the_bridge(flows: &std::path::Path) -> Result<()> {
+    let yaml = std::fs::read_to_string(flows)?;
+    let setting = "    keepAliveSeconds: 5\n";
+    anyhow::ensure!(yaml.contains(setting), "no keepAliveSeconds in {flows:?}");
+    let with_window = format!("{setting}    maxInflightMessages: {INFLIGHT_MESSAGES}\n");
+    std::fs::write(flows, yaml.replacen(setting, &with_window, 1))?;
+    Ok(())
 }
 
 /// The edge Mosquitto's bridge (`shared/reference/baseline.md` §3):
