@@ -154,9 +154,44 @@ struct Ingest {
     raw_same_batch: f64,
 }
 
+/// How the store commits groups in an ingest run.
+#[derive(Clone, Copy, PartialEq)]
+enum Commit {
+    /// One group at a time: write, sync, release.
+    Plain,
+    /// Always pipelined from `PIPELINE_MIN_RECORDS` on, whatever the disk.
+    Pipelined,
+    /// The store's default: pipelined only while syncs are slow.
+    Default,
+}
+
+impl Commit {
+    fn label(self) -> &'static str {
+        match self {
+            Commit::Plain => "plain",
+            Commit::Pipelined => "pipelined",
+            Commit::Default => "default, pipelined on a slow disk",
+        }
+    }
+
+    fn options(self) -> StoreOptions {
+        match self {
+            Commit::Plain => StoreOptions {
+                pipeline_min_records: None,
+                ..StoreOptions::default()
+            },
+            Commit::Pipelined => StoreOptions {
+                pipeline_min_sync: Duration::ZERO,
+                ..StoreOptions::default()
+            },
+            Commit::Default => StoreOptions::default(),
+        }
+    }
+}
+
 /// Durable ingest through the store: `appenders` tasks, `window` appends in
-/// flight each; group commits pipelined or one at a time.
-fn ingest(root: &Path, appenders: usize, window: usize, total: usize, pipelined: bool) -> Ingest {
+/// flight each, groups committed as `commit` says.
+fn ingest(root: &Path, appenders: usize, window: usize, total: usize, commit: Commit) -> Ingest {
     let dir = fresh_dir(root, "ingest");
     let (disk_p50_ms, disk_p99_ms) = disk_sync_latency(&dir);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -170,14 +205,7 @@ fn ingest(root: &Path, appenders: usize, window: usize, total: usize, pipelined:
             QueueStore::open_backend_options(
                 Arc::new(backend),
                 &[FlowSpec::new("bench")],
-                StoreOptions {
-                    pipeline_min_records: if pipelined {
-                        StoreOptions::default().pipeline_min_records
-                    } else {
-                        None
-                    },
-                    ..StoreOptions::default()
-                },
+                commit.options(),
             )
             .expect("open"),
         );
@@ -433,36 +461,38 @@ fn main() {
         ));
     }
     for window in windows {
-        // Plain and pipelined commits alternate run by run, so that both
-        // see the same disk states.
-        let mut plain = Vec::new();
-        let mut pipelined = Vec::new();
+        // The commit modes take turns run by run, so that all see the same
+        // disk states.
+        let modes = [Commit::Plain, Commit::Pipelined, Commit::Default];
+        let mut results: [Vec<Ingest>; 3] = Default::default();
         for run in 0..runs() {
-            for mode in [run % 2 == 1, run % 2 == 0] {
-                let result = ingest(&root, 16, window, total, mode);
-                if mode {
-                    pipelined.push(result);
-                } else {
-                    plain.push(result);
-                }
+            for turn in 0..modes.len() {
+                let index = (run + turn) % modes.len();
+                results[index].push(ingest(&root, 16, window, total, modes[index]));
             }
         }
-        for (mode, runs) in [("plain", &plain), ("pipelined", &pipelined)] {
+        for (mode, runs) in modes.iter().zip(&results) {
             ingest_rows(
-                &format!("engine ({mode} commit): 16 appenders x {window} in flight"),
+                &format!(
+                    "engine ({} commit): 16 appenders x {window} in flight",
+                    mode.label()
+                ),
                 runs,
             );
         }
-        // Run i of each mode ran back to back with the other's run i.
-        row(
-            &format!("16 appenders x {window} in flight: pipelined / plain durable records/s, run pair by run pair"),
-            plain
-                .iter()
-                .zip(&pipelined)
-                .map(|(plain, pipelined)| pipelined.rate / plain.rate.max(1.0))
-                .collect(),
-            |v| format!("{v:.2}x"),
-        );
+        let [plain, pipelined, default] = &results;
+        // Run i of each mode ran back to back with the others' run i.
+        for (name, other) in [("pipelined", pipelined), ("default", default)] {
+            row(
+                &format!("16 appenders x {window} in flight: {name} / plain durable records/s, run by run"),
+                plain
+                    .iter()
+                    .zip(other)
+                    .map(|(plain, other)| other.rate / plain.rate.max(1.0))
+                    .collect(),
+                |v| format!("{v:.2}x"),
+            );
+        }
     }
     if only_ingest {
         let _ = std::fs::remove_dir_all(&root);

@@ -24,7 +24,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 use tracing::error;
@@ -50,6 +50,22 @@ pub const MAX_GROUP_RECORDS: usize = 8192;
 /// load the syncing thread takes everything written during its previous
 /// sync as one batch, so the disk syncs back to back (`pipeline.rs`).
 pub const PIPELINE_MIN_RECORDS: usize = 1024;
+
+/// Pipelined commits also need a slow disk: the moving average of recent
+/// syncs at least this long. Measured on one disk in its two states
+/// (`BENCHMARKS.md`, session 4): with syncs of 4 ms the pipeline took 1.6x
+/// the records of the plain commit; with syncs of 0.15 ms, where the
+/// committer's CPU and the thread hand-offs are the limit, 0.83x, and its
+/// commit p99 was 7.3 ms against 3.7 ms.
+pub const PIPELINE_MIN_SYNC: Duration = Duration::from_millis(1);
+
+/// When a group goes to the syncing thread (see [`PIPELINE_MIN_RECORDS`]
+/// and [`PIPELINE_MIN_SYNC`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PipelineThreshold {
+    pub(crate) min_records: usize,
+    pub(crate) min_sync: Duration,
+}
 
 /// Upper bounds (seconds) of the commit latency histogram buckets: the time
 /// from [`crate::QueueStore::append`] to the resolved ticket.
@@ -225,9 +241,9 @@ pub(crate) struct Committer {
     pub(crate) next_seq: Vec<Seq>,
     pub(crate) limits: StoreLimits,
     pub(crate) clock: Arc<dyn Clock>,
-    /// Groups of at least this many records are synced by the syncing
-    /// thread while the next one is written; `None`: never.
-    pub(crate) pipeline_min: Option<usize>,
+    /// Which groups are synced by the syncing thread while the next one is
+    /// written; `None`: never.
+    pub(crate) pipeline_min: Option<PipelineThreshold>,
     /// The epoch the writer's sequences and files are in.
     epoch: u64,
 }
@@ -238,7 +254,7 @@ impl Committer {
         next_seq: Vec<Seq>,
         limits: StoreLimits,
         clock: Arc<dyn Clock>,
-        pipeline_min: Option<usize>,
+        pipeline_min: Option<PipelineThreshold>,
     ) -> Self {
         Self {
             shared,
@@ -268,10 +284,13 @@ impl Committer {
                 }
             }
             let job = self.prepare(group, records);
-            // Large groups, and every group while others are in flight, go
-            // to the syncing thread; a light load keeps the plain commit.
+            // Large groups on a slow disk, and every group while others are
+            // in flight, go to the syncing thread; a light load or a fast
+            // disk keeps the plain commit.
             let hand_over = pipeline.is_some()
-                && (self.pipeline_min.is_some_and(|min| job.records >= min) || self.shared.busy());
+                && (self.pipeline_min.is_some_and(|min| {
+                    job.records >= min.min_records && self.shared.recent_sync() >= min.min_sync
+                }) || self.shared.busy());
             if hand_over {
                 self.shared.hand_over(job);
             } else {

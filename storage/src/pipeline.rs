@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::{error, warn};
 
@@ -122,6 +122,9 @@ pub(crate) struct Shared {
     drained: Condvar,
     /// Store bytes (with framing) of groups in flight, for the budget.
     pub(crate) pending_bytes: AtomicU64,
+    /// A moving average of the disk's recent sync times (ns), for the
+    /// committer's choice between the plain and the pipelined commit.
+    recent_sync_nanos: AtomicU64,
     open: Mutex<Open>,
     batch_ready: Condvar,
 }
@@ -142,12 +145,24 @@ impl Shared {
             in_flight: Mutex::new(0),
             drained: Condvar::new(),
             pending_bytes: AtomicU64::new(0),
+            recent_sync_nanos: AtomicU64::new(0),
             open: Mutex::new(Open::default()),
             batch_ready: Condvar::new(),
         }
     }
 
     /// Whether groups are written and not yet released.
+    /// The moving average of recent syncs (each weighs 1/8).
+    pub(crate) fn recent_sync(&self) -> Duration {
+        Duration::from_nanos(self.recent_sync_nanos.load(Ordering::Relaxed))
+    }
+
+    fn record_sync(&self, nanos: u64) {
+        let old = self.recent_sync_nanos.load(Ordering::Relaxed);
+        let average = old - old / 8 + nanos / 8;
+        self.recent_sync_nanos.store(average, Ordering::Relaxed);
+    }
+
     pub(crate) fn busy(&self) -> bool {
         *lock(&self.in_flight) > 0
     }
@@ -237,8 +252,9 @@ impl Shared {
     fn sync_token(&self, job: &mut Job, token: WriteToken) -> bool {
         let started = Instant::now();
         let result = self.backend.sync(token);
-        self.stats
-            .synced(job.write_nanos + started.elapsed().as_nanos() as u64);
+        let sync_nanos = started.elapsed().as_nanos() as u64;
+        self.record_sync(sync_nanos);
+        self.stats.synced(job.write_nanos + sync_nanos);
         match result {
             Ok(()) => {
                 *lock(&self.committed_next) = job.next.clone();

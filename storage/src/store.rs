@@ -5,14 +5,14 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::backend::{Backend, MemoryBackend, SegmentBackend};
 use crate::clock::{Clock, SystemClock};
-use crate::committer::{CommitRequest, CommitSnapshot, CommitStats, Committer};
+use crate::committer::{CommitRequest, CommitSnapshot, CommitStats, Committer, PipelineThreshold};
 use crate::limits::{FlowSpec, StoreLimits};
 use crate::pipeline::Shared;
 use crate::queue::{FlowQueue, FlowState};
@@ -40,6 +40,11 @@ pub struct StoreOptions {
     /// is written, synced and released before the next one starts (the
     /// plain commit). Default: [`crate::committer::PIPELINE_MIN_RECORDS`].
     pub pipeline_min_records: Option<usize>,
+    /// ... and only while the disk's recent syncs (a moving average) take at
+    /// least this long: with fast syncs the hand-over to other threads costs
+    /// more than the overlap gains. `Duration::ZERO`: whatever the disk.
+    /// Default: [`crate::committer::PIPELINE_MIN_SYNC`].
+    pub pipeline_min_sync: Duration,
 }
 
 impl Default for StoreOptions {
@@ -48,6 +53,7 @@ impl Default for StoreOptions {
             limits: StoreLimits::default(),
             clock: Arc::new(SystemClock),
             pipeline_min_records: Some(crate::committer::PIPELINE_MIN_RECORDS),
+            pipeline_min_sync: crate::committer::PIPELINE_MIN_SYNC,
         }
     }
 }
@@ -57,6 +63,7 @@ impl std::fmt::Debug for StoreOptions {
         f.debug_struct("StoreOptions")
             .field("limits", &self.limits)
             .field("pipeline_min_records", &self.pipeline_min_records)
+            .field("pipeline_min_sync", &self.pipeline_min_sync)
             .finish_non_exhaustive()
     }
 }
@@ -146,6 +153,7 @@ impl QueueStore {
             limits,
             clock,
             pipeline_min_records,
+            pipeline_min_sync,
         } = options;
         let names: Vec<String> = flows.iter().map(|f| f.name.clone()).collect();
         let recovered = backend.recover(&names)?;
@@ -173,7 +181,10 @@ impl QueueStore {
             next_seq,
             limits,
             clock.clone(),
-            pipeline_min_records,
+            pipeline_min_records.map(|min_records| PipelineThreshold {
+                min_records,
+                min_sync: pipeline_min_sync,
+            }),
         );
         let committer = std::thread::Builder::new()
             .name("queue-commit".into())

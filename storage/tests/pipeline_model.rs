@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use backhaul_storage::backend::segment::io::ModelFs;
 use backhaul_storage::backend::{SegmentBackend, SegmentConfig};
@@ -57,6 +58,8 @@ fn open(fs: &ModelFs, pipeline_min_records: Option<usize>) -> QueueStore {
         &flows,
         StoreOptions {
             pipeline_min_records,
+            // The model filesystem syncs at once: pipeline whatever the disk.
+            pipeline_min_sync: Duration::ZERO,
             ..StoreOptions::default()
         },
     )
