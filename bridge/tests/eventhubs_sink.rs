@@ -758,22 +758,36 @@ async fn send_as_a_flow(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_window_keeps_two_batches_in_flight_on_two_connections() {
-    init_tracing();
-    let peer = peer().await;
-    let mut settings = settings(&peer, PartitionStrategy::Default);
+/// A sink with SDK batches of 10 (`in_flight` batches on their way, or the
+/// default 2) sends a window of 30 while the peer takes 300 ms to settle
+/// each batch, long enough for later batches to leave before the first is
+/// confirmed. Returns the sink, the window and how many the call confirmed.
+async fn first_of_slow_batches(
+    peer: &EventHubsPeer,
+    in_flight: Option<usize>,
+    name: &str,
+) -> (EventHubsSink, Vec<OutboundMessage>, usize) {
+    let mut settings = settings(peer, PartitionStrategy::Default);
     settings.batch_max_messages = 10;
-    assert_eq!(settings.max_in_flight_batches, 2, "the default");
-    let mut sink = EventHubsSink::new(settings, "in-flight");
+    match in_flight {
+        Some(n) => settings.max_in_flight_batches = n,
+        None => assert_eq!(settings.max_in_flight_batches, 2, "the default"),
+    }
+    let mut sink = EventHubsSink::new(settings, name);
     let window = messages(0, 30);
-    // Each settlement takes long enough for the next batch to be seen
-    // arriving before the first is confirmed.
     peer.settle_slowly(Some(Duration::from_millis(300)));
     let confirmed = tokio::time::timeout(SEND_BOUND, sink.send_window(&window, 10))
         .await
         .unwrap()
         .expect("the first batch is confirmed");
+    (sink, window, confirmed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_keeps_two_batches_in_flight_on_two_connections() {
+    init_tracing();
+    let peer = peer().await;
+    let (mut sink, window, confirmed) = first_of_slow_batches(&peer, None, "in-flight").await;
     assert!((10..=20).contains(&confirmed), "{confirmed}");
     assert!(
         peer.stats().transfers >= 2,
@@ -852,16 +866,7 @@ async fn batches_in_flight_keep_the_order_of_each_key_through_cuts() {
 async fn closing_with_batches_in_flight_closes_every_connection() {
     init_tracing();
     let peer = peer().await;
-    let mut settings = settings(&peer, PartitionStrategy::Default);
-    settings.batch_max_messages = 10;
-    settings.max_in_flight_batches = 3;
-    let mut sink = EventHubsSink::new(settings, "closing");
-    let window = messages(0, 30);
-    peer.settle_slowly(Some(Duration::from_millis(300)));
-    let confirmed = tokio::time::timeout(SEND_BOUND, sink.send_window(&window, 10))
-        .await
-        .unwrap()
-        .expect("the first batch is confirmed");
+    let (mut sink, _, confirmed) = first_of_slow_batches(&peer, Some(3), "closing").await;
     assert!(confirmed < 30, "batches are still in flight: {confirmed}");
     assert_eq!(peer.open_connections(), 3);
     sink.close().await;

@@ -285,6 +285,7 @@ async fn serve_session(connection: u64, mut session: ListenerSessionHandle, shar
             if !matches!(node_of(&address), "$cbs" | "$management") {
                 refusal = events::refusal(&address, &shared);
                 if refusal.is_some() {
+                    bump(&shared.counters.attaches_refused);
                     attach.target = None;
                 }
             }

@@ -129,6 +129,9 @@ pub struct PeerStats {
     pub put_tokens: u64,
     /// `$management` READ requests.
     pub management_reads: u64,
+    /// Sender links refused like the service refuses them (unknown hub or
+    /// partition): a null target, then a detach with the error.
+    pub attaches_refused: u64,
 }
 
 #[derive(Default)]
@@ -141,6 +144,7 @@ pub(crate) struct Counters {
     blackholed: AtomicU64,
     put_tokens: AtomicU64,
     management_reads: AtomicU64,
+    pub(crate) attaches_refused: AtomicU64,
 }
 
 impl Counters {
@@ -155,6 +159,7 @@ impl Counters {
             blackholed: get(&self.blackholed),
             put_tokens: get(&self.put_tokens),
             management_reads: get(&self.management_reads),
+            attaches_refused: get(&self.attaches_refused),
         }
     }
 }
