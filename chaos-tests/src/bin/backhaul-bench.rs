@@ -43,9 +43,11 @@ const SETUP: &str = "\
   factory/# out 1 \"\" cloud/`, `cleansession false`, `restart_timeout 1`,
   `bridge_protocol_version mqttv311`.
 - **Backhaul**: the release `backhaul` binary, one flow `factory/#` →
-  `cloud/${inputTopic}` on the destination's MQTT endpoint (default
-  settings), or → the Event Hubs peer (default batching: 1,000 messages,
-  5 ms); `retry: {maxBackoffSeconds: 1}` to match the bridge's
+  `cloud/${inputTopic}` on the destination's MQTT endpoint
+  (`maxInflightMessages: 1000`, the window the bridge gets from the edge's
+  `max_inflight_messages 1000`; other settings default), or → the Event
+  Hubs peer (default batching: 1,000 messages, 5 ms; 2 batches in
+  flight); `retry: {maxBackoffSeconds: 1}` to match the bridge's
   `restart_timeout 1`. Disk mode acknowledges a PUBLISH after `fdatasync`.
 - **Trials**: each system runs every scenario on fresh processes and a
   fresh directory, one message end to end first. Systems alternate within
