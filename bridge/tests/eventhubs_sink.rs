@@ -56,6 +56,15 @@ fn sink(peer: &EventHubsPeer, strategy: PartitionStrategy) -> EventHubsSink {
 }
 
 /// `n` messages, ids `app/flow/<from + i>`, on three topics and two devices.
+/// The message's `device` user property, the partition key of the keyed tests.
+fn device(m: &OutboundMessage) -> Option<String> {
+    m.message
+        .user_properties
+        .iter()
+        .find(|(k, _)| k == "device")
+        .map(|(_, v)| v.clone())
+}
+
 fn messages(from: usize, n: usize) -> Vec<OutboundMessage> {
     (from..from + n)
         .map(|i| OutboundMessage {
@@ -273,13 +282,6 @@ async fn partition_strategies_place_events_and_keep_order() {
         .wait_for_events(6, Duration::from_secs(5))
         .await
         .unwrap();
-    let device = |m: &OutboundMessage| {
-        m.message
-            .user_properties
-            .iter()
-            .find(|(k, _)| k == "device")
-            .map(|(_, v)| v.clone())
-    };
     assert_delivered_in_order_per_key(&events, &keyed, device);
     let key_of = |id: &str| {
         let event = events.iter().find(|e| e.message_id.as_deref() == Some(id));
@@ -831,13 +833,6 @@ async fn batches_in_flight_keep_the_order_of_each_key_through_cuts() {
             key => vec![("device".to_string(), key.to_string())],
         };
     }
-    let device = |m: &OutboundMessage| {
-        m.message
-            .user_properties
-            .iter()
-            .find(|(k, _)| k == "device")
-            .map(|(_, v)| v.clone())
-    };
 
     // Cuts on and off every 20-50 ms for 2 s.
     let cutter = {

@@ -462,14 +462,9 @@ async fn connections_beyond_the_maximum_are_refused_with_a_connack() {
         2
     );
     drop(first);
-    eventually("only the second connection is left open", || {
-        broker
-            .stats
-            .connections_active
-            .load(std::sync::atomic::Ordering::Relaxed)
-            == 1
-    })
-    .await;
+    broker
+        .until_connections(1, "only the second connection is left open")
+        .await;
     let mut fifth = TcpStream::connect(address).await.unwrap();
     assert_eq!(connack_code(&mut fifth, false, "5", None).await, Some(0));
 }
@@ -567,14 +562,9 @@ async fn a_packet_only_a_server_sends_closes_the_connection_without_a_panic() {
         }
     }
     assert_eq!(broker.stats.packets_rejected.get(Rejection::Malformed), 4);
-    eventually("every connection task ended", || {
-        broker
-            .stats
-            .connections_active
-            .load(std::sync::atomic::Ordering::Relaxed)
-            == 0
-    })
-    .await;
+    broker
+        .until_connections(0, "every connection task ended")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,7 +42,6 @@ impl Persistent {
     }
 
     async fn connect(&self, subscribe: Option<&str>, until: Option<&str>) -> (bool, Vec<String>) {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let port = self.address.port();
         if self.v5 {
             use rumqttc::v5::mqttbytes::v5::Packet;
@@ -51,59 +50,50 @@ impl Persistent {
             let mut options = MqttOptions::new("keeper", "127.0.0.1", port);
             options.set_clean_start(false);
             options.set_session_expiry_interval(self.expiry);
-            let (client, mut events) = AsyncClient::new(options, 100);
-            if let Some(filter) = subscribe {
-                client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
-            }
-            tokio::spawn(async move {
-                while let Ok(event) = events.poll().await {
-                    let item = match event {
-                        Event::Incoming(Packet::ConnAck(ack)) => Item::Present(ack.session_present),
-                        Event::Incoming(Packet::SubAck(_)) => Item::Subscribed,
-                        Event::Incoming(Packet::Publish(p)) => {
-                            Item::Payload(String::from_utf8_lossy(&p.payload).into_owned())
-                        }
-                        _ => continue,
-                    };
-                    if tx.send(item).is_err() {
-                        return;
-                    }
-                }
-            });
-            let result = gather(&mut rx, subscribe.is_some(), until).await;
-            client.disconnect().await.unwrap();
-            wait_closed(&mut rx).await;
-            result
+            let (client, events) = AsyncClient::new(options, 100);
+            run_client!(client, events, subscribe, until)
         } else {
             use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
             let mut options = MqttOptions::new("keeper", "127.0.0.1", port);
             options.set_clean_session(false);
-            let (client, mut events) = AsyncClient::new(options, 100);
-            if let Some(filter) = subscribe {
-                client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
-            }
-            tokio::spawn(async move {
-                while let Ok(event) = events.poll().await {
-                    let item = match event {
-                        Event::Incoming(Packet::ConnAck(ack)) => Item::Present(ack.session_present),
-                        Event::Incoming(Packet::SubAck(_)) => Item::Subscribed,
-                        Event::Incoming(Packet::Publish(p)) => {
-                            Item::Payload(String::from_utf8_lossy(&p.payload).into_owned())
-                        }
-                        _ => continue,
-                    };
-                    if tx.send(item).is_err() {
-                        return;
-                    }
-                }
-            });
-            let result = gather(&mut rx, subscribe.is_some(), until).await;
-            client.disconnect().await.unwrap();
-            wait_closed(&mut rx).await;
-            result
+            let (client, events) = AsyncClient::new(options, 100);
+            run_client!(client, events, subscribe, until)
         }
     }
 }
+
+/// The body of [`Persistent::connect`] for either rumqttc client (3.1.1 or
+/// 5): the two have the same shape under different types, which the
+/// caller's `use` of `Event`, `Packet` and `QoS` chooses.
+macro_rules! run_client {
+    ($client:ident, $events:ident, $subscribe:ident, $until:ident) => {{
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        if let Some(filter) = $subscribe {
+            $client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+        }
+        let mut events = $events;
+        tokio::spawn(async move {
+            while let Ok(event) = events.poll().await {
+                let item = match event {
+                    Event::Incoming(Packet::ConnAck(ack)) => Item::Present(ack.session_present),
+                    Event::Incoming(Packet::SubAck(_)) => Item::Subscribed,
+                    Event::Incoming(Packet::Publish(p)) => {
+                        Item::Payload(String::from_utf8_lossy(&p.payload).into_owned())
+                    }
+                    _ => continue,
+                };
+                if tx.send(item).is_err() {
+                    return;
+                }
+            }
+        });
+        let result = gather(&mut rx, $subscribe.is_some(), $until).await;
+        $client.disconnect().await.unwrap();
+        wait_closed(&mut rx).await;
+        result
+    }};
+}
+use run_client;
 
 /// The next item from the client (within 20 s).
 async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Item>) -> Item {
@@ -156,14 +146,7 @@ async fn wait_closed(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Item>) {
 /// Waits until the broker has seen every connection close, so the next
 /// CONNECT finds the session as its predecessor left it (not a takeover).
 async fn settled(broker: &TestBroker) {
-    eventually("every connection closed", || {
-        broker
-            .stats
-            .connections_active
-            .load(std::sync::atomic::Ordering::Relaxed)
-            == 0
-    })
-    .await;
+    broker.until_connections(0, "every connection closed").await;
 }
 
 /// Publishes `payloads` at QoS 1 with mosquitto_pub (one connection each).

@@ -92,10 +92,7 @@ async fn a_killed_mosquitto_sub_has_its_will_published() {
         .args(["--will-payload", "lost", "--will-qos", "1"])
         .spawn()
         .expect("mosquitto_sub is installed (scripts/test.sh installs mosquitto-clients)");
-    eventually("mosquitto_sub connected", || {
-        broker.stats.connections_active.load(Ordering::Relaxed) == 2
-    })
-    .await;
+    broker.until_connections(2, "mosquitto_sub connected").await;
     mosquitto_sub.kill().unwrap();
     mosquitto_sub.wait().unwrap();
     assert_eq!(
@@ -146,10 +143,7 @@ async fn a_normal_disconnect_discards_the_will_on_3_1_1_and_5() {
         .expect("mosquitto_pub is installed");
     assert!(status.success());
 
-    eventually("both clients gone", || {
-        broker.stats.connections_active.load(Ordering::Relaxed) == 1
-    })
-    .await;
+    broker.until_connections(1, "both clients gone").await;
     watcher.publish("plant/marker", "end").await;
     assert_eq!(watcher.next().await, message("plant/dev4/reading", "21.5"));
     assert_eq!(watcher.next().await, message("plant/marker", "end"));

@@ -71,6 +71,17 @@ impl TestBroker {
         panic!("{topic} never reached the queue");
     }
 
+    /// Waits until exactly `n` connections are open (`what` names the wait
+    /// in the panic).
+    pub async fn until_connections(&self, n: u64, what: &str) {
+        let active = || {
+            self.stats
+                .connections_active
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        eventually(what, || active() == n).await;
+    }
+
     pub async fn queued(&self) -> Vec<(String, String)> {
         let queue = self.store.queue(0).unwrap();
         queue
