@@ -90,12 +90,12 @@ fn figures() -> Vec<Figure> {
             goal: "",
         },
         Figure {
-            label: "3 destination CPU during the replay, % of a core",
+            label: "3 destination CPU during the drain, % of a core",
             value: |s| s.outage.as_ref().map(|o| o.drain_cpu.destination),
             goal: "",
         },
         Figure {
-            label: "3 edge CPU during the replay, % of a core",
+            label: "3 edge CPU during the drain, % of a core",
             value: |s| s.outage.as_ref().map(|o| o.drain_cpu.edge),
             goal: "",
         },
@@ -318,7 +318,9 @@ impl Report<'_> {
             ("1 ingest (destination down)", |s| {
                 s.outage.as_ref().map(|x| x.ingest_cpu)
             }),
-            ("3 replay", |s| s.outage.as_ref().map(|x| x.drain_cpu)),
+            ("3 drain (first → last replayed)", |s| {
+                s.outage.as_ref().map(|x| x.drain_cpu)
+            }),
         ];
         for system in self.systems {
             for &size in self.sizes {

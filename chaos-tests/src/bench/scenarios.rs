@@ -351,7 +351,6 @@ pub fn outage(system: &System, size: usize, settings: &Settings, rt: &Runtimes) 
 
     trial.dest.restart()?;
     let returned_ns = payload::now_ns();
-    let meters = trial.meters();
     let stop = Arc::new(AtomicBool::new(false));
     let live_load = Load {
         port: trial.edge.port,
@@ -366,6 +365,11 @@ pub fn outage(system: &System, size: usize, settings: &Settings, rt: &Runtimes) 
         let stop = stop.clone();
         async move { run_load(&live_load, stop).await }
     });
+    // CPU over the same window as the replay rate, first to last replayed
+    // arrival: counted from the destination's return, the Mosquitto
+    // bridge's seconds of reconnecting would dilute its share.
+    trial.wait_arrivals(1, false);
+    let meters = trial.meters();
     trial.wait_arrivals(report.acked, false);
     let drain_cpu = meters.shares();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -71,7 +71,8 @@ const SETUP: &str = "\
     arrived for the quiet time).
 - CPU is utime + stime from `/proc/<pid>/stat` (edge, destination
   Mosquitto) or `/proc/self/task/<tid>/stat` (generator, subscriber, peer
-  threads), in % of one core over the phase.";
+  threads), in % of one core over the phase; for the replay, over the
+  drain (first → last replayed arrival), the window of the replay rate.";
 
 fn backhaul_bin(args: &Args) -> Result<PathBuf> {
     if let Some(path) = &args.backhaul_bin {
