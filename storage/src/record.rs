@@ -113,6 +113,14 @@ fn varint_len(mut value: u64) -> usize {
     n
 }
 
+fn put_varint(mut value: u64, out: &mut Vec<u8>) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
 /// A LEB128 varint of at most 5 bytes (32 bits) at the start of `buf`:
 /// `Ok((value, bytes))`, `Err(None)` if `buf` ends inside it, `Err(Some)`
 /// if it is too long to be one this build writes.
@@ -134,40 +142,15 @@ fn get_varint(buf: &[u8]) -> Result<(u64, usize), Option<&'static str>> {
 /// Appends the version-4 frame of the record `seq` places after its
 /// segment's first sequence, appended `time` milliseconds after the
 /// segment's time base, to `out`.
-///
-/// The header is built on the stack and copied with the data in two
-/// slice copies after one reservation: the commit thread frames every
-/// record of a group, and pushing the header byte by byte cost a capacity
-/// check per byte.
 pub fn encode_frame(seq: u32, time: u32, data: &[u8], out: &mut Vec<u8>) {
-    // Version, a length varint (at most 10 bytes for a u64), the sequence
-    // byte, a time varint (at most 5 bytes for a u32).
-    let mut header = [0u8; 1 + 10 + 1 + 5];
-    header[0] = FRAME_VERSION;
-    let mut at = 1;
-    at += write_varint(data.len() as u64, &mut header[at..]);
-    header[at] = seq as u8;
-    at += 1;
-    at += write_varint(u64::from(time), &mut header[at..]);
-    out.reserve(at + data.len() + 4);
     let start = out.len();
-    out.extend_from_slice(&header[..at]);
+    out.push(FRAME_VERSION);
+    put_varint(data.len() as u64, out);
+    out.push(seq as u8);
+    put_varint(u64::from(time), out);
     out.extend_from_slice(data);
     let crc = frame_crc(&out[start..], seq);
     out.extend_from_slice(&crc.to_le_bytes());
-}
-
-/// Writes `value` as a LEB128 varint at the start of `out` (long enough
-/// for it); the bytes written.
-fn write_varint(mut value: u64, out: &mut [u8]) -> usize {
-    let mut n = 0;
-    while value >= 0x80 {
-        out[n] = (value as u8) | 0x80;
-        value >>= 7;
-        n += 1;
-    }
-    out[n] = value as u8;
-    n + 1
 }
 
 /// The CRC32C of a version-4 frame: its bytes before the CRC (header and
