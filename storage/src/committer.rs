@@ -101,9 +101,51 @@ impl From<Seqs> for Vec<Seq> {
 /// A commit thread's answer to one append.
 pub(crate) type Reply = Result<Seqs, StorageError>;
 
+/// The records of one append. A one-record append (a publish that matches
+/// one flow, the common case) is kept inline: its list is freed by the
+/// publisher's thread as it calls, where freeing is cheap, rather than by
+/// the commit thread, where freeing what another thread allocated cost
+/// about 130 instructions per append (callgrind, 16 x 256 ingest).
+pub(crate) enum Entries {
+    One(AppendEntry),
+    Many(Vec<AppendEntry>),
+}
+
+impl From<Vec<AppendEntry>> for Entries {
+    fn from(mut entries: Vec<AppendEntry>) -> Self {
+        match (entries.len(), entries.pop()) {
+            (1, Some(entry)) => Entries::One(entry),
+            (_, last) => {
+                entries.extend(last);
+                Entries::Many(entries)
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for Entries {
+    type Target = [AppendEntry];
+
+    fn deref(&self) -> &[AppendEntry] {
+        match self {
+            Entries::One(entry) => std::slice::from_ref(entry),
+            Entries::Many(entries) => entries,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Entries {
+    fn deref_mut(&mut self) -> &mut [AppendEntry] {
+        match self {
+            Entries::One(entry) => std::slice::from_mut(entry),
+            Entries::Many(entries) => entries,
+        }
+    }
+}
+
 /// One publisher's append, waiting for its commit.
 pub(crate) struct CommitRequest {
-    pub(crate) entries: Vec<AppendEntry>,
+    pub(crate) entries: Entries,
     pub(crate) reply: oneshot::Sender<Reply>,
     pub(crate) queued_at: Instant,
 }
@@ -440,12 +482,12 @@ impl Committer {
                 if free_room.is_some_and(|room| store_used + cost > room) {
                     return Some(first_flow(QuotaLimit::FreeSpace));
                 }
-                for entry in &request.entries {
+                for entry in request.entries.iter() {
                     this[entry.flow].0 += 1;
                     this[entry.flow].1 += entry.data.len() as u64;
                 }
                 let mut refusal = None;
-                for entry in &request.entries {
+                for entry in request.entries.iter() {
                     let (state, (messages, bytes)) = (&flows[entry.flow], this[entry.flow]);
                     if messages == 0 || state.limits.overflow != Overflow::RejectNew {
                         continue;
@@ -655,4 +697,45 @@ fn outcomes(
             },
         )
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn entries(flows: &[usize]) -> Vec<AppendEntry> {
+        flows
+            .iter()
+            .map(|&flow| AppendEntry {
+                flow,
+                data: Bytes::from(format!("record for {flow}")),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn entries_keep_every_record_in_order_whatever_their_number() {
+        for flows in [&[][..], &[3], &[0, 2], &[1, 0, 1]] {
+            let kept = Entries::from(entries(flows));
+            assert_eq!(
+                matches!(kept, Entries::One(_)),
+                flows.len() == 1,
+                "one record is kept inline"
+            );
+            let seen: Vec<(usize, Bytes)> = kept.iter().map(|e| (e.flow, e.data.clone())).collect();
+            let want: Vec<(usize, Bytes)> = entries(flows)
+                .into_iter()
+                .map(|e| (e.flow, e.data))
+                .collect();
+            assert_eq!(seen, want);
+        }
+    }
+
+    #[test]
+    fn one_sequence_becomes_a_list_of_one() {
+        assert_eq!(Vec::from(Seqs::One(7)), vec![7]);
+        assert_eq!(Vec::from(Seqs::Many(vec![1, 9])), vec![1, 9]);
+    }
 }

@@ -116,7 +116,8 @@ mod tests {
         let entries = vec![AppendEntry {
             flow,
             data: bytes::Bytes::new(),
-        }];
+        }]
+        .into();
         let request = CommitRequest {
             entries,
             reply,

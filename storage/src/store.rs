@@ -219,7 +219,7 @@ impl QueueStore {
         }
         let (reply, receiver) = oneshot::channel();
         let request = CommitRequest {
-            entries,
+            entries: entries.into(),
             reply,
             queued_at: Instant::now(),
         };
