@@ -397,9 +397,16 @@ impl Committer {
             .and_then(|_| Pipeline::start(&self.shared));
         // Requests taken from the inbox and not yet grouped, in order.
         let mut waiting: Vec<CommitRequest> = Vec::new();
+        let mut last_taken = 0;
         loop {
-            if waiting.is_empty() && !inbox.0.take(&mut waiting) {
-                break;
+            if waiting.is_empty() {
+                // Room for the pushers' next list, allocated here rather
+                // than under the inbox's lock.
+                waiting.reserve(last_taken);
+                if !inbox.0.take(&mut waiting) {
+                    break;
+                }
+                last_taken = waiting.len();
             }
             let mut records = 0;
             let mut end = 0;

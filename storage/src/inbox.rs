@@ -57,7 +57,9 @@ impl Inbox {
     }
 
     /// Moves every waiting request to the end of `into`, waiting for one if
-    /// there is none; `false` once the inbox is closed and empty.
+    /// there is none; `false` once the inbox is closed and empty. An empty
+    /// `into` is swapped with the inbox's list, so its capacity (reserved
+    /// by the caller, outside the lock) becomes the pushers' next list.
     pub(crate) fn take(&self, into: &mut Vec<CommitRequest>) -> bool {
         let mut state = self.lock();
         while state.requests.is_empty() {
@@ -68,13 +70,7 @@ impl Inbox {
             state = self.ready.wait(state).unwrap_or_else(|p| p.into_inner());
         }
         if into.is_empty() {
-            // Swap buffers: no copy, and the pushers' list keeps room for
-            // as many as came this time.
-            let capacity = state.requests.len();
             std::mem::swap(into, &mut state.requests);
-            if state.requests.capacity() < capacity {
-                state.requests.reserve(capacity);
-            }
         } else {
             into.append(&mut state.requests);
         }
