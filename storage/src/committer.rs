@@ -557,10 +557,12 @@ impl Committer {
                 self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let flow_count = self.shared.flows.len();
+        // Both have one slot per flow; the smaller bound keeps a mismatch
+        // from panicking.
+        let flow_count = self.shared.flows.len().min(self.next_seq.len());
         let durable = self.shared.backend.is_durable();
         let mut records = Vec::with_capacity(count);
-        let mut per_flow = vec![(0u64, 0u64); flow_count];
+        let mut per_flow = vec![(0u64, 0u64); self.shared.flows.len()];
         let mut cost_total = 0;
         for (i, request) in group.iter_mut().enumerate() {
             if refusal(i).is_some() {
@@ -603,7 +605,7 @@ impl Committer {
                 epoch: self.epoch,
                 now_ms,
                 records: records.len(),
-                per_flow: vec![(0, 0); flow_count],
+                per_flow: vec![(0, 0); self.shared.flows.len()],
                 next: next.clone(),
                 cost: 0,
                 write_nanos: 0,
