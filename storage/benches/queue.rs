@@ -174,6 +174,15 @@ impl Commit {
         }
     }
 
+    /// Its name in `BACKHAUL_BENCH_MODES`.
+    fn key(self) -> &'static str {
+        match self {
+            Commit::Plain => "plain",
+            Commit::Pipelined => "pipelined",
+            Commit::Default => "default",
+        }
+    }
+
     fn options(self) -> StoreOptions {
         match self {
             Commit::Plain => StoreOptions {
@@ -460,6 +469,11 @@ fn main() {
             ),
         ));
     }
+    // `BACKHAUL_BENCH_MODES=plain` (or `plain,default`, ...) measures only
+    // those commit modes: A/B runs of two builds then spend the machine on
+    // the mode they compare.
+    let wanted = std::env::var("BACKHAUL_BENCH_MODES").unwrap_or_default();
+    let wanted = |mode: &str| wanted.is_empty() || wanted.split(',').any(|m| m.trim() == mode);
     for window in windows {
         // The commit modes take turns run by run, so that all see the same
         // disk states.
@@ -468,10 +482,15 @@ fn main() {
         for run in 0..runs() {
             for turn in 0..modes.len() {
                 let index = (run + turn) % modes.len();
-                results[index].push(ingest(&root, 16, window, total, modes[index]));
+                if wanted(modes[index].key()) {
+                    results[index].push(ingest(&root, 16, window, total, modes[index]));
+                }
             }
         }
         for (mode, runs) in modes.iter().zip(&results) {
+            if runs.is_empty() {
+                continue;
+            }
             ingest_rows(
                 &format!(
                     "engine ({} commit): 16 appenders x {window} in flight",
@@ -483,6 +502,9 @@ fn main() {
         let [plain, pipelined, default] = &results;
         // Run i of each mode ran back to back with the others' run i.
         for (name, other) in [("pipelined", pipelined), ("default", default)] {
+            if plain.is_empty() || other.is_empty() {
+                continue;
+            }
             row(
                 &format!("16 appenders x {window} in flight: {name} / plain durable records/s, run by run"),
                 plain

@@ -44,8 +44,9 @@
 //! - [`backend`]: where records live: [`backend::SegmentBackend`] (disk: a
 //!   segment log per flow, [`backend::segment`]) and
 //!   [`backend::MemoryBackend`], behind the [`backend::Backend`] trait.
-//! - [`committer`]: the group-commit thread; `pipeline`: the threads that
-//!   sync written groups and release their publishers.
+//! - [`committer`]: the group-commit thread; `inbox`: how appends reach
+//!   it; `pipeline`: the threads that sync written groups and release
+//!   their publishers.
 //! - [`queue`]: [`FlowQueue`], a flow's handle: read, acknowledge, wait, stats.
 //! - [`store`]: [`QueueStore`], which opens a backend and hands out queues.
 //! - [`keyed`]: small keyed state in sled (retained messages).
@@ -55,6 +56,7 @@ pub mod clock;
 pub mod committer;
 mod crc;
 pub mod error;
+mod inbox;
 pub mod keyed;
 pub mod limits;
 mod pipeline;

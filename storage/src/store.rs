@@ -1,7 +1,6 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
@@ -12,7 +11,10 @@ use tokio::sync::oneshot;
 
 use crate::backend::{Backend, MemoryBackend, SegmentBackend};
 use crate::clock::{Clock, SystemClock};
-use crate::committer::{CommitRequest, CommitSnapshot, CommitStats, Committer, PipelineThreshold};
+use crate::committer::{
+    CommitRequest, CommitSnapshot, CommitStats, Committer, PipelineThreshold, Reply,
+};
+use crate::inbox::Inbox;
 use crate::limits::{FlowSpec, StoreLimits};
 use crate::pipeline::Shared;
 use crate::queue::{FlowQueue, FlowState};
@@ -79,7 +81,7 @@ pub struct AppendEntry {
 pub struct QueueStore {
     backend: Arc<dyn Backend>,
     flows: Arc<[FlowState]>,
-    requests: Option<Sender<CommitRequest>>,
+    inbox: Arc<Inbox>,
     committer: Option<JoinHandle<()>>,
     stats: Arc<CommitStats>,
     clock: Arc<dyn Clock>,
@@ -169,7 +171,7 @@ impl QueueStore {
             }
         }
         let stats = Arc::new(CommitStats::default());
-        let (requests, receiver) = mpsc::channel();
+        let inbox = Arc::new(Inbox::default());
         let shared = Arc::new(Shared::new(
             backend.clone(),
             flows.clone(),
@@ -188,14 +190,17 @@ impl QueueStore {
         );
         let committer = std::thread::Builder::new()
             .name("queue-commit".into())
-            .spawn(move || committer.run(receiver))
+            .spawn({
+                let inbox = inbox.clone();
+                move || committer.run(inbox)
+            })
             .map_err(|err| {
                 StorageError::CommitFailed(format!("cannot start the commit thread: {err}"))
             })?;
         Ok(Self {
             backend,
             flows,
-            requests: Some(requests),
+            inbox,
             committer: Some(committer),
             stats,
             clock,
@@ -214,12 +219,12 @@ impl QueueStore {
         }
         let (reply, receiver) = oneshot::channel();
         let request = CommitRequest {
-            entries,
+            entries: entries.into(),
             reply,
             queued_at: Instant::now(),
         };
-        match self.requests.as_ref().map(|tx| tx.send(request)) {
-            Some(Ok(())) => CommitTicket {
+        match self.inbox.push(request) {
+            Ok(()) => CommitTicket {
                 receiver: Some(receiver),
                 ready: None,
             },
@@ -296,7 +301,7 @@ impl Drop for QueueStore {
     /// Finishes the commits in progress and releases the files, so the same
     /// directory can be opened again right away.
     fn drop(&mut self) {
-        self.requests.take();
+        self.inbox.close();
         if let Some(committer) = self.committer.take() {
             let _ = committer.join();
         }
@@ -306,7 +311,7 @@ impl Drop for QueueStore {
 /// Resolves when an append is committed; see [`QueueStore::append`].
 #[must_use = "an append is only durable once its ticket resolves"]
 pub struct CommitTicket {
-    receiver: Option<oneshot::Receiver<Result<Vec<Seq>, StorageError>>>,
+    receiver: Option<oneshot::Receiver<Reply>>,
     ready: Option<Result<Vec<Seq>, StorageError>>,
 }
 
@@ -328,9 +333,10 @@ impl Future for CommitTicket {
             return Poll::Ready(result);
         }
         match self.receiver.as_mut() {
-            Some(receiver) => Pin::new(receiver)
-                .poll(cx)
-                .map(|r| r.unwrap_or(Err(StorageError::CommitterStopped))),
+            Some(receiver) => Pin::new(receiver).poll(cx).map(|r| match r {
+                Ok(reply) => reply.map(Vec::from),
+                Err(_) => Err(StorageError::CommitterStopped),
+            }),
             None => Poll::Ready(Err(StorageError::CommitterStopped)),
         }
     }

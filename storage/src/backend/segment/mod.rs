@@ -476,6 +476,12 @@ impl Backend for SegmentBackend {
             .enumerate()
             .filter(|(_, r)| !r.is_empty())
             .collect();
+        // Frame bytes each flow's part may take, computed once (the roll
+        // check below and the write loop both need it).
+        let part_bytes: Vec<u64> = touched
+            .iter()
+            .map(|(_, group)| group_bytes(group))
+            .collect();
         let mut writers = Vec::with_capacity(touched.len());
         for (index, _) in &touched {
             writers.push(
@@ -493,7 +499,7 @@ impl Backend for SegmentBackend {
                     self.config.max_segment_bytes,
                     (first.seq, last.seq),
                     last.time_ms,
-                    group_bytes(group),
+                    part_bytes[i],
                 );
                 if roll && writers[i].in_flight() {
                     return Ok(None);
@@ -520,7 +526,7 @@ impl Backend for SegmentBackend {
                 (Some(first), Some(last)) => (first.seq, last.seq, first.time_ms, last.time_ms),
                 _ => continue,
             };
-            let bytes = group_bytes(group);
+            let bytes = part_bytes[i];
             if writers[i].needs_roll(self.config.max_segment_bytes, (first, last), time, bytes) {
                 let prev = flow.newest().unwrap_or((first.saturating_sub(1), 0));
                 let now = first_time.min(time);
