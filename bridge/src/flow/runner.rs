@@ -17,11 +17,6 @@ use crate::health::FlowHealth;
 use crate::mapping::{Datasets, Json, Message, Outcome, Transform};
 use crate::metrics::FlowMetrics;
 
-/// Batches read ahead of the oldest unacknowledged one: one, so the sink
-/// can start the next batch while the last confirmations of the previous
-/// one are on their way.
-const READ_AHEAD_BATCHES: usize = 2;
-
 /// Batch sizes and retry timing of a flow.
 #[derive(Debug, Clone)]
 pub struct RunnerSettings {
@@ -132,7 +127,8 @@ impl FlowRunner {
                 // Read ahead before sending, so that the next batch is on
                 // its way while the oldest one is being confirmed.
                 let mut read_failed = false;
-                while replay.is_none() && window.batches() < READ_AHEAD_BATCHES {
+                let read_ahead = self.sink.window_batches().max(1);
+                while replay.is_none() && window.batches() < read_ahead {
                     match self.fill(&mut window, next, &mut shutdown).await {
                         Ok(Some(last)) => next = last + 1,
                         Ok(None) => break,
@@ -184,7 +180,8 @@ impl FlowRunner {
             return Ok(None);
         };
         let count = records.len();
-        window.push(last, count, self.prepare(records));
+        let prepared = self.prepare(records);
+        window.push(last, count, prepared);
         Ok(Some(last))
     }
 
