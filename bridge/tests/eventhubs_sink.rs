@@ -721,6 +721,34 @@ const OUTAGE_OP_TIMEOUT: Duration = Duration::from_secs(120);
 /// benchmark runs), so one outage proves little.
 const OUTAGES: usize = 8;
 
+/// A connection the destination closed while the sink was idle (a restart
+/// between batches, or the service dropping an idle connection) is
+/// replaced before the next batch: that batch goes at the first try.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_while_idle_is_replaced_before_the_next_batch() {
+    init_tracing();
+    let peer = peer().await;
+    let mut sink = sink(&peer, PartitionStrategy::Default);
+    let first = messages(0, 10);
+    send(&mut sink, &first).await.expect("before the cut");
+    let connections = peer.stats().connections;
+    peer.drop_connections();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while peer.open_connections() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let second = messages(10, 10);
+    send(&mut sink, &second)
+        .await
+        .expect("the first try goes, on a new connection");
+    assert!(peer.stats().connections > connections, "a new connection");
+    let all: Vec<_> = first.iter().chain(&second).cloned().collect();
+    assert_delivered_in_order(&peer.events(), &all);
+    assert_eq!(peer.events().len(), 20, "each once");
+}
+
 /// A sink that sends SDK batches of 25, keyed by the `device` property,
 /// with an operation time-out of [`OUTAGE_OP_TIMEOUT`].
 fn outage_sink(peer: &EventHubsPeer, name: &str) -> EventHubsSink {

@@ -311,10 +311,23 @@ impl EventHubsSink {
     }
 
     /// The open client of `hub` for `lane`, opening one if needed.
+    /// A client whose connection closed meanwhile (the peer went away or
+    /// dropped an idle connection) is replaced before it is used: the SDK
+    /// would reconnect by itself, on a socket the batch task does not watch.
     async fn client(&mut self, hub: &str, lane: usize) -> Result<Client, SendError> {
         let lanes = self.lanes_per_hub();
-        if let Some(Some(client)) = self.lanes.get(hub).and_then(|l| l.get(lane)) {
-            return Ok(client.clone());
+        if let Some(slot) = self.lanes.get_mut(hub).and_then(|l| l.get_mut(lane)) {
+            match slot.take() {
+                Some(client) if client.socket.is_closed() => {
+                    debug!(hub, lane, "the connection closed; opening a new one");
+                    close_in_background(Vec::new(), vec![client.producer]);
+                }
+                Some(client) => {
+                    *slot = Some(client.clone());
+                    return Ok(client);
+                }
+                None => {}
+            }
         }
         let opened = self.open(hub).await?;
         let slots = self.lanes.entry(hub.to_string()).or_default();

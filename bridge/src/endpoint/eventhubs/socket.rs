@@ -78,10 +78,10 @@ impl ClientSocket {
         !self.sockets.is_empty()
     }
 
-    /// Whether every socket of the client is closed or no longer
-    /// established (the peer closed or reset it).
-    fn is_closed(&self) -> bool {
-        self.sockets.iter().all(|s| !s.is_established())
+    /// Whether the client's socket is known and every one is closed or no
+    /// longer established (the peer closed or reset it).
+    pub fn is_closed(&self) -> bool {
+        self.known() && self.sockets.iter().all(|s| !s.is_established())
     }
 
     /// Resolves once the client's connection is gone; never if its socket
