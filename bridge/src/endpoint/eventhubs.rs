@@ -278,6 +278,8 @@ pub struct EventHubsSink {
     progress: Option<Progress>,
     /// The sender link's largest message, once the SDK named it.
     link_max: Option<u64>,
+    /// Resolves when the last batch started was handed to the SDK.
+    last_handed: Option<oneshot::Receiver<()>>,
     /// Whether a run of events the size bound says fits may start without
     /// waiting for its filling; off for good if the bound was ever wrong.
     trust_bound: bool,
@@ -298,6 +300,7 @@ impl EventHubsSink {
             reload_pending: false,
             progress: None,
             link_max: None,
+            last_handed: None,
             trust_bound: true,
         }
     }
@@ -466,6 +469,7 @@ impl EventHubsSink {
             let all_fit = self.trust_bound
                 && limit.is_some_and(|limit| self.bound(messages, &placement) <= limit);
             let copy = self.settings.copy_mqtt_properties;
+            let (handed_tx, handed_rx) = oneshot::channel();
             let job = BatchJob {
                 client: client.producer,
                 socket: client.socket,
@@ -481,8 +485,11 @@ impl EventHubsSink {
                 },
                 all_fit,
                 learn_link_max: self.link_max.is_none(),
+                after: self.last_handed.take(),
+                handed: handed_tx,
                 timeout: self.settings.operation_timeout,
             };
+            self.last_handed = Some(handed_rx);
             let count = messages.len();
             let (filled_tx, filled_rx) = oneshot::channel();
             let handle = tokio::spawn(job.run(filled_tx));

@@ -43,6 +43,12 @@ pub(super) struct BatchJob {
     pub all_fit: bool,
     /// Ask the SDK for the link's largest message first.
     pub learn_link_max: bool,
+    /// Resolves (or fails) once the batch started before this one was
+    /// handed to the SDK: batches filled at once still leave in window
+    /// order.
+    pub after: Option<oneshot::Receiver<()>>,
+    /// Told when this batch is handed to the SDK.
+    pub handed: oneshot::Sender<()>,
     pub timeout: Duration,
 }
 
@@ -63,7 +69,7 @@ impl BatchJob {
     /// and waits for its settlement. An error before the batch was filled
     /// goes to `filled` as well.
     pub async fn run(
-        self,
+        mut self,
         filled: oneshot::Sender<Result<Filled, SendError>>,
     ) -> Result<(), SendError> {
         let (hub, timeout) = (self.hub.clone(), self.timeout);
@@ -72,6 +78,8 @@ impl BatchJob {
         let socket = self.socket.clone();
         let expected = self.events.len();
         let all_fit = self.all_fit;
+        let after = self.after.take();
+        let handed = std::mem::replace(&mut self.handed, oneshot::channel().0);
         let (batch, fill) = match self.fill(&client).await {
             Ok(done) => done,
             Err(err) => {
@@ -89,6 +97,11 @@ impl BatchJob {
                 "a batch for {hub} took {count} of {expected} events, sure to fit; not sent"
             )));
         }
+        if let Some(after) = after {
+            // A batch before this one that failed or was stopped frees it too.
+            let _ = after.await;
+        }
+        let _ = handed.send(());
         let sent = tokio::select! {
             sent = tokio::time::timeout(timeout, client.send_batch(batch, None)) => sent,
             () = socket.closed() => {
