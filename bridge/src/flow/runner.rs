@@ -180,8 +180,7 @@ impl FlowRunner {
             return Ok(None);
         };
         let count = records.len();
-        let prepared = self.prepare(records);
-        window.push(last, count, prepared);
+        window.push(last, count, self.prepare(records));
         Ok(Some(last))
     }
 
