@@ -405,7 +405,7 @@ fn event_hubs_endpoints_read_their_secret_and_batching() {
     assert_eq!(hubs.settings.namespace, "plant.servicebus.windows.net");
     assert_eq!((hubs.max_messages, hubs.max_bytes), (250, 500_000));
     assert_eq!(hubs.linger, std::time::Duration::from_millis(20));
-    assert_eq!(hubs.settings.max_in_flight_batches, 2, "the default");
+    assert_eq!(hubs.settings.max_in_flight_batches, 4, "the default");
     let debug = format!("{config:?}");
     assert!(!debug.contains("c2VjcmV0"), "the key never shows: {debug}");
 

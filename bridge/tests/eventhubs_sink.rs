@@ -713,6 +713,143 @@ async fn a_batch_confirmed_in_part_resumes_where_it_stopped() {
     }
 }
 
+/// The sink's operation time-out in the outage tests: far longer than any
+/// of their sends may take, so a send that waits on a dead connection for
+/// the time-out trips `SEND_BOUND` instead of passing slowly.
+const OUTAGE_OP_TIMEOUT: Duration = Duration::from_secs(120);
+/// Outages per test: a send stuck on a dead connection was a race (1 in 3
+/// benchmark runs), so one outage proves little.
+const OUTAGES: usize = 8;
+
+/// A connection the destination closed while the sink was idle (a restart
+/// between batches, or the service dropping an idle connection) is
+/// replaced before the next batch: that batch goes at the first try.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_while_idle_is_replaced_before_the_next_batch() {
+    init_tracing();
+    let peer = peer().await;
+    let mut sink = sink(&peer, PartitionStrategy::Default);
+    let first = messages(0, 10);
+    send(&mut sink, &first).await.expect("before the cut");
+    let connections = peer.stats().connections;
+    peer.drop_connections();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while peer.open_connections() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let second = messages(10, 10);
+    send(&mut sink, &second)
+        .await
+        .expect("the first try goes, on a new connection");
+    assert!(peer.stats().connections > connections, "a new connection");
+    let all: Vec<_> = first.iter().chain(&second).cloned().collect();
+    assert_delivered_in_order(&peer.events(), &all);
+    assert_eq!(peer.events().len(), 20, "each once");
+}
+
+/// A sink that sends SDK batches of 25, keyed by the `device` property,
+/// with an operation time-out of [`OUTAGE_OP_TIMEOUT`].
+fn outage_sink(peer: &EventHubsPeer, name: &str) -> EventHubsSink {
+    let mut settings = settings(peer, PartitionStrategy::Property("device".to_string()));
+    settings.operation_timeout = OUTAGE_OP_TIMEOUT;
+    settings.batch_max_messages = 25;
+    EventHubsSink::new(settings, name)
+}
+
+/// [`messages`] in runs of 25 of one device (`d0`, `d1`, ...): batches of
+/// two keys, so both lanes are in use, and each key keeps its order.
+fn device_runs(from: usize, n: usize) -> Vec<OutboundMessage> {
+    let mut runs = messages(from, n);
+    for (i, m) in runs.iter_mut().enumerate() {
+        m.message.user_properties = vec![("device".to_string(), format!("d{}", (i / 25) % 2))];
+    }
+    runs
+}
+
+/// What the flow does while the destination goes away under it: one
+/// window, which must fail, and fail well within `SEND_BOUND`.
+async fn send_while_down(sink: &mut EventHubsSink, backlog: &[OutboundMessage], outage: usize) {
+    let tried = tokio::time::timeout(SEND_BOUND, sink.send_window(backlog, 50))
+        .await
+        .unwrap_or_else(|_| panic!("outage {outage}: a send waited on a dead connection"));
+    let err = tried.expect_err("the destination is down");
+    assert_eq!(err.kind, ErrorKind::Transient, "{err}");
+}
+
+/// The benchmark's outage, several times over, at its worst moment: the
+/// destination cuts the connections while batches are on them unsettled
+/// (it stored them; the sender cannot know) and refuses new ones, then
+/// returns. The fe2o3 stack never completes such a send; the sink must
+/// notice the closed connection instead of waiting for the operation
+/// time-out (two minutes here; each call is bounded by `SEND_BOUND`). Every
+/// message arrives, in order per key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_outage_the_backlog_goes_without_waiting_for_the_time_out() {
+    init_tracing();
+    let peer = peer().await;
+    let mut sink = outage_sink(&peer, "outage");
+    let mut sent = Vec::new();
+    for outage in 0..OUTAGES {
+        let before = device_runs(outage * 1000, 100);
+        send_as_a_flow(&mut sink, &before, 50, |err| panic!("before: {err}")).await;
+        peer.refuse_connections(true);
+        peer.drop_on_transfer(true);
+        let backlog = device_runs(outage * 1000 + 100, 200);
+        send_while_down(&mut sink, &backlog, outage).await;
+        peer.drop_on_transfer(false);
+        peer.refuse_connections(false);
+        send_as_a_flow(&mut sink, &backlog, 50, |err| {
+            assert_eq!(err.kind, ErrorKind::Transient, "{err}")
+        })
+        .await;
+        sent.extend(before);
+        sent.extend(backlog);
+    }
+    assert!(peer.stats().dropped >= OUTAGES as u64);
+    assert_delivered_in_order_per_key(&peer.events(), &sent, device);
+}
+
+/// The same with the destination stopped (listener and connections gone)
+/// while batches wait for its settlement, and a new one started on the same
+/// port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_destination_gets_the_backlog_without_waiting_for_the_time_out() {
+    init_tracing();
+    let mut peer = peer().await;
+    let port = peer.port();
+    let mut sink = outage_sink(&peer, "restart");
+    let (mut sent, mut arrived) = (Vec::new(), Vec::new());
+    for outage in 0..OUTAGES {
+        let before = device_runs(outage * 1000, 100);
+        send_as_a_flow(&mut sink, &before, 50, |err| panic!("before: {err}")).await;
+        peer.settle_slowly(Some(OUTAGE_OP_TIMEOUT));
+        let backlog = device_runs(outage * 1000 + 100, 200);
+        let stopping = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            arrived.extend(peer.events());
+            drop(peer);
+        };
+        tokio::join!(send_while_down(&mut sink, &backlog, outage), stopping);
+        peer = EventHubsPeer::start_with(PeerOptions {
+            port,
+            hubs: Some(vec![HUB.to_string()]),
+            ..Default::default()
+        })
+        .await
+        .expect("the peer starts again on its port");
+        send_as_a_flow(&mut sink, &backlog, 50, |err| {
+            assert_eq!(err.kind, ErrorKind::Transient, "{err}")
+        })
+        .await;
+        sent.extend(before);
+        sent.extend(backlog);
+    }
+    arrived.extend(peer.events());
+    assert_delivered_in_order_per_key(&arrived, &sent, device);
+}
+
 // ---- batches in flight ------------------------------------------------------
 
 /// Sends `messages` as a data flow does: a window of up to two flow batches
@@ -760,21 +897,18 @@ async fn send_as_a_flow(
     }
 }
 
-/// A sink with SDK batches of 10 (`in_flight` batches on their way, or the
-/// default 2) sends a window of 30 while the peer takes 300 ms to settle
+/// A sink with SDK batches of 10 (`in_flight` batches on their way) sends
+/// a window of 30 while the peer takes 300 ms to settle
 /// each batch, long enough for later batches to leave before the first is
 /// confirmed. Returns the sink, the window and how many the call confirmed.
 async fn first_of_slow_batches(
     peer: &EventHubsPeer,
-    in_flight: Option<usize>,
+    in_flight: usize,
     name: &str,
 ) -> (EventHubsSink, Vec<OutboundMessage>, usize) {
     let mut settings = settings(peer, PartitionStrategy::Default);
     settings.batch_max_messages = 10;
-    match in_flight {
-        Some(n) => settings.max_in_flight_batches = n,
-        None => assert_eq!(settings.max_in_flight_batches, 2, "the default"),
-    }
+    settings.max_in_flight_batches = in_flight;
     let mut sink = EventHubsSink::new(settings, name);
     let window = messages(0, 30);
     peer.settle_slowly(Some(Duration::from_millis(300)));
@@ -789,7 +923,7 @@ async fn first_of_slow_batches(
 async fn a_window_keeps_two_batches_in_flight_on_two_connections() {
     init_tracing();
     let peer = peer().await;
-    let (mut sink, window, confirmed) = first_of_slow_batches(&peer, None, "in-flight").await;
+    let (mut sink, window, confirmed) = first_of_slow_batches(&peer, 2, "in-flight").await;
     assert!((10..=20).contains(&confirmed), "{confirmed}");
     assert!(
         peer.stats().transfers >= 2,
@@ -861,7 +995,7 @@ async fn batches_in_flight_keep_the_order_of_each_key_through_cuts() {
 async fn closing_with_batches_in_flight_closes_every_connection() {
     init_tracing();
     let peer = peer().await;
-    let (mut sink, _, confirmed) = first_of_slow_batches(&peer, Some(3), "closing").await;
+    let (mut sink, _, confirmed) = first_of_slow_batches(&peer, 3, "closing").await;
     assert!(confirmed < 30, "batches are still in flight: {confirmed}");
     assert_eq!(peer.open_connections(), 3);
     sink.close().await;

@@ -8,17 +8,23 @@
 //! it is full, or at `batch_max_messages`. Every event carries the
 //! message's stable id as its AMQP message-id.
 //!
-//! Up to `max_in_flight_batches` SDK batches are on their way at once, each
-//! on its own connection ([`in_flight`]): waiting for each batch's
-//! settlement before sending the next left both sides idle most of the
-//! time (issue 4). Batches with a partition key or a fixed partition stay
+//! Up to `max_in_flight_batches` (default 4) SDK batches are on their way
+//! at once, each on its own connection ([`in_flight`]): waiting for each
+//! batch's settlement before sending the next left both sides idle most of
+//! the time (issue 4). A batch whose events the size bound says fit
+//! ([`size_bound`]) is filled in its own task while the next one starts;
+//! the flow reads one batch more than there are in flight
+//! ([`Sink::window_batches`]), so one is ready whenever one is confirmed. Batches with a partition key or a fixed partition stay
 //! one at a time per key, so their order holds even when one fails and is
 //! sent again; batches without a key share the connections freely.
 //!
 //! What the SDK does not do, this sink does (`shared/reference/eventhubs-amqp.md`):
 //! - every SDK call has a time-out ([`EventHubsEndpoint::operation_timeout`]):
 //!   a send issued as the connection dies, a silent peer, a transfer that is
-//!   never settled all hang otherwise;
+//!   never settled all hang otherwise; and a batch waiting for its
+//!   settlement fails as soon as its connection's socket closes
+//!   ([`socket`]), instead of at the time-out;
+//! - `TCP_NODELAY` on the SDK's connections ([`socket`]);
 //! - after a time-out or any error other than a throttling rejection the
 //!   clients are dropped (and the batches in flight stopped), so the next
 //!   `send` opens new connections (the SDK never retries `open`) and sends
@@ -55,9 +61,12 @@ use super::{ErrorKind, OutboundMessage, SendError, Sink};
 
 mod in_flight;
 mod job;
+mod size_bound;
+mod socket;
 
 use in_flight::{InFlight, InFlightQueue};
-use job::BatchJob;
+use job::{BatchJob, Filled};
+use socket::ClientSocket;
 
 /// Application property that carries the MQTT topic (with
 /// `copy_mqtt_properties`).
@@ -71,7 +80,7 @@ pub const MESSAGE_EXPIRY_PROPERTY: &str = "Message Expiry Interval";
 pub const CORRELATION_DATA_PROPERTY: &str = "Correlation Data";
 
 /// Default for [`EventHubsEndpoint::max_in_flight_batches`].
-pub const DEFAULT_MAX_IN_FLIGHT_BATCHES: usize = 2;
+pub const DEFAULT_MAX_IN_FLIGHT_BATCHES: usize = 4;
 
 /// Default for [`EventHubsEndpoint::operation_timeout`].
 pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
@@ -141,7 +150,7 @@ pub enum EventHubsCredential {
 impl EventHubsEndpoint {
     /// Settings with the defaults: `Default` partitioning, properties
     /// copied, batches of up to 1000 events and the link's size, 30 s
-    /// time-outs, 2 batches in flight.
+    /// time-outs, 4 batches in flight.
     pub fn new(namespace: impl Into<String>, connection_string: impl Into<String>) -> Self {
         Self::with_credential(
             namespace,
@@ -235,6 +244,23 @@ impl Progress {
 /// The task sending one SDK batch.
 type SendTask = JoinHandle<Result<(), SendError>>;
 
+/// How a batch in flight reports its filling.
+type FillReport = oneshot::Receiver<Result<Filled, SendError>>;
+
+/// A batch's task, and its fill report when the sink did not wait for it
+/// (it was sure every event fits, see [`size_bound`]).
+struct BatchTask {
+    handle: SendTask,
+    unread_fill: Option<FillReport>,
+}
+
+/// An open SDK client (one AMQP connection) and its TCP socket.
+#[derive(Clone)]
+struct Client {
+    producer: Arc<ProducerClient>,
+    socket: ClientSocket,
+}
+
 /// The Event Hubs sink of one data flow.
 pub struct EventHubsSink {
     settings: EventHubsEndpoint,
@@ -243,13 +269,20 @@ pub struct EventHubsSink {
     credential: Result<EventHubsCredential, SendError>,
     application_id: String,
     /// The open clients of each hub, by lane (see [`in_flight`]).
-    lanes: HashMap<String, Vec<Option<Arc<ProducerClient>>>>,
-    in_flight: InFlightQueue<SendTask>,
+    lanes: HashMap<String, Vec<Option<Client>>>,
+    in_flight: InFlightQueue<BatchTask>,
     /// Set by a fatal error: the next connection reads the credential again.
     reload_pending: bool,
     /// Whether `batch_max_bytes` fits the link (it is dropped if not).
     use_max_bytes: bool,
     progress: Option<Progress>,
+    /// The sender link's largest message, once the SDK named it.
+    link_max: Option<u64>,
+    /// Resolves when the last batch started was handed to the SDK.
+    last_handed: Option<oneshot::Receiver<()>>,
+    /// Whether a run of events the size bound says fits may start without
+    /// waiting for its filling; off for good if the bound was ever wrong.
+    trust_bound: bool,
 }
 
 impl EventHubsSink {
@@ -266,6 +299,9 @@ impl EventHubsSink {
             in_flight: InFlightQueue::default(),
             reload_pending: false,
             progress: None,
+            link_max: None,
+            last_handed: None,
+            trust_bound: true,
         }
     }
 
@@ -278,20 +314,34 @@ impl EventHubsSink {
     }
 
     /// The open client of `hub` for `lane`, opening one if needed.
-    async fn client(&mut self, hub: &str, lane: usize) -> Result<Arc<ProducerClient>, SendError> {
+    /// A client whose connection closed meanwhile (the peer went away or
+    /// dropped an idle connection) is replaced before it is used: the SDK
+    /// would reconnect by itself, on a socket the batch task does not watch.
+    async fn client(&mut self, hub: &str, lane: usize) -> Result<Client, SendError> {
         let lanes = self.lanes_per_hub();
-        if let Some(Some(client)) = self.lanes.get(hub).and_then(|l| l.get(lane)) {
-            return Ok(client.clone());
+        if let Some(slot) = self.lanes.get_mut(hub).and_then(|l| l.get_mut(lane)) {
+            match slot.take() {
+                Some(client) if client.socket.is_closed() => {
+                    debug!(hub, lane, "the connection closed; opening a new one");
+                    close_in_background(Vec::new(), vec![client.producer]);
+                }
+                Some(client) => {
+                    *slot = Some(client.clone());
+                    return Ok(client);
+                }
+                None => {}
+            }
         }
-        let opened = Arc::new(self.open(hub).await?);
+        let opened = self.open(hub).await?;
         let slots = self.lanes.entry(hub.to_string()).or_default();
         slots.resize(lanes.max(slots.len()), None);
         slots[lane] = Some(opened.clone());
         Ok(opened)
     }
 
-    /// A new client (AMQP connection) to `hub`.
-    async fn open(&mut self, hub: &str) -> Result<ProducerClient, SendError> {
+    /// A new client (AMQP connection) to `hub`, with `TCP_NODELAY` (see
+    /// [`socket`]).
+    async fn open(&mut self, hub: &str) -> Result<Client, SendError> {
         self.reload_credential();
         let credential = self.credential.clone()?;
         if hub.is_empty() {
@@ -305,6 +355,9 @@ impl EventHubsSink {
         if let Some(endpoint) = &self.settings.custom_endpoint {
             builder = builder.with_custom_endpoint(endpoint.clone());
         }
+        let before = socket::Before::look(socket::endpoint_port(
+            self.settings.custom_endpoint.as_deref(),
+        ));
         let opening = async {
             match credential {
                 EventHubsCredential::ConnectionString(connection_string) => {
@@ -328,8 +381,18 @@ impl EventHubsSink {
                 ))
             })?
             .map_err(|err| sdk_error(&format!("connecting to event hub {hub}"), &err))?;
+        let socket = before.new_client();
+        if !socket.known() {
+            debug!(
+                hub,
+                "the client's TCP socket was not found: no TCP_NODELAY, no watch"
+            );
+        }
         info!(hub, "connected to Event Hubs");
-        Ok(opened)
+        Ok(Client {
+            producer: Arc::new(opened),
+            socket,
+        })
     }
 
     /// After a fatal error, takes the credential as its secrets say now.
@@ -360,14 +423,19 @@ impl EventHubsSink {
             .in_flight
             .drain()
             .map(|batch| {
-                batch.task.abort();
-                batch.task
+                batch.task.handle.abort();
+                batch.task.handle
             })
             .collect();
         let clients: Vec<(String, Arc<ProducerClient>)> = self
             .lanes
             .drain()
-            .flat_map(|(hub, lanes)| lanes.into_iter().flatten().map(move |c| (hub.clone(), c)))
+            .flat_map(|(hub, lanes)| {
+                lanes
+                    .into_iter()
+                    .flatten()
+                    .map(move |c| (hub.clone(), c.producer))
+            })
             .collect();
         for (hub, _) in &clients {
             debug!(hub, "dropping the Event Hubs client");
@@ -396,55 +464,136 @@ impl EventHubsSink {
                 return Ok(None);
             };
             let client = self.client(&hub, lane).await?;
+            let messages = self.candidates(&window[next..], &hub, &placement);
+            let limit = self.batch_limit();
+            let all_fit = self.trust_bound
+                && limit.is_some_and(|limit| self.bound(messages, &placement) <= limit);
+            let copy = self.settings.copy_mqtt_properties;
+            let (handed_tx, handed_rx) = oneshot::channel();
             let job = BatchJob {
-                client,
-                events: self.candidates(&window[next..], &hub, &placement),
+                client: client.producer,
+                socket: client.socket,
+                events: messages.iter().map(|m| event_data(m, copy)).collect(),
                 hub: hub.clone(),
                 placement: placement.clone(),
-                max_bytes: self
-                    .use_max_bytes
-                    .then_some(self.settings.batch_max_bytes)
-                    .flatten(),
+                max_bytes: if all_fit {
+                    limit
+                } else {
+                    self.use_max_bytes
+                        .then_some(self.settings.batch_max_bytes)
+                        .flatten()
+                },
+                all_fit,
+                learn_link_max: self.link_max.is_none(),
+                after: self.last_handed.take(),
+                handed: handed_tx,
                 timeout: self.settings.operation_timeout,
             };
+            self.last_handed = Some(handed_rx);
+            let count = messages.len();
             let (filled_tx, filled_rx) = oneshot::channel();
-            let task = tokio::spawn(job.run(filled_tx));
-            let filled = filled_rx
-                .await
-                .unwrap_or_else(|_| Err(SendError::transient("the batch task stopped")))?;
-            if filled.dropped_max_bytes {
-                self.use_max_bytes = false;
-            }
-            if filled.count == 0 {
+            let handle = tokio::spawn(job.run(filled_tx));
+            let (count, unread_fill) = if all_fit {
+                (count, Some(filled_rx))
+            } else {
+                let filled = filled_rx
+                    .await
+                    .unwrap_or_else(|_| Err(SendError::transient("the batch task stopped")))?;
+                self.learn(&filled);
+                (filled.count, None)
+            };
+            if count == 0 {
                 return Ok(Some(next));
             }
             self.in_flight.push(InFlight {
                 first_id: first.id.clone(),
-                count: filled.count,
+                count,
                 hub,
                 placement,
                 lane,
-                task,
+                task: BatchTask {
+                    handle,
+                    unread_fill,
+                },
             });
         }
     }
 
-    /// The events for an SDK batch from the front of `messages`: those with
-    /// the same hub and placement, up to `batch_max_messages`.
-    fn candidates(
+    /// What a filled batch told about the link.
+    fn learn(&mut self, filled: &Filled) {
+        if filled.dropped_max_bytes {
+            self.use_max_bytes = false;
+        }
+        if let Some(max) = filled.link_max {
+            self.link_max = Some(max);
+        }
+    }
+
+    /// The size limit of a batch, once the link's is known: the link's, or
+    /// the configured `batch_max_bytes` below it.
+    fn batch_limit(&self) -> Option<u64> {
+        let link = self.link_max?;
+        Some(match self.settings.batch_max_bytes {
+            Some(max) if max <= link => max,
+            _ => link,
+        })
+    }
+
+    /// The most bytes an SDK batch of `messages` can take: the SDK counts
+    /// the first event twice (it sizes the envelope from it).
+    fn bound(&self, messages: &[OutboundMessage], placement: &Placement) -> u64 {
+        let copy = self.settings.copy_mqtt_properties;
+        let key = match placement {
+            Placement::Key(key) => Some(key.as_str()),
+            _ => None,
+        };
+        let first = messages
+            .first()
+            .map_or(0, |m| size_bound::event_bound(m, copy, key));
+        first
+            + messages
+                .iter()
+                .map(|m| size_bound::event_bound(m, copy, key))
+                .sum::<u64>()
+    }
+
+    /// After a batch failed: if it was started sure to fit and did not,
+    /// the bound is wrong for this traffic, and every later batch waits
+    /// for its filling.
+    fn check_bound(&mut self, batch: Option<&mut InFlight<BatchTask>>) {
+        let Some(batch) = batch else { return };
+        let Some(fill) = batch.task.unread_fill.as_mut() else {
+            return;
+        };
+        if let Ok(Ok(filled)) = fill.try_recv() {
+            self.learn(&filled);
+            if filled.count < batch.count {
+                warn!(
+                    took = filled.count,
+                    bound_said = batch.count,
+                    "an Event Hubs batch took fewer events than the size bound said; \
+                     waiting for each batch's filling from now on"
+                );
+                self.trust_bound = false;
+            }
+        }
+    }
+
+    /// The messages for an SDK batch from the front of `messages`: those
+    /// with the same hub and placement, up to `batch_max_messages`.
+    fn candidates<'m>(
         &self,
-        messages: &[OutboundMessage],
+        messages: &'m [OutboundMessage],
         hub: &str,
         placement: &Placement,
-    ) -> Vec<EventData> {
+    ) -> &'m [OutboundMessage] {
         let strategy = &self.settings.partition_strategy;
-        let copy = self.settings.copy_mqtt_properties;
-        messages
+        let count = messages
             .iter()
             .take(self.settings.batch_max_messages.max(1))
             .take_while(|m| m.destination == hub && placement_of(strategy, m) == *placement)
-            .map(|m| event_data(m, copy))
-            .collect()
+            .count();
+        &messages[..count]
     }
 
     /// Sends from `window[confirmed..]` until at least `want` messages at its
@@ -475,8 +624,11 @@ impl EventHubsSink {
                     ),
                 ));
             };
-            let outcome = (&mut front.task).await;
-            let batch = self.in_flight.pop_front();
+            let outcome = (&mut front.task.handle).await;
+            let mut batch = self.in_flight.pop_front();
+            if outcome.as_ref().is_ok_and(|sent| sent.is_err()) {
+                self.check_bound(batch.as_mut());
+            }
             match outcome {
                 Ok(Ok(())) => *confirmed += batch.map_or(0, |b| b.count),
                 Ok(Err(err)) => return Err(err),
@@ -599,8 +751,15 @@ impl Sink for EventHubsSink {
         }
     }
 
+    /// One flow batch for each SDK batch in flight, and one more, so that
+    /// a batch is ready whenever one is confirmed. (A flow batch and an SDK
+    /// batch both hold up to `batching.maxMessages` events.)
+    fn window_batches(&self) -> usize {
+        self.lanes_per_hub() + 1
+    }
+
     async fn close(&mut self) {
-        let stopped: Vec<SendTask> = self.in_flight.drain().map(|b| b.task).collect();
+        let stopped: Vec<SendTask> = self.in_flight.drain().map(|b| b.task.handle).collect();
         for task in stopped {
             // Stopped, then awaited: its hold on the client goes with it.
             task.abort();
@@ -608,7 +767,7 @@ impl Sink for EventHubsSink {
         }
         for (_, lanes) in self.lanes.drain() {
             for client in lanes.into_iter().flatten() {
-                if let Ok(client) = Arc::try_unwrap(client) {
+                if let Ok(client) = Arc::try_unwrap(client.producer) {
                     let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
                 }
             }

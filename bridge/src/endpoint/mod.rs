@@ -118,6 +118,13 @@ pub trait Sink: Send {
         self.send(&window[..want]).await.map(|()| want)
     }
 
+    /// How many flow batches the caller should hold in its window (read
+    /// ahead of the oldest unconfirmed one): enough for every message this
+    /// sink can have in flight, and one more ready when a slot frees.
+    fn window_batches(&self) -> usize {
+        2
+    }
+
     /// Releases connections and files.
     async fn close(&mut self);
 }

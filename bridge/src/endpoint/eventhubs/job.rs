@@ -5,7 +5,13 @@
 //! The SDK's batch borrows its client, so creating, filling and sending
 //! all happen inside the task. How many events fit is known only once the
 //! batch is full; the task reports that ([`Filled`]) before it sends, and
-//! the sink starts the next batch from there.
+//! the sink starts the next batch from there, unless the size bound said
+//! every candidate fits ([`super::size_bound`]): then the sink starts the
+//! next batch at once and this one is filled meanwhile, on another core.
+//!
+//! While the batch waits for its settlement, the task watches the
+//! connection's socket: the SDK never completes a send whose connection
+//! died after the transfer was written (see [`super::socket`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,18 +22,33 @@ use azure_messaging_eventhubs::{EventDataBatchOptions, ProducerClient};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
+use super::socket::ClientSocket;
 use super::{sdk_error, Placement};
 use crate::endpoint::SendError;
 
 /// What one task is to send.
 pub(super) struct BatchJob {
     pub client: Arc<ProducerClient>,
+    /// The socket of `client`'s connection.
+    pub socket: ClientSocket,
     pub hub: String,
     pub placement: Placement,
     /// The candidates, in order; the batch takes as many as fit.
     pub events: Vec<EventData>,
     /// Size limit asked of the SDK; `None` is the link's.
     pub max_bytes: Option<u64>,
+    /// Set when the sink started the next batch without waiting for this
+    /// one's filling, sure that all `events` fit: if they do not, nothing is
+    /// sent and the task fails.
+    pub all_fit: bool,
+    /// Ask the SDK for the link's largest message first.
+    pub learn_link_max: bool,
+    /// Resolves (or fails) once the batch started before this one was
+    /// handed to the SDK: batches filled at once still leave in window
+    /// order.
+    pub after: Option<oneshot::Receiver<()>>,
+    /// Told when this batch is handed to the SDK.
+    pub handed: oneshot::Sender<()>,
     pub timeout: Duration,
 }
 
@@ -39,6 +60,8 @@ pub(super) struct Filled {
     pub count: usize,
     /// The requested `max_bytes` was over the link's limit and dropped.
     pub dropped_max_bytes: bool,
+    /// The link's largest message, when asked for.
+    pub link_max: Option<u64>,
 }
 
 impl BatchJob {
@@ -46,12 +69,17 @@ impl BatchJob {
     /// and waits for its settlement. An error before the batch was filled
     /// goes to `filled` as well.
     pub async fn run(
-        self,
+        mut self,
         filled: oneshot::Sender<Result<Filled, SendError>>,
     ) -> Result<(), SendError> {
         let (hub, timeout) = (self.hub.clone(), self.timeout);
         let placement = self.placement.clone();
         let client = self.client.clone();
+        let socket = self.socket.clone();
+        let expected = self.events.len();
+        let all_fit = self.all_fit;
+        let after = self.after.take();
+        let handed = std::mem::replace(&mut self.handed, oneshot::channel().0);
         let (batch, fill) = match self.fill(&client).await {
             Ok(done) => done,
             Err(err) => {
@@ -64,14 +92,30 @@ impl BatchJob {
         if count == 0 {
             return Ok(());
         }
-        tokio::time::timeout(timeout, client.send_batch(batch, None))
-            .await
-            .map_err(|_| {
-                SendError::transient(format!(
-                    "event hub {hub} did not confirm a batch of {count} within {timeout:?}"
-                ))
-            })?
-            .map_err(|err| sdk_error(&format!("sending {count} events to {hub}"), &err))?;
+        if all_fit && count < expected {
+            return Err(SendError::transient(format!(
+                "a batch for {hub} took {count} of {expected} events, sure to fit; not sent"
+            )));
+        }
+        if let Some(after) = after {
+            // A batch before this one that failed or was stopped frees it too.
+            let _ = after.await;
+        }
+        let _ = handed.send(());
+        let sent = tokio::select! {
+            sent = tokio::time::timeout(timeout, client.send_batch(batch, None)) => sent,
+            () = socket.closed() => {
+                return Err(SendError::transient(format!(
+                    "the connection to event hub {hub} closed before a batch of {count} was confirmed"
+                )));
+            }
+        };
+        sent.map_err(|_| {
+            SendError::transient(format!(
+                "event hub {hub} did not confirm a batch of {count} within {timeout:?}"
+            ))
+        })?
+        .map_err(|err| sdk_error(&format!("sending {count} events to {hub}"), &err))?;
         debug!(hub, count, ?placement, "batch accepted");
         Ok(())
     }
@@ -82,6 +126,11 @@ impl BatchJob {
     ) -> Result<(azure_messaging_eventhubs::EventDataBatch<'c>, Filled), SendError> {
         let hub = &self.hub;
         let mut max_bytes = self.max_bytes;
+        let link_max = if self.learn_link_max {
+            self.link_max(client).await?
+        } else {
+            None
+        };
         let batch = loop {
             let options = batch_options(&self.placement, max_bytes);
             let created = tokio::time::timeout(self.timeout, client.create_batch(Some(options)))
@@ -120,8 +169,35 @@ impl BatchJob {
             Filled {
                 count,
                 dropped_max_bytes,
+                link_max,
             },
         ))
+    }
+
+    /// The link's largest message: the SDK names it when asked for a batch
+    /// larger than it.
+    async fn link_max(&self, client: &ProducerClient) -> Result<Option<u64>, SendError> {
+        let options = batch_options(&self.placement, Some(u64::MAX));
+        let created = tokio::time::timeout(self.timeout, client.create_batch(Some(options)))
+            .await
+            .map_err(|_| {
+                SendError::transient(format!(
+                    "creating a batch for {} took over {:?}",
+                    self.hub, self.timeout
+                ))
+            })?;
+        Ok(match created {
+            Err(err) => match err.kind {
+                SdkErrorKind::InvalidBatchSize { max_allowed, .. } => Some(max_allowed),
+                _ => {
+                    return Err(sdk_error(
+                        &format!("creating a batch for {}", self.hub),
+                        &err,
+                    ))
+                }
+            },
+            Ok(_) => None,
+        })
     }
 }
 
