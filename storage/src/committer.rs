@@ -193,14 +193,11 @@ impl<const N: usize> Buckets<N> {
         }
     }
 
-    /// Adds `n` observations of `value`.
-    fn observe(&self, value: f64, n: u64) {
-        match self.bounds.iter().position(|bound| value <= *bound) {
-            Some(i) => self.counts[i].fetch_add(n, Ordering::Relaxed),
-            None => self.above.fetch_add(n, Ordering::Relaxed),
-        };
-        self.sum_micros
-            .fetch_add((value * 1e6) as u64 * n, Ordering::Relaxed);
+    /// Adds one observation of `value`.
+    fn observe(&self, value: f64) {
+        let mut tally = Tally::new(self.bounds);
+        tally.observe(value);
+        self.add(&tally);
     }
 
     /// Adds observations tallied elsewhere.
@@ -318,7 +315,7 @@ impl CommitStats {
     pub(crate) fn committed(&self, records: usize) {
         self.commits.fetch_add(1, Ordering::Relaxed);
         self.records.fetch_add(records as u64, Ordering::Relaxed);
-        self.group_sizes.observe(records as f64, 1);
+        self.group_sizes.observe(records as f64);
     }
 
     /// A group commit failed.
