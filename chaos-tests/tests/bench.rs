@@ -67,7 +67,7 @@ fn quick_run_reports_every_row_and_backhaul_loses_nothing() {
     assert!(!report.contains("## Errors"), "{report}");
     assert!(report.contains("--quick"), "the exact command is recorded");
 
-    // Figures: a header with every system and both ratios, 18 rows per size.
+    // Figures: a header with every system and both ratios, 20 rows per size.
     let figures = table(&report, "## Figures");
     let header = &figures[0];
     for column in [
@@ -82,14 +82,14 @@ fn quick_run_reports_every_row_and_backhaul_loses_nothing() {
         assert!(header.contains(&column.to_string()), "{column}: {header:?}");
     }
     let rows = &figures[2..];
-    assert_eq!(rows.len(), 2 * 18, "{report}");
+    assert_eq!(rows.len(), 2 * 20, "{report}");
     for size in SIZES {
         let labels: Vec<&str> = rows
             .iter()
             .filter(|r| r[0] == size)
             .map(|r| r[1].as_str())
             .collect();
-        assert_eq!(labels.len(), 18, "{size}");
+        assert_eq!(labels.len(), 20, "{size}");
         for prefix in ["1 ", "2 ", "3 ", "4 ", "5 ", "generator"] {
             assert!(labels.iter().any(|l| l.starts_with(prefix)), "{prefix}");
         }

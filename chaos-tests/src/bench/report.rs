@@ -100,6 +100,24 @@ fn figures() -> Vec<Figure> {
             goal: "",
         },
         Figure {
+            label: "3 destination CPU per replayed message, µs",
+            value: |s| {
+                s.outage
+                    .as_ref()
+                    .and_then(|o| per_message_us(o.drain_cpu.destination, o.replay_rate))
+            },
+            goal: "",
+        },
+        Figure {
+            label: "3 counting subscriber / peer feed CPU per replayed message, µs",
+            value: |s| {
+                s.outage
+                    .as_ref()
+                    .and_then(|o| per_message_us(o.drain_cpu.counter, o.replay_rate))
+            },
+            goal: "",
+        },
+        Figure {
             label: "4 kill -9 during the outage: % of PUBACKed delivered",
             value: |s| s.crash.as_ref().map(|o| o.delivered_pct),
             goal: "Backhaul disk 100 %",
@@ -125,6 +143,13 @@ fn figures() -> Vec<Figure> {
             goal: "≪ 100 (not the limit)",
         },
     ]
+}
+
+/// CPU time per message, in µs, of a process that used `share` % of a
+/// core while `rate` messages per second passed: comparable across systems
+/// that ran at different rates.
+fn per_message_us(share: f64, rate: f64) -> Option<f64> {
+    (rate > 0.0).then(|| share / 100.0 / rate * 1e6)
 }
 
 fn median(values: &mut Vec<f64>) -> Option<f64> {
