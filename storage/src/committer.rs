@@ -112,13 +112,10 @@ pub(crate) enum Entries {
 }
 
 impl From<Vec<AppendEntry>> for Entries {
-    fn from(mut entries: Vec<AppendEntry>) -> Self {
-        match (entries.len(), entries.pop()) {
-            (1, Some(entry)) => Entries::One(entry),
-            (_, last) => {
-                entries.extend(last);
-                Entries::Many(entries)
-            }
+    fn from(entries: Vec<AppendEntry>) -> Self {
+        match <[AppendEntry; 1]>::try_from(entries) {
+            Ok([entry]) => Entries::One(entry),
+            Err(entries) => Entries::Many(entries),
         }
     }
 }

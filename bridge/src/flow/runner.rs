@@ -420,11 +420,9 @@ impl FlowRunner {
                 self.health.park(&self.name, &err.message);
                 self.settings.parked_retry
             }
-            ErrorKind::Throttled => backoff
-                .next_backoff()
-                .unwrap_or(self.settings.max_backoff)
+            ErrorKind::Throttled => capped_backoff(backoff, self.settings.max_backoff)
                 .max(self.settings.max_backoff / 4),
-            ErrorKind::Transient => transient_delay(backoff, self.settings.max_backoff),
+            ErrorKind::Transient => capped_backoff(backoff, self.settings.max_backoff),
         };
         warn!(err = %err, kind = err.kind.as_str(), retry_in = ?delay, messages, "send failed; the batch stays queued");
         delay
@@ -514,15 +512,15 @@ async fn acknowledge(queue: &FlowQueue, last: Seq, shutdown: &mut watch::Receive
     }
 }
 
-/// Sleeps; `false` if shutdown was requested meanwhile.
-/// The wait after a transient failure: the backoff's next interval, never
-/// over `max`. Its jitter (±50 %) would stretch a wait at the cap to 1.5 ×
-/// `max`, and the cap is the longest a returned destination waits for the
-/// replay (issue 4: ≤ 1 s in the benchmark, which sets 1 s).
-fn transient_delay(backoff: &mut ExponentialBackoff, max: Duration) -> Duration {
+/// The wait before a retry: the backoff's next interval, never over `max`
+/// (`maxBackoffSeconds`). Its jitter (±50 %) would stretch a wait at the
+/// cap to 1.5 × `max`, and the cap is the longest a returned destination
+/// waits for the replay (issue 4: ≤ 1 s in the benchmark, which sets 1 s).
+fn capped_backoff(backoff: &mut ExponentialBackoff, max: Duration) -> Duration {
     backoff.next_backoff().unwrap_or(max).min(max)
 }
 
+/// Sleeps; `false` if shutdown was requested meanwhile.
 async fn sleep_or_shutdown(delay: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(delay) => !*shutdown.borrow(),
@@ -542,7 +540,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_transient_wait_never_passes_the_cap_jitter_included() {
+    fn a_retry_wait_never_passes_the_cap_jitter_included() {
         let max = Duration::from_secs(1);
         let mut backoff = ExponentialBackoff {
             initial_interval: Duration::from_millis(200),
@@ -553,7 +551,7 @@ mod tests {
             ..ExponentialBackoff::default()
         };
         let waits: Vec<Duration> = (0..200)
-            .map(|_| transient_delay(&mut backoff, max))
+            .map(|_| capped_backoff(&mut backoff, max))
             .collect();
         assert!(waits.iter().all(|w| *w <= max), "{waits:?}");
         assert!(waits.contains(&max), "the cap is reached");
