@@ -573,6 +573,7 @@ impl Committer {
                     seq: 0,
                     time_ms: now_ms,
                     data: std::mem::take(&mut entry.data),
+                    data_crc: None,
                 });
             }
         }

@@ -17,11 +17,11 @@
 //!   LE][crc32c u32 LE][data]` (17 bytes): as version 2 plus the append time
 //!   in milliseconds after the segment's time base. Still read, never
 //!   written.
-//! - Version 4, the frame this build writes: `[version u8 = 4][len
-//!   varint][seq delta low byte u8][time delta varint][data][crc32c u32 LE]`
-//!   (LEB128 varints). 17 bytes of framing were 8.5 % of a 200-byte record,
-//!   most of it zeros; version 4 takes 9 bytes for one appended within
-//!   128 ms of its segment's start, 10 within 16 s, 11 within 35 minutes:
+//! - Version 4, `[version u8 = 4][len varint][seq delta low byte u8][time
+//!   delta varint][data][crc32c u32 LE]` (LEB128 varints). 17 bytes of
+//!   framing were 8.5 % of a 200-byte record, most of it zeros; version 4
+//!   takes 9 bytes for one appended within 128 ms of its segment's start,
+//!   10 within 16 s, 11 within 35 minutes:
 //!   - the length is a varint (2 bytes for 128 B to 16 KiB);
 //!   - the append time is a varint of milliseconds after the segment's time
 //!     base (the header keeps it in milliseconds, so it starts at 0);
@@ -32,9 +32,25 @@
 //!     valid frame tries only the sequences with that low byte (1 in 256 of
 //!     those possible), and a frame whose CRC matches one of them is that
 //!     record. The CRC also covers the header bytes and the data, so a
-//!     corrupt length, time or sequence is caught like corrupt data; it
-//!     comes last so that it is computed over one contiguous run of bytes.
+//!     corrupt length, time or sequence is caught like corrupt data.
 //!     A frame torn anywhere lacks bytes its length announces.
+//!
+//!   Its CRC runs over the header bytes, then the data, then the sequence
+//!   delta. Still read, never written.
+//! - Version 5, the frame this build writes: the layout of version 4 with
+//!   version byte 5, and the CRC32C taken over the **data first**, then the
+//!   header bytes, then the full 32-bit sequence delta: `crc =
+//!   crc32c_append(crc32c(data), header ++ seq delta LE)`. Version 4's CRC
+//!   started with header bytes the commit thread only knows once it has
+//!   sequenced the record, so that thread, the store's one serial path,
+//!   hashed every byte of every record (143 of its ~833 instructions per
+//!   200-byte append, callgrind, `BENCHMARKS.md`). With the data first,
+//!   `crc32c(data)` is computed by the publisher as it appends, on its own
+//!   thread ([`crate::QueueStore::append`]), and the commit thread only
+//!   extends it over the ~10 bytes of header and sequence. Nothing else
+//!   changes: the same bytes are covered, so the same damage is caught;
+//!   resynchronising after damage takes one CRC of the data, then 10-16
+//!   bytes per candidate sequence.
 //!
 //! The version byte lets later versions change the framing without a
 //! migration step.
@@ -42,8 +58,11 @@
 use std::ops::Range;
 
 /// The segment framing version this build writes.
-pub const FRAME_VERSION: u8 = 4;
-/// The framing of the build before (fixed fields, append time); still read.
+pub const FRAME_VERSION: u8 = 5;
+/// The framing of the build before (CRC over the header first); still read.
+pub const FRAME_VERSION_V4: u8 = 4;
+/// The framing of the builds before that (fixed fields, append time); still
+/// read.
 pub const FRAME_VERSION_V3: u8 = 3;
 /// The framing of the first builds (no append time); still read.
 pub const FRAME_VERSION_V2: u8 = 2;
@@ -51,11 +70,14 @@ pub const FRAME_VERSION_V2: u8 = 2;
 pub const FRAME_OVERHEAD_V3: usize = 17;
 /// Bytes a version-2 frame adds to its data.
 pub const FRAME_OVERHEAD_V2: usize = 13;
-/// The smallest version-4 frame header (a record under 128 bytes appended
-/// within 128 ms of its segment's start).
+/// The smallest version-4 or -5 frame header (a record under 128 bytes
+/// appended within 128 ms of its segment's start).
 pub const MIN_FRAME_OVERHEAD: usize = 8;
-/// The largest version-4 frame header (5-byte varints).
+/// The largest version-4 or -5 frame (5-byte varints) without its data.
 const MAX_FRAME_OVERHEAD: usize = 16;
+/// The longest header of a version-4 or -5 frame (the bytes before its
+/// data: version, two 5-byte varints, the sequence's low byte).
+const MAX_HEADER_LEN: usize = 12;
 
 /// The frame version of a segment's frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,27 +85,31 @@ pub enum Framing {
     V2,
     V3,
     V4,
+    V5,
 }
 
 impl Framing {
+    /// The framing this build writes.
+    pub const CURRENT: Framing = Framing::V5;
+
     /// Framing bytes per record: exact for the fixed layouts, typical for
-    /// version 4 (a record of 128 B to 16 KiB appended within 16 s of its
-    /// segment's start). Used only to estimate the data bytes of damaged
-    /// regions.
+    /// versions 4 and 5 (a record of 128 B to 16 KiB appended within 16 s
+    /// of its segment's start). Used only to estimate the data bytes of
+    /// damaged regions.
     pub fn nominal_overhead(self) -> u64 {
         match self {
             Framing::V2 => FRAME_OVERHEAD_V2 as u64,
             Framing::V3 => FRAME_OVERHEAD_V3 as u64,
-            Framing::V4 => 10,
+            Framing::V4 | Framing::V5 => 10,
         }
     }
 
     /// Where the data of a valid frame of `len` bytes, `data_len` of them
-    /// data, lies in it (version 4 ends with its CRC, versions 2 and 3
-    /// with the data).
+    /// data, lies in it (versions 4 and 5 end with their CRC, versions 2
+    /// and 3 with the data).
     pub fn data_range(self, len: usize, data_len: usize) -> Range<usize> {
         let end = match self {
-            Framing::V4 => len - 4,
+            Framing::V4 | Framing::V5 => len - 4,
             Framing::V2 | Framing::V3 => len,
         };
         end - data_len..end
@@ -93,12 +119,22 @@ impl Framing {
     pub fn fixed_overhead(self) -> Option<u64> {
         match self {
             Framing::V2 | Framing::V3 => Some(self.nominal_overhead()),
-            Framing::V4 => None,
+            Framing::V4 | Framing::V5 => None,
+        }
+    }
+
+    /// The version byte a segment header and each of its frames carry.
+    pub fn version(self) -> u8 {
+        match self {
+            Framing::V2 => FRAME_VERSION_V2,
+            Framing::V3 => FRAME_VERSION_V3,
+            Framing::V4 => FRAME_VERSION_V4,
+            Framing::V5 => FRAME_VERSION,
         }
     }
 }
 
-/// The most bytes a version-4 frame of `data_len` bytes can take on disk
+/// The most bytes a version-5 frame of `data_len` bytes can take on disk
 /// (for space accounting before it is written).
 pub fn max_frame_len(data_len: usize) -> usize {
     1 + varint_len(data_len as u64) + 1 + 5 + 4 + data_len
@@ -113,12 +149,36 @@ fn varint_len(mut value: u64) -> usize {
     n
 }
 
-fn put_varint(mut value: u64, out: &mut Vec<u8>) {
+/// Writes `value` as a LEB128 varint at `out[at..]`; returns where it ends.
+/// `out` has room for 5 bytes from `at` (a u32 takes at most 5).
+fn put_varint(mut value: u32, out: &mut [u8; MAX_HEADER_LEN + 4], mut at: usize) -> usize {
     while value >= 0x80 {
-        out.push((value as u8) | 0x80);
+        out[at] = (value as u8) | 0x80;
         value >>= 7;
+        at += 1;
     }
-    out.push(value as u8);
+    out[at] = value as u8;
+    at + 1
+}
+
+/// The header of a version-4 or -5 frame (`[version][len varint][seq low
+/// byte][time varint]`) followed by the full sequence delta (little
+/// endian), in one buffer: the bytes a version-5 CRC covers after the data.
+/// Returns the buffer and the header's length.
+fn header_and_seq(
+    version: u8,
+    seq: u32,
+    time: u32,
+    data_len: usize,
+) -> ([u8; MAX_HEADER_LEN + 4], usize) {
+    let mut buf = [0u8; MAX_HEADER_LEN + 4];
+    buf[0] = version;
+    // Lengths above u32::MAX are refused by the store before they get here.
+    let at = put_varint(data_len as u32, &mut buf, 1);
+    buf[at] = seq as u8;
+    let header_len = put_varint(time, &mut buf, at + 1);
+    buf[header_len..header_len + 4].copy_from_slice(&seq.to_le_bytes());
+    (buf, header_len)
 }
 
 /// A LEB128 varint of at most 5 bytes (32 bits) at the start of `buf`:
@@ -139,24 +199,44 @@ fn get_varint(buf: &[u8]) -> Result<(u64, usize), Option<&'static str>> {
     }
 }
 
-/// Appends the version-4 frame of the record `seq` places after its
+/// Appends the version-5 frame of the record `seq` places after its
 /// segment's first sequence, appended `time` milliseconds after the
-/// segment's time base, to `out`.
-pub fn encode_frame(seq: u32, time: u32, data: &[u8], out: &mut Vec<u8>) {
-    let start = out.len();
-    out.push(FRAME_VERSION);
-    put_varint(data.len() as u64, out);
-    out.push(seq as u8);
-    put_varint(u64::from(time), out);
+/// segment's time base, to `out`. `data_crc` is `crc32c(data)`, computed
+/// ahead by whoever had the record first (the publisher, on its own
+/// thread), so that this only extends it over the header and sequence.
+pub fn encode_frame(seq: u32, time: u32, data: &[u8], data_crc: u32, out: &mut Vec<u8>) {
+    let (tail, header_len) = header_and_seq(FRAME_VERSION, seq, time, data.len());
+    out.extend_from_slice(&tail[..header_len]);
     out.extend_from_slice(data);
-    let crc = frame_crc(&out[start..], seq);
+    let crc = crate::crc::crc32c_append(data_crc, &tail[..header_len + 4]);
     out.extend_from_slice(&crc.to_le_bytes());
+}
+
+/// The CRC32C of a version-5 frame whose data's CRC is `data_crc`, with
+/// header `header`, as record `seq`.
+fn frame_crc_v5(data_crc: u32, header: &[u8], seq: u32) -> u32 {
+    let mut tail = [0u8; MAX_HEADER_LEN + 4];
+    let n = header.len().min(MAX_HEADER_LEN);
+    tail[..n].copy_from_slice(&header[..n]);
+    tail[n..n + 4].copy_from_slice(&seq.to_le_bytes());
+    crate::crc::crc32c_append(data_crc, &tail[..n + 4])
 }
 
 /// The CRC32C of a version-4 frame: its bytes before the CRC (header and
 /// data), then the full sequence delta.
-fn frame_crc(frame: &[u8], seq: u32) -> u32 {
+fn frame_crc_v4(frame: &[u8], seq: u32) -> u32 {
     crate::crc::crc32c_append(crate::crc::crc32c(frame), &seq.to_le_bytes())
+}
+
+/// Appends a version-4 frame (as the previous build wrote them), for tests
+/// of reading old segments.
+pub fn encode_frame_v4(seq: u32, time: u32, data: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    let (tail, header_len) = header_and_seq(FRAME_VERSION_V4, seq, time, data.len());
+    out.extend_from_slice(&tail[..header_len]);
+    out.extend_from_slice(data);
+    let crc = frame_crc_v4(&out[start..], seq);
+    out.extend_from_slice(&crc.to_le_bytes());
 }
 
 /// Appends a version-3 frame (as the previous build wrote them), for tests
@@ -200,12 +280,12 @@ pub enum Frame<'a> {
     /// The buffer ends inside the frame: `need` bytes would be needed (the
     /// header's claim, not yet verified).
     Incomplete { need: usize },
-    /// Not a valid frame (for version 4: not the record expected).
+    /// Not a valid frame (for versions 4 and 5: not the record expected).
     Corrupt(&'static str),
 }
 
-/// A version-4 frame's header, parsed but not yet verified.
-struct V4Header {
+/// A version-4 or -5 frame's header, parsed but not yet verified.
+struct VarHeader {
     seq_low: u8,
     time: u32,
     /// Bytes before the data.
@@ -213,7 +293,7 @@ struct V4Header {
     data_len: usize,
 }
 
-impl V4Header {
+impl VarHeader {
     /// Where the CRC starts (after the data).
     fn crc_at(&self) -> usize {
         self.header_len + self.data_len
@@ -225,13 +305,15 @@ impl V4Header {
     }
 }
 
-fn parse_v4(buf: &[u8], max_data: usize) -> Result<V4Header, Frame<'static>> {
+/// Parses the header of a frame of `version` (4 or 5) at the start of
+/// `buf`, and checks that the whole frame is there.
+fn parse_var(buf: &[u8], max_data: usize, version: u8) -> Result<VarHeader, Frame<'static>> {
     let incomplete = Frame::Incomplete {
         need: MAX_FRAME_OVERHEAD,
     };
     match buf.first() {
         None => return Err(incomplete),
-        Some(&FRAME_VERSION) => {}
+        Some(&v) if v == version => {}
         Some(_) => return Err(Frame::Corrupt("unknown frame version")),
     }
     let (len, len_bytes) = match get_varint(&buf[1..]) {
@@ -252,7 +334,7 @@ fn parse_v4(buf: &[u8], max_data: usize) -> Result<V4Header, Frame<'static>> {
         Err(None) => return Err(incomplete),
     };
     let time = u32::try_from(time).map_err(|_| Frame::Corrupt("frame time out of range"))?;
-    let header = V4Header {
+    let header = VarHeader {
         seq_low,
         time,
         header_len: at + 1 + time_bytes,
@@ -269,8 +351,8 @@ fn parse_v4(buf: &[u8], max_data: usize) -> Result<V4Header, Frame<'static>> {
 /// Parses the frame at the start of `buf`, a frame of `framing`; `max_data`
 /// bounds the data length a valid frame may claim (so a corrupt length is
 /// not trusted to read gigabytes). `expect` is the sequence delta the reader
-/// expects there: a version-4 frame is valid only as that record (versions
-/// 2 and 3 carry their whole sequence and ignore it).
+/// expects there: a version-4 or -5 frame is valid only as that record
+/// (versions 2 and 3 carry their whole sequence and ignore it).
 pub fn decode_frame(buf: &[u8], max_data: usize, framing: Framing, expect: u32) -> Frame<'_> {
     decode(buf, max_data, framing, expect, true)
 }
@@ -288,10 +370,10 @@ pub fn decode_verified_frame(
 }
 
 fn decode(buf: &[u8], max_data: usize, framing: Framing, expect: u32, check: bool) -> Frame<'_> {
-    if framing != Framing::V4 {
+    if framing.fixed_overhead().is_some() {
         return decode_fixed(buf, max_data, check);
     }
-    let header = match parse_v4(buf, max_data) {
+    let header = match parse_var(buf, max_data, framing.version()) {
         Ok(header) => header,
         Err(frame) => return frame,
     };
@@ -305,45 +387,73 @@ fn decode(buf: &[u8], max_data: usize, framing: Framing, expect: u32, check: boo
         buf[crc_at + 2],
         buf[crc_at + 3],
     ]);
-    if check && stored != frame_crc(&buf[..crc_at], expect) {
+    let data = &buf[header.header_len..crc_at];
+    if check && stored != var_crc(framing, buf, &header, expect) {
         return Frame::Corrupt("frame checksum mismatch");
     }
     Frame::Record {
         seq: expect,
         time: Some(header.time),
-        data: &buf[header.header_len..crc_at],
+        data,
         len: header.total(),
     }
 }
 
+/// The CRC a version-4 or -5 frame at the start of `buf` (parsed as
+/// `header`) should carry as record `seq`.
+fn var_crc(framing: Framing, buf: &[u8], header: &VarHeader, seq: u32) -> u32 {
+    let crc_at = header.crc_at();
+    if framing == Framing::V4 {
+        return frame_crc_v4(&buf[..crc_at], seq);
+    }
+    let data_crc = crate::crc::crc32c(&buf[header.header_len..crc_at]);
+    frame_crc_v5(data_crc, &buf[..header.header_len], seq)
+}
+
 /// Whether a valid frame of `framing` whose sequence delta lies in `seqs`
 /// starts at `buf`: its sequence delta and length. For re-synchronising
-/// after damage; a version-4 frame is checked against each sequence in
-/// `seqs` with its low byte (one CRC of the frame, then 4 bytes per try).
+/// after damage; a version-4 or -5 frame is checked against each sequence
+/// in `seqs` with its low byte (one CRC of the frame, then 4 bytes per try
+/// for version 4; one CRC of the data, then the header and 4 bytes per try
+/// for version 5).
 pub fn find_frame(
     buf: &[u8],
     max_data: usize,
     framing: Framing,
     seqs: Range<u32>,
 ) -> Option<(u32, usize)> {
-    if framing != Framing::V4 {
+    if framing.fixed_overhead().is_some() {
         return match decode_fixed(buf, max_data, true) {
             Frame::Record { seq, len, .. } if seqs.contains(&seq) => Some((seq, len)),
             _ => None,
         };
     }
-    let header = parse_v4(buf, max_data).ok()?;
+    let header = parse_var(buf, max_data, framing.version()).ok()?;
     let crc_at = header.crc_at();
     let total = header.total();
     let stored = u32::from_le_bytes(buf[crc_at..total].try_into().ok()?);
-    let partial = crate::crc::crc32c(&buf[..crc_at]);
+    // The CRC state before the part that depends on the sequence.
+    let (partial, header_bytes) = if framing == Framing::V4 {
+        (crate::crc::crc32c(&buf[..crc_at]), &[][..])
+    } else {
+        let data_crc = crate::crc::crc32c(&buf[header.header_len..crc_at]);
+        (data_crc, &buf[..header.header_len])
+    };
+    let matches = |seq: u32| {
+        let crc = if framing == Framing::V4 {
+            crate::crc::crc32c_append(partial, &seq.to_le_bytes())
+        } else {
+            frame_crc_v5(partial, header_bytes, seq)
+        };
+        crc == stored
+    };
     // The first delta in `seqs` with the stored low byte, then every 256th.
     let low = u32::from(header.seq_low);
     let first = u64::from(seqs.start) + u64::from(low.wrapping_sub(seqs.start) & 0xff);
     (first..u64::from(seqs.end))
         .step_by(256)
         .map(|seq| seq as u32)
-        .find(|seq| crate::crc::crc32c_append(partial, &seq.to_le_bytes()) == stored)
+        .find(|&seq| matches(seq))
         .map(|seq| (seq, total))
 }
 
@@ -406,77 +516,154 @@ mod tests {
         }
     }
 
+    /// Appends a frame of `framing` (4 or 5), as a build writing it would.
+    fn encode(framing: Framing, seq: u32, time: u32, data: &[u8], out: &mut Vec<u8>) {
+        match framing {
+            Framing::V4 => encode_frame_v4(seq, time, data, out),
+            _ => encode_frame(seq, time, data, crate::crc::crc32c(data), out),
+        }
+    }
+
+    const VARINT_FRAMINGS: [Framing; 2] = [Framing::V4, Framing::V5];
+
     #[test]
     fn a_200_byte_record_takes_9_or_10_bytes_of_framing() {
-        for (time, overhead) in [(0, 9), (127, 9), (128, 10), (16_383, 10), (16_384, 11)] {
-            let mut buf = Vec::new();
-            encode_frame(70_000, time, &[7u8; 200], &mut buf);
-            assert_eq!(buf.len(), 200 + overhead, "time delta {time}");
-            assert!(buf.len() <= max_frame_len(200));
+        for framing in VARINT_FRAMINGS {
+            for (time, overhead) in [(0, 9), (127, 9), (128, 10), (16_383, 10), (16_384, 11)] {
+                let mut buf = Vec::new();
+                encode(framing, 70_000, time, &[7u8; 200], &mut buf);
+                assert_eq!(buf.len(), 200 + overhead, "{framing:?}, time delta {time}");
+                assert!(buf.len() <= max_frame_len(200));
+            }
+            let mut small = Vec::new();
+            encode(framing, 0, 0, b"", &mut small);
+            assert_eq!(small.len(), MIN_FRAME_OVERHEAD);
+            let mut large = Vec::new();
+            encode(framing, u32::MAX, u32::MAX, &[1u8; 20_000], &mut large);
+            assert_eq!(large.len(), max_frame_len(20_000));
         }
-        let mut small = Vec::new();
-        encode_frame(0, 0, b"", &mut small);
-        assert_eq!(small.len(), MIN_FRAME_OVERHEAD);
     }
 
     #[test]
-    fn v4_round_trip_checks_the_expected_sequence() {
-        let mut buf = Vec::new();
-        encode_frame(300, 1234, b"hello", &mut buf);
-        let first = buf.len();
-        encode_frame(301, u32::MAX, &[1u8; 300], &mut buf);
-        assert_eq!(
-            record(decode_frame(&buf, MAX, Framing::V4, 300)),
-            (300, Some(1234), b"hello".to_vec(), first)
-        );
-        assert_eq!(
-            record(decode_frame(&buf[first..], MAX, Framing::V4, 301)),
-            (301, Some(u32::MAX), vec![1u8; 300], buf.len() - first)
-        );
-        // The same low byte, another sequence: the CRC tells them apart.
-        assert_eq!(
-            decode_frame(&buf, MAX, Framing::V4, 300 + 256),
-            Frame::Corrupt("frame checksum mismatch")
-        );
-        assert_eq!(
-            decode_frame(&buf, MAX, Framing::V4, 301),
-            Frame::Corrupt("frame sequence out of order")
-        );
-        assert_eq!(
-            decode_frame(&buf, 4, Framing::V4, 300),
-            Frame::Corrupt("frame length out of range")
-        );
-    }
-
-    #[test]
-    fn a_torn_v4_frame_is_incomplete_at_every_cut() {
-        let mut buf = Vec::new();
-        encode_frame(5, 20_000, &[9u8; 200], &mut buf);
-        for cut in 0..buf.len() {
-            assert!(
-                matches!(
-                    decode_frame(&buf[..cut], MAX, Framing::V4, 5),
-                    Frame::Incomplete { need } if need > cut
-                ),
-                "cut at {cut}"
+    fn varint_frames_round_trip_checking_the_expected_sequence() {
+        for framing in VARINT_FRAMINGS {
+            let mut buf = Vec::new();
+            encode(framing, 300, 1234, b"hello", &mut buf);
+            let first = buf.len();
+            encode(framing, 301, u32::MAX, &[1u8; 300], &mut buf);
+            assert_eq!(
+                record(decode_frame(&buf, MAX, framing, 300)),
+                (300, Some(1234), b"hello".to_vec(), first)
+            );
+            assert_eq!(
+                record(decode_frame(&buf[first..], MAX, framing, 301)),
+                (301, Some(u32::MAX), vec![1u8; 300], buf.len() - first)
+            );
+            // The same low byte, another sequence: the CRC tells them apart.
+            assert_eq!(
+                decode_frame(&buf, MAX, framing, 300 + 256),
+                Frame::Corrupt("frame checksum mismatch")
+            );
+            assert_eq!(
+                decode_frame(&buf, MAX, framing, 301),
+                Frame::Corrupt("frame sequence out of order")
+            );
+            assert_eq!(
+                decode_frame(&buf, 4, framing, 300),
+                Frame::Corrupt("frame length out of range")
             );
         }
     }
 
     #[test]
-    fn every_flipped_bit_of_a_v4_frame_is_detected() {
+    fn the_v5_crc_starts_with_the_data() {
+        let data = [0xa5u8; 200];
+        let data_crc = crate::crc::crc32c(&data);
         let mut buf = Vec::new();
-        encode_frame(5, 20_000, b"some record data", &mut buf);
+        encode_frame(70_000, 20_000, &data, data_crc, &mut buf);
+        // Version, 2-byte length, low sequence byte, 3-byte time.
+        let header = &buf[..7];
+        assert_eq!(header[0], FRAME_VERSION);
+        let mut tail = header.to_vec();
+        tail.extend_from_slice(&70_000u32.to_le_bytes());
+        let expected = crate::crc::crc32c_append(data_crc, &tail);
+        assert_eq!(buf[buf.len() - 4..], expected.to_le_bytes());
+        assert_eq!(&buf[7..buf.len() - 4], &data[..]);
+    }
+
+    #[test]
+    fn a_frame_is_read_only_as_its_own_version() {
+        for (written, other) in [(Framing::V4, Framing::V5), (Framing::V5, Framing::V4)] {
+            let mut buf = Vec::new();
+            encode(written, 3, 3, b"which version", &mut buf);
+            assert_eq!(
+                decode_frame(&buf, MAX, other, 3),
+                Frame::Corrupt("unknown frame version")
+            );
+            assert_eq!(find_frame(&buf, MAX, other, 0..10), None);
+        }
+    }
+
+    #[test]
+    fn a_torn_frame_is_incomplete_at_every_cut() {
+        for framing in VARINT_FRAMINGS {
+            for time in [0, 20_000, u32::MAX] {
+                let mut buf = Vec::new();
+                encode(framing, 5, time, &[9u8; 200], &mut buf);
+                for cut in 0..buf.len() {
+                    assert!(
+                        matches!(
+                            decode_frame(&buf[..cut], MAX, framing, 5),
+                            Frame::Incomplete { need } if need > cut
+                        ),
+                        "{framing:?}, time {time}, cut at {cut}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_flipped_bit_of_a_frame_is_detected() {
+        for framing in VARINT_FRAMINGS {
+            let mut buf = Vec::new();
+            encode(framing, 5, 20_000, b"some record data", &mut buf);
+            for at in 0..buf.len() {
+                for bit in 0..8 {
+                    let mut bad = buf.clone();
+                    bad[at] ^= 1 << bit;
+                    assert!(
+                        !matches!(decode_frame(&bad, MAX, framing, 5), Frame::Record { .. }),
+                        "{framing:?}: flip of bit {bit} at {at} detected"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_corrupt_byte_of_a_v5_frame_is_detected() {
+        let mut buf = Vec::new();
+        let data: Vec<u8> = (0..200u32).map(|i| (i * 7) as u8).collect();
+        encode_frame(1000, 20_000, &data, crate::crc::crc32c(&data), &mut buf);
         for at in 0..buf.len() {
-            for bit in 0..8 {
+            for value in 0..=255u8 {
+                if value == buf[at] {
+                    continue;
+                }
                 let mut bad = buf.clone();
-                bad[at] ^= 1 << bit;
+                bad[at] = value;
                 assert!(
                     !matches!(
-                        decode_frame(&bad, MAX, Framing::V4, 5),
+                        decode_frame(&bad, MAX, Framing::V5, 1000),
                         Frame::Record { .. }
                     ),
-                    "flip of bit {bit} at {at} detected"
+                    "byte {at} set to {value:#04x} detected"
+                );
+                assert_eq!(
+                    find_frame(&bad, MAX, Framing::V5, 0..2000),
+                    None,
+                    "byte {at} set to {value:#04x}: no sequence matches"
                 );
             }
         }
@@ -484,39 +671,69 @@ mod tests {
 
     #[test]
     fn a_verified_frame_is_parsed_without_its_crc() {
-        let mut buf = Vec::new();
-        encode_frame(9, 1, b"twice", &mut buf);
-        let len = buf.len();
-        buf[len - 1] ^= 1;
-        assert!(matches!(
-            decode_frame(&buf, MAX, Framing::V4, 9),
-            Frame::Corrupt(_)
-        ));
-        assert_eq!(
-            record(decode_verified_frame(&buf, MAX, Framing::V4, 9)),
-            (9, Some(1), b"twice".to_vec(), len)
-        );
-        assert_eq!(
-            decode_verified_frame(&buf, MAX, Framing::V4, 10),
-            Frame::Corrupt("frame sequence out of order")
-        );
+        for framing in VARINT_FRAMINGS {
+            let mut buf = Vec::new();
+            encode(framing, 9, 1, b"twice", &mut buf);
+            let len = buf.len();
+            buf[len - 1] ^= 1;
+            assert!(matches!(
+                decode_frame(&buf, MAX, framing, 9),
+                Frame::Corrupt(_)
+            ));
+            assert_eq!(
+                record(decode_verified_frame(&buf, MAX, framing, 9)),
+                (9, Some(1), b"twice".to_vec(), len)
+            );
+            assert_eq!(
+                decode_verified_frame(&buf, MAX, framing, 10),
+                Frame::Corrupt("frame sequence out of order")
+            );
+        }
     }
 
     #[test]
     fn find_frame_recovers_the_sequence_from_its_low_byte_and_crc() {
-        let mut buf = Vec::new();
-        encode_frame(1000, 3, b"after the damage", &mut buf);
-        assert_eq!(
-            find_frame(&buf, MAX, Framing::V4, 0..5000),
-            Some((1000, buf.len()))
-        );
-        assert_eq!(
-            find_frame(&buf, MAX, Framing::V4, 1000..1001),
-            Some((1000, buf.len()))
-        );
-        assert_eq!(find_frame(&buf, MAX, Framing::V4, 0..1000), None);
-        assert_eq!(find_frame(&buf, MAX, Framing::V4, 1001..u32::MAX), None);
-        assert_eq!(find_frame(&buf[1..], MAX, Framing::V4, 0..5000), None);
+        for framing in VARINT_FRAMINGS {
+            let mut buf = Vec::new();
+            encode(framing, 1000, 3, b"after the damage", &mut buf);
+            assert_eq!(
+                find_frame(&buf, MAX, framing, 0..5000),
+                Some((1000, buf.len()))
+            );
+            assert_eq!(
+                find_frame(&buf, MAX, framing, 1000..1001),
+                Some((1000, buf.len()))
+            );
+            assert_eq!(find_frame(&buf, MAX, framing, 0..1000), None);
+            assert_eq!(find_frame(&buf, MAX, framing, 1001..u32::MAX), None);
+            assert_eq!(find_frame(&buf[1..], MAX, framing, 0..5000), None);
+        }
+    }
+
+    #[test]
+    fn find_frame_resyncs_past_damage_at_the_next_whole_frame() {
+        for framing in VARINT_FRAMINGS {
+            // Frames 0..20 of 37-byte records, then frame 7's middle smashed.
+            let mut buf = Vec::new();
+            let mut starts = Vec::new();
+            for seq in 0..20u32 {
+                starts.push(buf.len());
+                encode(framing, seq, seq * 300, &[seq as u8 ^ 0x3c; 37], &mut buf);
+            }
+            let damaged = starts[7];
+            for b in &mut buf[damaged + 3..damaged + 20] {
+                *b = 0xff;
+            }
+            // Scanning forward byte by byte from the damage finds frame 8
+            // first, at its start, as the only sequence that fits.
+            let found = (damaged..buf.len())
+                .find_map(|at| find_frame(&buf[at..], MAX, framing, 7..100_000).map(|f| (at, f)));
+            assert_eq!(
+                found,
+                Some((starts[8], (8, starts[9] - starts[8]))),
+                "{framing:?}"
+            );
+        }
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub struct PendingRecord {
     /// When it was appended, ms since the Unix epoch (the store's clock).
     pub time_ms: u64,
     pub data: Bytes,
+    /// `crc32c(data)`, if the publisher computed it on its own thread
+    /// (frame version 5 starts its CRC with the data, so the commit thread
+    /// only extends it); `None`: the backend computes it if it needs it.
+    pub data_crc: Option<u32>,
 }
 
 /// A group written by [`Backend::write`], made durable and visible by

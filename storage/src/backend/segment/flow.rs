@@ -186,7 +186,7 @@ struct Found {
     prev: Option<Seq>,
     /// The time base from the header (0 when damaged or version-2 frames).
     time_base: u64,
-    /// The frame version the header names (version 4 when damaged).
+    /// The frame version the header names (this build's when damaged).
     framing: Framing,
     /// The predecessor's data bytes, from a current header.
     prev_data_bytes: Option<u64>,
@@ -288,7 +288,7 @@ impl FlowLog {
                     newest.len = HEADER_LEN as u64;
                     newest.prev = Some(prev);
                     newest.time_base = time_base;
-                    newest.framing = Framing::V4;
+                    newest.framing = Framing::CURRENT;
                     warn!(flow = %self.name, base = newest.base, "rewrote the torn header of the newest segment");
                 } else {
                     error!(flow = %self.name, base = newest.base, "newest segment has a damaged header; moving it aside");
@@ -537,7 +537,8 @@ impl FlowLog {
 
     /// The data bytes of a sealed segment (records `segment.base..=last`),
     /// without reading it when possible: fixed framings by arithmetic from
-    /// its size, version 4 from the header of the segment rolled after it.
+    /// its size, versions 4 and 5 from the header of the segment rolled
+    /// after it.
     /// Otherwise (that header damaged, or a segment missing in between) the
     /// segment is read once; if even that fails, the bytes are estimated
     /// (start-up goes on either way).
@@ -1045,7 +1046,7 @@ impl FlowLog {
             last: base.saturating_sub(1),
             data_bytes: 0,
             time_base,
-            framing: Framing::V4,
+            framing: Framing::CURRENT,
         };
         match shared.segments.back_mut() {
             Some(newest) if newest.base == base => *newest = meta,
@@ -1138,7 +1139,7 @@ fn list_segments(fs: &dyn Fs, dir: &Path) -> io::Result<Vec<Found>> {
             len,
             prev: header.map(|h| h.prev),
             time_base: header.map_or(0, |h| h.time_base),
-            framing: header.map_or(Framing::V4, |h| h.framing),
+            framing: header.map_or(Framing::CURRENT, |h| h.framing),
             prev_data_bytes: header.and_then(|h| h.prev_data_bytes),
         });
     }

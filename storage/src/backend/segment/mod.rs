@@ -42,14 +42,18 @@
 //!
 //! A segment is a 48-byte header, `[magic "BHQSEG02"][base u64 LE][prev
 //! base u64 LE][prev data bytes u64 LE][time base u64 LE][frame version u8
-//! = 4][3 zero bytes][crc32c u32 LE]`, then frames (`record.rs`, version 4:
+//! = 5][3 zero bytes][crc32c u32 LE]`, then frames (`record.rs`, version 5:
 //! version, varint length, low byte of the sequence delta, varint append
 //! time delta, data, CRC32C: 9-10 bytes of framing for a 200-byte record).
+//! Segments with frame version 4 (the same layout, whose CRC starts with
+//! the header rather than the data) have the same header with version 4;
+//! they are read as they are and never appended to, like those below.
 //! `prev` names the segment before it, so a missing segment is noticed at
-//! start-up. Version-4 frames vary in size, so a segment's data bytes do not
-//! follow from its file size: the header of the segment rolled after it
-//! records them (`prev data bytes`), and start-up still reads only headers
-//! (a segment whose successor's header is damaged is read once instead).
+//! start-up. Version-4 and -5 frames vary in size, so a segment's data
+//! bytes do not follow from its file size: the header of the segment rolled
+//! after it records them (`prev data bytes`), and start-up still reads only
+//! headers (a segment whose successor's header is damaged is read once
+//! instead).
 //! The time base (ms since the Unix epoch, the first record's append time)
 //! is what the frames' append times are relative to.
 //!
@@ -59,8 +63,8 @@
 //! base is set, version 2 (13 bytes, no append time) when it is 0. They are
 //! read, recovered and replayed as they are, and never appended to: the
 //! first commit after an upgrade starts a new segment. (A build that only
-//! knows `BHQSEG01` takes a current segment for a damaged one: downgrades
-//! are not supported.)
+//! knows `BHQSEG01`, or only frame version 4, takes a current segment for a
+//! damaged one: downgrades are not supported.)
 //!
 //! A segment is rolled before its frames' time delta (u32 milliseconds)
 //! would overflow, and before a group that would take it past
@@ -111,10 +115,11 @@ use super::{
     Backend, DropUntil, IoStats, PendingRecord, ReadOutcome, Recovered, Removed, SegmentWrite,
     WriteToken,
 };
-use crate::record::{max_frame_len, Framing, FRAME_VERSION};
+use crate::record::{max_frame_len, Framing};
 use crate::{FlowIndex, Seq, StorageError};
 
-/// Bytes of a segment header this build writes (frames of version 4).
+/// Bytes of a segment header this build writes (frames of version 5; the
+/// same for version 4).
 pub(crate) const HEADER_LEN: usize = 48;
 /// Bytes of a segment header of earlier builds (frames of version 2 or 3).
 pub(crate) const HEADER_LEN_V1: usize = 32;
@@ -163,7 +168,7 @@ pub(crate) struct Header {
 /// Bytes of the header of a segment of `framing` frames.
 pub(crate) fn header_len(framing: Framing) -> u64 {
     match framing {
-        Framing::V4 => HEADER_LEN as u64,
+        Framing::V4 | Framing::V5 => HEADER_LEN as u64,
         Framing::V2 | Framing::V3 => HEADER_LEN_V1 as u64,
     }
 }
@@ -183,7 +188,23 @@ pub(crate) fn encode_header(
     header[16..24].copy_from_slice(&prev.to_le_bytes());
     header[24..32].copy_from_slice(&prev_data_bytes.to_le_bytes());
     header[32..40].copy_from_slice(&time_base.to_le_bytes());
-    header[40] = FRAME_VERSION;
+    header[40] = Framing::CURRENT.version();
+    let crc = crc32c::crc32c(&header[..44]);
+    header[44..48].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+/// The header of the build before (the same fields, frames of version 4),
+/// for tests of reading its segments.
+#[cfg(test)]
+pub(crate) fn encode_header_v4(
+    base: Seq,
+    prev: Seq,
+    prev_data_bytes: u64,
+    time_base: u64,
+) -> [u8; HEADER_LEN] {
+    let mut header = encode_header(base, prev, prev_data_bytes, time_base);
+    header[40] = crate::record::FRAME_VERSION_V4;
     let crc = crc32c::crc32c(&header[..44]);
     header[44..48].copy_from_slice(&crc.to_le_bytes());
     header
@@ -215,15 +236,15 @@ pub(crate) fn decode_header(header: &[u8]) -> Option<Header> {
     };
     match header.get(..8)? {
         magic if magic == MAGIC && crc_ok(HEADER_LEN) => {
-            if header[40] != FRAME_VERSION {
-                return None;
-            }
+            let framing = [Framing::V5, Framing::V4]
+                .into_iter()
+                .find(|f| f.version() == header[40])?;
             Some(Header {
                 base: field(8)?,
                 prev: field(16)?,
                 prev_data_bytes: Some(field(24)?),
                 time_base: field(32)?,
-                framing: Framing::V4,
+                framing,
             })
         }
         magic if magic == MAGIC_V1 && crc_ok(HEADER_LEN_V1) => {
@@ -547,7 +568,7 @@ impl Backend for SegmentBackend {
                 flow.rolled(first, time_base);
             }
             for record in group.iter() {
-                writers[i].stage(record.seq, record.time_ms, &record.data);
+                writers[i].stage(record.seq, record.time_ms, &record.data, record.data_crc);
             }
             let data_bytes = writers[i].staged_bytes;
             match writers[i].write() {

@@ -203,7 +203,7 @@ impl SegmentCursor {
         let first = self.delta(seqs.start);
         // An open range (the newest segment at start-up): every frame takes
         // at least MIN_FRAME_OVERHEAD bytes, so the segment holds no more
-        // frames than its size allows (version 4 tries each candidate).
+        // frames than its size allows (versions 4 and 5 try each candidate).
         let room = (end / MIN_FRAME_OVERHEAD as u64).min(u64::from(u32::MAX)) as u32;
         let last = self.delta(seqs.end).min(first.saturating_add(room));
         for i in 0..rest.len() {

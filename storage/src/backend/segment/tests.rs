@@ -46,6 +46,8 @@ impl Harness {
                     seq: seq - 1,
                     time_ms: 1_700_000_000_000,
                     data: Bytes::copy_from_slice(t.as_bytes()),
+                    // As the store passes them: computed by the publisher.
+                    data_crc: Some(crate::crc::crc32c(t.as_bytes())),
                 }
             })
             .collect();
@@ -170,9 +172,9 @@ fn segments_of_the_previous_build_recover_and_replay() {
     assert_eq!(h.recovered[0].bytes, 6 + 6 + 8 + 7 + 7);
     assert_eq!(h.recovered[0].quarantined, 0);
     assert_eq!(h.backend.head_time(0).unwrap(), Some(1_700_000_000_000));
-    assert_eq!(h.append_n(0, 2, "v4"), vec![6, 7]);
+    assert_eq!(h.append_n(0, 2, "v5"), vec![6, 7]);
     let dir = root().join("flow-a");
-    assert_eq!(segments(&fs, &dir).len(), 3, "v4 frames start a segment");
+    assert_eq!(segments(&fs, &dir).len(), 3, "v5 frames start a segment");
 
     let read = h.backend.read(0, 1, usize::MAX, usize::MAX).unwrap();
     let got: Vec<(Seq, String, Option<u64>)> = read
@@ -192,15 +194,15 @@ fn segments_of_the_previous_build_recover_and_replay() {
             (3, "v3-three".into(), Some(t)),
             (4, "v3-four".into(), Some(t + 250)),
             (5, "v3-five".into(), Some(t + 500)),
-            (6, "v4-0000-payload".into(), Some(t)),
-            (7, "v4-0001-payload".into(), Some(t)),
+            (6, "v5-0000-payload".into(), Some(t)),
+            (7, "v5-0001-payload".into(), Some(t)),
         ]
     );
     let removed = h.backend.ack(0, 4).unwrap();
     assert_eq!((removed.messages, removed.bytes), (4, 27));
     drop(h);
 
-    // Reopened: the sealed v3 segment counted from its size, the v4 one
+    // Reopened: the sealed v3 segment counted from its size, the v5 one
     // scanned; bytes exact.
     let h = open(Arc::new(fs.clone()), &root(), &["a"]);
     assert_eq!(h.recovered[0].messages, 3);
@@ -210,8 +212,98 @@ fn segments_of_the_previous_build_recover_and_replay() {
     assert_eq!(seqs, [5, 6, 7]);
 }
 
+/// Writes segment `base` of flow `a` as the build before this one did: the
+/// 48-byte header naming frame version 4, version-4 frames (times 100 ms
+/// apart). Returns the data bytes written.
+fn write_v4_segment(fs: &ModelFs, base: Seq, prev: (Seq, u64), texts: &[&str]) -> u64 {
+    let dir = root().join("flow-a");
+    fs.create_dir_all(&dir).unwrap();
+    let time_base = 1_700_000_000_000;
+    let mut bytes = encode_header_v4(base, prev.0, prev.1, time_base).to_vec();
+    for (i, text) in texts.iter().enumerate() {
+        crate::record::encode_frame_v4(i as u32, 100 * i as u32, text.as_bytes(), &mut bytes);
+    }
+    let file = fs.create(&segment_path(&dir, base)).unwrap();
+    file.write_all_at(&bytes, 0).unwrap();
+    file.sync_data().unwrap();
+    texts.iter().map(|t| t.len() as u64).sum()
+}
+
 #[test]
-fn sealed_v4_segments_are_counted_from_the_next_header() {
+fn a_store_of_v4_frames_reopens_and_reads() {
+    let fs = ModelFs::new();
+    let first = write_v4_segment(&fs, 1, (0, 0), &["v4-one", "v4-two", "v4-three"]);
+    write_v4_segment(&fs, 4, (1, first), &["v4-four", "v4-five"]);
+
+    let mut h = open(Arc::new(fs.clone()), &root(), &["a"]);
+    assert_eq!(h.recovered[0].messages, 5);
+    assert_eq!(h.recovered[0].bytes, 6 + 6 + 8 + 7 + 7);
+    assert_eq!(h.recovered[0].quarantined, 0);
+    assert_eq!(h.recovered[0].next_seq, 6);
+    assert_eq!(h.append_n(0, 2, "v5"), vec![6, 7]);
+    let dir = root().join("flow-a");
+    assert_eq!(segments(&fs, &dir).len(), 3, "v5 frames start a segment");
+
+    let t = 1_700_000_000_000;
+    let expected: Vec<(Seq, String, Option<u64>)> = vec![
+        (1, "v4-one".into(), Some(t)),
+        (2, "v4-two".into(), Some(t + 100)),
+        (3, "v4-three".into(), Some(t + 200)),
+        (4, "v4-four".into(), Some(t)),
+        (5, "v4-five".into(), Some(t + 100)),
+        (6, "v5-0000-payload".into(), Some(t)),
+        (7, "v5-0001-payload".into(), Some(t)),
+    ];
+    let read_all = |h: &Harness, from: Seq| -> Vec<(Seq, String, Option<u64>)> {
+        let read = h.backend.read(0, from, usize::MAX, usize::MAX).unwrap();
+        assert_eq!(read.quarantined, 0);
+        read.records
+            .iter()
+            .map(|r| {
+                let text = String::from_utf8_lossy(&r.data).into_owned();
+                (r.seq, text, r.appended_ms())
+            })
+            .collect()
+    };
+    assert_eq!(read_all(&h, 1), expected);
+    drop(h);
+
+    // Reopened under this build: the sealed v4 segments counted from the
+    // headers after them, the v5 one scanned; everything reads back.
+    let h = open(Arc::new(fs.clone()), &root(), &["a"]);
+    assert_eq!(h.recovered[0].messages, 7);
+    assert_eq!(h.recovered[0].bytes, 34 + 2 * 15);
+    assert_eq!(h.recovered[0].next_seq, 8);
+    assert_eq!(read_all(&h, 1), expected);
+    let removed = h.backend.ack(0, 4).unwrap();
+    assert_eq!((removed.messages, removed.bytes), (4, 27));
+    assert_eq!(read_all(&h, 5), expected[4..]);
+}
+
+#[test]
+fn a_damaged_v4_frame_is_quarantined_and_reading_resumes_after_it() {
+    let fs = ModelFs::new();
+    write_v4_segment(&fs, 1, (0, 0), &["v4-one", "v4-two", "v4-three"]);
+    // The newest segment after it, so that segment 1 is sealed.
+    write_v4_segment(&fs, 4, (1, 20), &["v4-four"]);
+    let path = segment_path(&root().join("flow-a"), 1);
+    let file = fs.open(&path).unwrap();
+    // The data of the second frame: after the header and the first frame
+    // (4 bytes of header, 6 of data, 4 of CRC).
+    let at = HEADER_LEN as u64 + 14 + 5;
+    file.write_all_at(b"X", at).unwrap();
+    file.sync_data().unwrap();
+    drop(file);
+
+    let h = open(Arc::new(fs.clone()), &root(), &["a"]);
+    let (records, quarantined) = h.read_all(0);
+    assert_eq!(quarantined, 1);
+    let seqs: Vec<Seq> = records.iter().map(|r| r.0).collect();
+    assert_eq!(seqs, [1, 3, 4]);
+}
+
+#[test]
+fn sealed_v5_segments_are_counted_from_the_next_header() {
     let fs = ModelFs::new();
     let h = open(Arc::new(fs.clone()), &root(), &["a"]);
     // Records of different sizes (1-byte and 2-byte length varints) and
@@ -229,6 +321,7 @@ fn sealed_v4_segments_are_counted_from_the_next_header() {
             seq: h.next[0] + i as u64,
             time_ms: 1_700_000_000_000 + (i as u64).pow(6),
             data: Bytes::copy_from_slice(text.as_bytes()),
+            data_crc: None,
         };
         h.backend.commit(&[record], &[]).unwrap();
     }
@@ -509,12 +602,14 @@ fn disk_full_refuses_appends_cleanly_and_recovers_by_itself() {
             seq: h.next[1],
             time_ms: 1_700_000_000_000,
             data: Bytes::from_static(b"both"),
+            data_crc: None,
         },
         PendingRecord {
             flow: 0,
             seq: h.next[0],
             time_ms: 1_700_000_000_000,
             data: Bytes::from(vec![7u8; 400]),
+            data_crc: Some(crate::crc::crc32c(&[7u8; 400])),
         },
     ];
     assert!(h.backend.commit(&records, &[]).is_err());
@@ -568,7 +663,9 @@ fn a_torn_tail_is_cut_and_durable_records_survive() {
         let newest = segments(&fs, &flow_dir).pop().unwrap();
         let path = flow_dir.join(&newest);
         let mut frame = Vec::new();
-        crate::record::encode_frame(99, 0, b"torn-record-payload", &mut frame);
+        let data = b"torn-record-payload";
+        let data_crc = crate::crc::crc32c(data);
+        crate::record::encode_frame(99, 0, data, data_crc, &mut frame);
         let handle = fs.open(&path).unwrap();
         let len = handle.size().unwrap();
         handle.write_all_at(&frame, len).unwrap();
@@ -700,7 +797,7 @@ mod corruption {
     }
 
     #[test]
-    fn frames_cut_out_of_a_v4_segment_are_a_counted_gap() {
+    fn frames_cut_out_of_a_v5_segment_are_a_counted_gap() {
         let s = setup();
         let path = seg(&s, 1);
         let mut bytes = std::fs::read(&path).unwrap();
@@ -718,7 +815,7 @@ mod corruption {
     }
 
     #[test]
-    fn every_cut_of_the_newest_v4_segment_recovers_the_whole_frames() {
+    fn every_cut_of_the_newest_v5_segment_recovers_the_whole_frames() {
         let s = setup();
         let newest = segments(&RealFs, &s.flow_dir).len() - 1;
         let path = seg(&s, newest);
@@ -854,6 +951,7 @@ fn a_group_over_several_flows_syncs_each_file_once_and_fails_whole() {
                 seq: h.next[flow],
                 time_ms: 1_700_000_000_000,
                 data: Bytes::from_static(text.as_bytes()),
+                data_crc: None,
             })
             .collect()
     };

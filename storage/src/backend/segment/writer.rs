@@ -97,7 +97,7 @@ impl Writer {
                 (has_records && active.written.saturating_add(group_bytes) > max_segment_bytes)
                     || first < active.base
                     || last - active.base >= u64::from(u32::MAX)
-                    || active.framing != Framing::V4
+                    || active.framing != Framing::CURRENT
                     || time.saturating_sub(active.time_base) > u64::from(u32::MAX)
             }
             None => true,
@@ -130,7 +130,7 @@ impl Writer {
                 self.active = Some(Active {
                     base,
                     time_base,
-                    framing: Framing::V4,
+                    framing: Framing::CURRENT,
                     file: Arc::from(file),
                     len: HEADER_LEN as u64,
                     written: HEADER_LEN as u64,
@@ -148,8 +148,9 @@ impl Writer {
     }
 
     /// Stages one record of the next group, appended at `time` (ms since
-    /// the epoch).
-    pub(crate) fn stage(&mut self, seq: Seq, time: u64, data: &[u8]) {
+    /// the epoch). `data_crc` is `crc32c(data)` if the publisher computed
+    /// it; otherwise it is computed here.
+    pub(crate) fn stage(&mut self, seq: Seq, time: u64, data: &[u8], data_crc: Option<u32>) {
         let (base, time_base) = self
             .active
             .as_ref()
@@ -159,7 +160,9 @@ impl Writer {
         // clamped to the time base: the record looks younger, never older.
         let delta = u32::try_from(seq - base).unwrap_or(u32::MAX);
         let time_delta = u32::try_from(time.saturating_sub(time_base)).unwrap_or(u32::MAX);
-        encode_frame(delta, time_delta, data, &mut self.staged);
+        let data_crc = data_crc.unwrap_or_else(|| crate::crc::crc32c(data));
+        debug_assert_eq!(data_crc, crate::crc::crc32c(data), "a wrong data CRC");
+        encode_frame(delta, time_delta, data, data_crc, &mut self.staged);
         self.staged_records += 1;
         self.staged_bytes += data.len() as u64;
     }
