@@ -140,9 +140,68 @@ impl std::ops::DerefMut for Entries {
     }
 }
 
+/// The CRC32C of each entry's data, computed by the publisher as it
+/// appends (on its own thread), so that the commit thread, the store's one
+/// serial path, only extends it over a frame's header (frame version 5,
+/// `record.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DataCrcs {
+    /// Not computed (a backend that does not frame records): the backend
+    /// computes what it needs.
+    Absent,
+    /// Every entry has the same data (one entry, or one record appended to
+    /// several flows: hashed once).
+    Same(u32),
+    /// One per entry.
+    Each(Vec<u32>),
+}
+
+impl DataCrcs {
+    /// The CRCs of `entries`' data. Entries whose data is the same buffer
+    /// as the entry before (one record to several flows) reuse its CRC.
+    pub(crate) fn of(entries: &[AppendEntry]) -> Self {
+        let Some(first) = entries.first() else {
+            return DataCrcs::Absent;
+        };
+        let same_as_first = |e: &AppendEntry| same_buffer(&e.data, &first.data);
+        let first_crc = crate::crc::crc32c(&first.data);
+        if entries.iter().all(same_as_first) {
+            return DataCrcs::Same(first_crc);
+        }
+        let mut crcs = Vec::with_capacity(entries.len());
+        let mut before: Option<(&bytes::Bytes, u32)> = None;
+        for entry in entries {
+            let crc = match before {
+                Some((data, crc)) if same_buffer(data, &entry.data) => crc,
+                _ => crate::crc::crc32c(&entry.data),
+            };
+            crcs.push(crc);
+            before = Some((&entry.data, crc));
+        }
+        DataCrcs::Each(crcs)
+    }
+
+    /// The CRC of entry `i`'s data, if computed.
+    pub(crate) fn get(&self, i: usize) -> Option<u32> {
+        match self {
+            DataCrcs::Absent => None,
+            DataCrcs::Same(crc) => Some(*crc),
+            DataCrcs::Each(crcs) => crcs.get(i).copied(),
+        }
+    }
+}
+
+/// Whether two `Bytes` are the same bytes in memory (then their contents
+/// are equal without comparing them).
+fn same_buffer(a: &bytes::Bytes, b: &bytes::Bytes) -> bool {
+    a.as_ptr() == b.as_ptr() && a.len() == b.len()
+}
+
 /// One publisher's append, waiting for its commit.
 pub(crate) struct CommitRequest {
     pub(crate) entries: Entries,
+    /// The CRC32C of each entry's data (see [`DataCrcs`]).
+    pub(crate) crcs: DataCrcs,
     pub(crate) reply: oneshot::Sender<Reply>,
     pub(crate) queued_at: Instant,
 }
@@ -564,7 +623,13 @@ impl Committer {
             }
             // `QueueStore::append` refuses unknown flows before they get
             // here; the check keeps a bad index from panicking regardless.
-            for entry in request.entries.iter_mut().filter(|e| e.flow < flow_count) {
+            let crcs = &request.crcs;
+            let known = request
+                .entries
+                .iter_mut()
+                .enumerate()
+                .filter(|(_, e)| e.flow < flow_count);
+            for (j, entry) in known {
                 per_flow[entry.flow].0 += 1;
                 per_flow[entry.flow].1 += entry.data.len() as u64;
                 cost_total += cost(durable, entry);
@@ -573,7 +638,7 @@ impl Committer {
                     seq: 0,
                     time_ms: now_ms,
                     data: std::mem::take(&mut entry.data),
-                    data_crc: None,
+                    data_crc: crcs.get(j),
                 });
             }
         }
@@ -735,6 +800,36 @@ mod tests {
                 .collect();
             assert_eq!(seen, want);
         }
+    }
+
+    #[test]
+    fn data_crcs_are_each_entrys_and_one_record_to_several_flows_is_one() {
+        let crc = |data: &Bytes| crate::crc::crc32c(data);
+        assert_eq!(DataCrcs::of(&[]), DataCrcs::Absent);
+        let one = entries(&[2]);
+        assert_eq!(DataCrcs::of(&one), DataCrcs::Same(crc(&one[0].data)));
+        // The broker's gate: one buffer, cloned for each flow.
+        let data = Bytes::from_static(b"to three flows");
+        let shared: Vec<AppendEntry> = (0..3)
+            .map(|flow| AppendEntry {
+                flow,
+                data: data.clone(),
+            })
+            .collect();
+        assert_eq!(DataCrcs::of(&shared), DataCrcs::Same(crc(&data)));
+        // Equal contents in different buffers, and different contents.
+        let mut mixed = entries(&[0, 1]);
+        mixed.push(AppendEntry {
+            flow: 2,
+            data: Bytes::from("record for 1"),
+        });
+        mixed.push(mixed[2].clone());
+        let crcs = DataCrcs::of(&mixed);
+        for (i, entry) in mixed.iter().enumerate() {
+            assert_eq!(crcs.get(i), Some(crc(&entry.data)), "entry {i}");
+        }
+        assert_eq!(crcs.get(4), None);
+        assert_eq!(DataCrcs::Absent.get(0), None);
     }
 
     #[test]

@@ -116,6 +116,7 @@ mod tests {
         .into();
         let request = CommitRequest {
             entries,
+            crcs: crate::committer::DataCrcs::Absent,
             reply,
             queued_at: Instant::now(),
         };

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use crate::backend::{Backend, MemoryBackend, SegmentBackend};
 use crate::clock::{Clock, SystemClock};
 use crate::committer::{
-    CommitRequest, CommitSnapshot, CommitStats, Committer, PipelineThreshold, Reply,
+    CommitRequest, CommitSnapshot, CommitStats, Committer, DataCrcs, PipelineThreshold, Reply,
 };
 use crate::inbox::Inbox;
 use crate::limits::{FlowSpec, StoreLimits};
@@ -213,13 +213,23 @@ impl QueueStore {
     /// (flushed in disk mode). Tickets resolve in the order of the calls.
     /// A limit refuses the whole append with
     /// [`StorageError::QuotaExceeded`] (see [`crate::limits`]).
+    ///
+    /// In disk mode the CRC32C of each record's data is computed here, on
+    /// the caller's thread, so that the commit thread only extends it over
+    /// each frame's header (frame version 5, [`crate::record`]).
     pub fn append(&self, entries: Vec<AppendEntry>) -> CommitTicket {
         if let Some(bad) = entries.iter().find(|e| e.flow >= self.flows.len()) {
             return CommitTicket::ready(Err(StorageError::UnknownFlow(bad.flow)));
         }
+        let crcs = if self.backend.is_durable() {
+            DataCrcs::of(&entries)
+        } else {
+            DataCrcs::Absent
+        };
         let (reply, receiver) = oneshot::channel();
         let request = CommitRequest {
             entries: entries.into(),
+            crcs,
             reply,
             queued_at: Instant::now(),
         };
