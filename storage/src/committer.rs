@@ -101,21 +101,45 @@ impl From<Seqs> for Vec<Seq> {
 /// A commit thread's answer to one append.
 pub(crate) type Reply = Result<Seqs, StorageError>;
 
-/// The records of one append. A one-record append (a publish that matches
-/// one flow, the common case) is kept inline: its list is freed by the
-/// publisher's thread as it calls, where freeing is cheap, rather than by
-/// the commit thread, where freeing what another thread allocated cost
-/// about 130 instructions per append (callgrind, 16 x 256 ingest).
+/// The records of one append, with the CRC32C of their data when the
+/// publisher computed it (see [`DataCrcs`]). A one-record append (a publish
+/// that matches one flow, the common case) is kept inline: its list is
+/// freed by the publisher's thread as it calls, where freeing is cheap,
+/// rather than by the commit thread, where freeing what another thread
+/// allocated cost about 130 instructions per append (callgrind, 16 x 256
+/// ingest). The CRCs ride in here rather than beside it: a one-record
+/// append's fits in the space the enum has anyway, so requests moved
+/// through the inbox do not grow.
 pub(crate) enum Entries {
-    One(AppendEntry),
-    Many(Vec<AppendEntry>),
+    One(AppendEntry, Option<u32>),
+    Many(Vec<AppendEntry>, DataCrcs),
 }
 
-impl From<Vec<AppendEntry>> for Entries {
-    fn from(entries: Vec<AppendEntry>) -> Self {
+impl Entries {
+    /// The entries of an append; `hash`: compute their data's CRCs here
+    /// (on the caller's thread).
+    pub(crate) fn new(entries: Vec<AppendEntry>, hash: bool) -> Self {
         match <[AppendEntry; 1]>::try_from(entries) {
-            Ok([entry]) => Entries::One(entry),
-            Err(entries) => Entries::Many(entries),
+            Ok([entry]) => {
+                let crc = hash.then(|| crate::crc::crc32c(&entry.data));
+                Entries::One(entry, crc)
+            }
+            Err(entries) => {
+                let crcs = if hash {
+                    DataCrcs::of(&entries)
+                } else {
+                    DataCrcs::Absent
+                };
+                Entries::Many(entries, crcs)
+            }
+        }
+    }
+
+    /// `crc32c` of entry `i`'s data, if the publisher computed it.
+    pub(crate) fn data_crc(&self, i: usize) -> Option<u32> {
+        match self {
+            Entries::One(_, crc) => crc.filter(|_| i == 0),
+            Entries::Many(_, crcs) => crcs.get(i),
         }
     }
 }
@@ -125,8 +149,8 @@ impl std::ops::Deref for Entries {
 
     fn deref(&self) -> &[AppendEntry] {
         match self {
-            Entries::One(entry) => std::slice::from_ref(entry),
-            Entries::Many(entries) => entries,
+            Entries::One(entry, _) => std::slice::from_ref(entry),
+            Entries::Many(entries, _) => entries,
         }
     }
 }
@@ -134,26 +158,26 @@ impl std::ops::Deref for Entries {
 impl std::ops::DerefMut for Entries {
     fn deref_mut(&mut self) -> &mut [AppendEntry] {
         match self {
-            Entries::One(entry) => std::slice::from_mut(entry),
-            Entries::Many(entries) => entries,
+            Entries::One(entry, _) => std::slice::from_mut(entry),
+            Entries::Many(entries, _) => entries,
         }
     }
 }
 
-/// The CRC32C of each entry's data, computed by the publisher as it
-/// appends (on its own thread), so that the commit thread, the store's one
-/// serial path, only extends it over a frame's header (frame version 5,
-/// `record.rs`).
+/// The CRC32C of the data of each entry of an append of several, computed
+/// by the publisher as it appends (on its own thread), so that the commit
+/// thread, the store's one serial path, only extends it over a frame's
+/// header (frame version 5, `record.rs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum DataCrcs {
     /// Not computed (a backend that does not frame records): the backend
     /// computes what it needs.
     Absent,
-    /// Every entry has the same data (one entry, or one record appended to
-    /// several flows: hashed once).
+    /// Every entry has the same data (one record appended to several flows,
+    /// as the broker does: hashed once, and nothing allocated).
     Same(u32),
     /// One per entry.
-    Each(Vec<u32>),
+    Each(Box<[u32]>),
 }
 
 impl DataCrcs {
@@ -163,22 +187,22 @@ impl DataCrcs {
         let Some(first) = entries.first() else {
             return DataCrcs::Absent;
         };
-        let same_as_first = |e: &AppendEntry| same_buffer(&e.data, &first.data);
         let first_crc = crate::crc::crc32c(&first.data);
-        if entries.iter().all(same_as_first) {
+        if entries.iter().all(|e| same_buffer(&e.data, &first.data)) {
             return DataCrcs::Same(first_crc);
         }
         let mut crcs = Vec::with_capacity(entries.len());
-        let mut before: Option<(&bytes::Bytes, u32)> = None;
+        let mut before = (&first.data, first_crc);
         for entry in entries {
-            let crc = match before {
-                Some((data, crc)) if same_buffer(data, &entry.data) => crc,
-                _ => crate::crc::crc32c(&entry.data),
+            let crc = if same_buffer(before.0, &entry.data) {
+                before.1
+            } else {
+                crate::crc::crc32c(&entry.data)
             };
             crcs.push(crc);
-            before = Some((&entry.data, crc));
+            before = (&entry.data, crc);
         }
-        DataCrcs::Each(crcs)
+        DataCrcs::Each(crcs.into_boxed_slice())
     }
 
     /// The CRC of entry `i`'s data, if computed.
@@ -200,8 +224,6 @@ fn same_buffer(a: &bytes::Bytes, b: &bytes::Bytes) -> bool {
 /// One publisher's append, waiting for its commit.
 pub(crate) struct CommitRequest {
     pub(crate) entries: Entries,
-    /// The CRC32C of each entry's data (see [`DataCrcs`]).
-    pub(crate) crcs: DataCrcs,
     pub(crate) reply: oneshot::Sender<Reply>,
     pub(crate) queued_at: Instant,
 }
@@ -623,13 +645,12 @@ impl Committer {
             }
             // `QueueStore::append` refuses unknown flows before they get
             // here; the check keeps a bad index from panicking regardless.
-            let crcs = &request.crcs;
-            let known = request
-                .entries
-                .iter_mut()
-                .enumerate()
-                .filter(|(_, e)| e.flow < flow_count);
-            for (j, entry) in known {
+            for j in 0..request.entries.len() {
+                let data_crc = request.entries.data_crc(j);
+                let entry = &mut request.entries[j];
+                if entry.flow >= flow_count {
+                    continue;
+                }
                 per_flow[entry.flow].0 += 1;
                 per_flow[entry.flow].1 += entry.data.len() as u64;
                 cost_total += cost(durable, entry);
@@ -638,7 +659,7 @@ impl Committer {
                     seq: 0,
                     time_ms: now_ms,
                     data: std::mem::take(&mut entry.data),
-                    data_crc: crcs.get(j),
+                    data_crc,
                 });
             }
         }
@@ -787,9 +808,9 @@ mod tests {
     #[test]
     fn entries_keep_every_record_in_order_whatever_their_number() {
         for flows in [&[][..], &[3], &[0, 2], &[1, 0, 1]] {
-            let kept = Entries::from(entries(flows));
+            let kept = Entries::new(entries(flows), false);
             assert_eq!(
-                matches!(kept, Entries::One(_)),
+                matches!(kept, Entries::One(..)),
                 flows.len() == 1,
                 "one record is kept inline"
             );
@@ -807,7 +828,10 @@ mod tests {
         let crc = |data: &Bytes| crate::crc::crc32c(data);
         assert_eq!(DataCrcs::of(&[]), DataCrcs::Absent);
         let one = entries(&[2]);
-        assert_eq!(DataCrcs::of(&one), DataCrcs::Same(crc(&one[0].data)));
+        let want = crc(&one[0].data);
+        let kept = Entries::new(one.clone(), true);
+        assert_eq!((kept.data_crc(0), kept.data_crc(1)), (Some(want), None));
+        assert_eq!(Entries::new(one, false).data_crc(0), None);
         // The broker's gate: one buffer, cloned for each flow.
         let data = Bytes::from_static(b"to three flows");
         let shared: Vec<AppendEntry> = (0..3)
@@ -824,12 +848,12 @@ mod tests {
             data: Bytes::from("record for 1"),
         });
         mixed.push(mixed[2].clone());
-        let crcs = DataCrcs::of(&mixed);
+        let kept = Entries::new(mixed.clone(), true);
         for (i, entry) in mixed.iter().enumerate() {
-            assert_eq!(crcs.get(i), Some(crc(&entry.data)), "entry {i}");
+            assert_eq!(kept.data_crc(i), Some(crc(&entry.data)), "entry {i}");
         }
-        assert_eq!(crcs.get(4), None);
-        assert_eq!(DataCrcs::Absent.get(0), None);
+        assert_eq!(kept.data_crc(4), None);
+        assert_eq!(Entries::new(mixed, false).data_crc(0), None);
     }
 
     #[test]

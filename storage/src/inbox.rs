@@ -112,11 +112,9 @@ mod tests {
         let entries = vec![AppendEntry {
             flow,
             data: bytes::Bytes::new(),
-        }]
-        .into();
+        }];
         let request = CommitRequest {
-            entries,
-            crcs: crate::committer::DataCrcs::Absent,
+            entries: crate::committer::Entries::new(entries, false),
             reply,
             queued_at: Instant::now(),
         };

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use crate::backend::{Backend, MemoryBackend, SegmentBackend};
 use crate::clock::{Clock, SystemClock};
 use crate::committer::{
-    CommitRequest, CommitSnapshot, CommitStats, Committer, DataCrcs, PipelineThreshold, Reply,
+    CommitRequest, CommitSnapshot, CommitStats, Committer, Entries, PipelineThreshold, Reply,
 };
 use crate::inbox::Inbox;
 use crate::limits::{FlowSpec, StoreLimits};
@@ -221,15 +221,10 @@ impl QueueStore {
         if let Some(bad) = entries.iter().find(|e| e.flow >= self.flows.len()) {
             return CommitTicket::ready(Err(StorageError::UnknownFlow(bad.flow)));
         }
-        let crcs = if self.backend.is_durable() {
-            DataCrcs::of(&entries)
-        } else {
-            DataCrcs::Absent
-        };
+        let hash = self.backend.is_durable();
         let (reply, receiver) = oneshot::channel();
         let request = CommitRequest {
-            entries: entries.into(),
-            crcs,
+            entries: Entries::new(entries, hash),
             reply,
             queued_at: Instant::now(),
         };
