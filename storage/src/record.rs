@@ -165,6 +165,7 @@ fn put_varint(mut value: u32, out: &mut [u8; MAX_HEADER_LEN + 4], mut at: usize)
 /// byte][time varint]`) followed by the full sequence delta (little
 /// endian), in one buffer: the bytes a version-5 CRC covers after the data.
 /// Returns the buffer and the header's length.
+#[inline]
 fn header_and_seq(
     version: u8,
     seq: u32,
@@ -206,7 +207,13 @@ fn get_varint(buf: &[u8]) -> Result<(u64, usize), Option<&'static str>> {
 /// thread), so that this only extends it over the header and sequence.
 pub fn encode_frame(seq: u32, time: u32, data: &[u8], data_crc: u32, out: &mut Vec<u8>) {
     let (tail, header_len) = header_and_seq(FRAME_VERSION, seq, time, data.len());
-    out.extend_from_slice(&tail[..header_len]);
+    // The whole 16-byte buffer, then cut back to the header: a copy of
+    // known size is two moves, one of `header_len` bytes a `memcpy` call
+    // (17 instructions per frame on the commit thread, callgrind).
+    let start = out.len();
+    out.reserve(tail.len() + data.len() + 4);
+    out.extend_from_slice(&tail);
+    out.truncate(start + header_len);
     out.extend_from_slice(data);
     let crc = crate::crc::crc32c_append(data_crc, &tail[..header_len + 4]);
     out.extend_from_slice(&crc.to_le_bytes());
