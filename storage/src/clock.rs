@@ -51,7 +51,40 @@ impl<C: Clock> Clock for std::sync::Arc<C> {
     }
 }
 
+/// Nanoseconds of the monotonic clock (`CLOCK_MONOTONIC`, the clock
+/// [`std::time::Instant`] reads), for commit latencies: the commit thread
+/// subtracts two of them per append, where `Instant`'s checked
+/// subtraction of `timespec`s cost about 55 instructions (callgrind, 16 x
+/// 256 ingest), on the store's one serial path. 0 if the clock cannot be
+/// read (latencies are then wrong, never a failure).
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid `timespec` for the call to write.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) } != 0 {
+        return 0;
+    }
+    let secs = u64::try_from(now.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(now.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+}
+
 /// `ms` since the epoch as a time.
 pub(crate) fn to_system_time(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_monotonic_clock_reads_and_never_goes_back() {
+        let first = monotonic_ns();
+        let second = monotonic_ns();
+        assert!(first > 0, "the clock was read");
+        assert!(second >= first);
+    }
 }

@@ -225,7 +225,8 @@ fn same_buffer(a: &bytes::Bytes, b: &bytes::Bytes) -> bool {
 pub(crate) struct CommitRequest {
     pub(crate) entries: Entries,
     pub(crate) reply: oneshot::Sender<Reply>,
-    pub(crate) queued_at: Instant,
+    /// When it was appended ([`crate::clock::monotonic_ns`]).
+    pub(crate) queued_ns: u64,
 }
 
 /// A histogram as Prometheus wants it: cumulative bucket counts

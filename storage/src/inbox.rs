@@ -99,7 +99,6 @@ impl Inbox {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::Instant;
 
     use tokio::sync::oneshot;
 
@@ -116,7 +115,7 @@ mod tests {
         let request = CommitRequest {
             entries: crate::committer::Entries::new(entries, false),
             reply,
-            queued_at: Instant::now(),
+            queued_ns: 0,
         };
         (request, receiver)
     }

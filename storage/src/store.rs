@@ -4,7 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -226,7 +226,7 @@ impl QueueStore {
         let request = CommitRequest {
             entries: Entries::new(entries, hash),
             reply,
-            queued_at: Instant::now(),
+            queued_ns: crate::clock::monotonic_ns(),
         };
         match self.inbox.push(request) {
             Ok(()) => CommitTicket {
