@@ -10,6 +10,7 @@
 //! - [`endpoint`]: destinations behind the [`endpoint::Sink`] trait.
 //! - [`metrics`] and [`http`]: Prometheus text, health and readiness.
 //! - [`sd_notify`] and [`watchdog`]: readiness and liveness for systemd.
+//! - [`scheduling`]: the threads' Linux scheduling policy.
 //! - [`app`]: everything wired together; `main.rs` is the CLI around it.
 
 pub mod app;
@@ -23,6 +24,7 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod passwd_cli;
+pub mod scheduling;
 pub mod sd_notify;
 pub mod watchdog;
 

@@ -189,6 +189,11 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config, data_dir: PathBuf) -> Result<()> {
+    // Before the runtime, so that its threads (and the store's) inherit it.
+    let policy = config.appliance.cpu_scheduling;
+    if let Err(err) = backhaul_bridge::scheduling::apply(policy) {
+        tracing::warn!(%policy, %err, "cannot set spec.cpuScheduling; the threads keep the policy they started with");
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     let result = runtime.block_on(async {
         let shutdown = shutdown_signal()?;

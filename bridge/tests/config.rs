@@ -615,3 +615,25 @@ fn a_client_certificate_must_be_a_base64_pkcs12_file() {
         "{got:?}"
     );
 }
+
+#[test]
+fn cpu_scheduling_defaults_to_batch_and_names_the_allowed_values() {
+    use backhaul_bridge::config::CpuSchedulingSpec;
+    let config = load(&[("a.yaml", APPLIANCE)]).unwrap();
+    assert_eq!(config.appliance.cpu_scheduling, CpuSchedulingSpec::Batch);
+    let with = |value: &str| {
+        APPLIANCE.replace(
+            "  metrics: {address: 127.0.0.1:9700}\n",
+            &format!("  metrics: {{address: 127.0.0.1:9700}}\n  cpuScheduling: {value}\n"),
+        )
+    };
+    let normal = load(&[("a.yaml", &with("normal"))]).unwrap();
+    assert_eq!(normal.appliance.cpu_scheduling, CpuSchedulingSpec::Normal);
+    assert_eq!(
+        errors(&[("a.yaml", &with("Realtime"))]),
+        [
+            "a.yaml: document 1 (Appliance 'edge-01'): spec.cpuScheduling: unknown value \
+          'Realtime', expected one of: Batch, Normal"
+        ]
+    );
+}

@@ -23,7 +23,15 @@ pub struct ApplianceSpec {
     pub authorization: Option<AuthorizationSpec>,
     /// The broker's limits.
     pub limits: Option<BrokerLimitsSpec>,
+    /// How Linux schedules the appliance's threads (default `Batch`).
+    pub cpu_scheduling: Option<CpuSchedulingSpec>,
 }
+
+ci_enum!(
+    /// `Batch`: the appliance's threads never preempt a running program
+    /// when they wake (Linux `SCHED_BATCH`); `Normal`: `SCHED_OTHER`.
+    CpuSchedulingSpec { Batch, Normal }
+);
 
 ci_enum!(
     /// What a full queue does with a new message.

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use backhaul_broker::{BrokerSettings, ListenerSettings, TopicFilter};
 use backhaul_storage::{QueueLimits, StoreLimits};
 
-pub use self::appliance::StorageModeSpec;
+pub use self::appliance::{CpuSchedulingSpec, StorageModeSpec};
 pub use self::endpoint::RetainPolicy;
 pub use self::error::{ConfigError, ConfigErrors, Origin};
 use crate::endpoint::eventhubs::EventHubsEndpoint;
@@ -85,6 +85,7 @@ pub struct Appliance {
     /// Each flow's queue limits, by flow name (flows not listed: defaults).
     pub queue_limits: BTreeMap<String, QueueLimits>,
     pub default_queue_limits: QueueLimits,
+    pub cpu_scheduling: CpuSchedulingSpec,
 }
 
 impl Appliance {

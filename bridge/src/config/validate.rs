@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use backhaul_broker::{BrokerSettings, Limits, ListenerSettings, TopicFilter};
 
-use super::appliance::{ApplianceSpec, OverflowSpec, QueueLimitsSpec, RetrySpec, StorageModeSpec};
+use super::appliance::{
+    ApplianceSpec, CpuSchedulingSpec, OverflowSpec, QueueLimitsSpec, RetrySpec, StorageModeSpec,
+};
 use super::dataflow::{DataflowSpec, OperationSpec, OperationType};
 use super::document::{parse_required_spec, parse_spec, RawResource};
 use super::endpoint::{
@@ -258,6 +260,7 @@ fn appliance(
         listeners,
         broker,
         storage_mode: mode,
+        cpu_scheduling: spec.cpu_scheduling.unwrap_or(CpuSchedulingSpec::Batch),
         data_dir: storage.path.map(PathBuf::from),
         metrics_address: metrics_address?,
     })
