@@ -46,9 +46,10 @@ const SETUP: &str = "\
   `cloud/${inputTopic}` on the destination's MQTT endpoint
   (`maxInflightMessages: 1000`, the window the bridge gets from the edge's
   `max_inflight_messages 1000`; other settings default), or → the Event
-  Hubs peer (default batching: 1,000 messages, 5 ms; 2 batches in
+  Hubs peer (default batching: 1,000 messages, 5 ms; 4 batches in
   flight); `retry: {maxBackoffSeconds: 1}` to match the bridge's
   `restart_timeout 1`. Disk mode acknowledges a PUBLISH after `fdatasync`.
+  Default scheduling (`cpuScheduling: Batch`: Linux `SCHED_BATCH`).
 - **Trials**: each system runs every scenario on fresh processes and a
   fresh directory, one message end to end first. Systems alternate within
   each run, so the ratios (Backhaul ÷ Mosquitto) are computed run by run and
