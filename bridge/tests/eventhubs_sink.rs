@@ -99,6 +99,24 @@ async fn failing_send(
     (err, started.elapsed())
 }
 
+/// Waits until no transfer has reached `peer` for 300 ms (at most 5 s):
+/// after a failed send, transfers of the batches it stopped may still be
+/// on their way; lifting a rejection before they arrive would let the peer
+/// store one the sink counts as failed, and the retry would store it again
+/// (the at-least-once duplicate, which these tests count exactly).
+async fn until_transfers_settle(peer: &EventHubsPeer) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut seen = peer.stats().transfers;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = peer.stats().transfers;
+        if now == seen {
+            return;
+        }
+        seen = now;
+    }
+}
+
 /// Sends again until it succeeds (as the flow would, with a short back-off).
 async fn send_until_delivered(sink: &mut EventHubsSink, batch: &[OutboundMessage]) -> usize {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -514,6 +532,7 @@ async fn server_busy_is_throttling_and_the_batch_goes_after() {
     let (err, _) = failing_send(&mut sink, &batch).await;
     assert_eq!(err.kind, ErrorKind::Throttled, "{err}");
 
+    until_transfers_settle(&peer).await;
     peer.reject_transfers(None);
     send_until_delivered(&mut sink, &batch).await;
     assert_delivered_in_order_per_key(&peer.events(), &batch, |m| Some(m.message.topic.clone()));
@@ -697,6 +716,7 @@ async fn a_batch_confirmed_in_part_resumes_where_it_stopped() {
         .unwrap();
     let delivered = peer.events().len();
     if result.is_err() {
+        until_transfers_settle(&peer).await;
         peer.reject_transfers(None);
         send_until_delivered(&mut sink, &batch).await;
         let events = peer.events();
