@@ -395,7 +395,7 @@ fn decode(buf: &[u8], max_data: usize, framing: Framing, expect: u32, check: boo
         buf[crc_at + 3],
     ]);
     let data = &buf[header.header_len..crc_at];
-    if check && stored != var_crc(framing, buf, &header, expect) {
+    if check && stored != CrcBeforeSeq::of(framing, buf, &header).with_seq(expect) {
         return Frame::Corrupt("frame checksum mismatch");
     }
     Frame::Record {
@@ -406,15 +406,42 @@ fn decode(buf: &[u8], max_data: usize, framing: Framing, expect: u32, check: boo
     }
 }
 
-/// The CRC a version-4 or -5 frame at the start of `buf` (parsed as
-/// `header`) should carry as record `seq`.
-fn var_crc(framing: Framing, buf: &[u8], header: &VarHeader, seq: u32) -> u32 {
-    let crc_at = header.crc_at();
-    if framing == Framing::V4 {
-        return frame_crc_v4(&buf[..crc_at], seq);
+/// The CRC of a version-4 or -5 frame hashed up to the part that depends
+/// on its sequence delta, so that checking it as one record or as each of
+/// several candidates (re-synchronising) hashes the frame once.
+struct CrcBeforeSeq<'a> {
+    framing: Framing,
+    partial: u32,
+    /// Version 5: the header bytes, hashed after the data with the
+    /// sequence; version 4 has them in `partial` already.
+    header: &'a [u8],
+}
+
+impl<'a> CrcBeforeSeq<'a> {
+    /// For the frame at the start of `buf`, parsed as `header`.
+    fn of(framing: Framing, buf: &'a [u8], header: &VarHeader) -> Self {
+        let crc_at = header.crc_at();
+        let (partial, header) = if framing == Framing::V4 {
+            (crate::crc::crc32c(&buf[..crc_at]), &[][..])
+        } else {
+            let data_crc = crate::crc::crc32c(&buf[header.header_len..crc_at]);
+            (data_crc, &buf[..header.header_len])
+        };
+        Self {
+            framing,
+            partial,
+            header,
+        }
     }
-    let data_crc = crate::crc::crc32c(&buf[header.header_len..crc_at]);
-    frame_crc_v5(data_crc, &buf[..header.header_len], seq)
+
+    /// The CRC the frame carries if it is record `seq`.
+    fn with_seq(&self, seq: u32) -> u32 {
+        if self.framing == Framing::V4 {
+            crate::crc::crc32c_append(self.partial, &seq.to_le_bytes())
+        } else {
+            frame_crc_v5(self.partial, self.header, seq)
+        }
+    }
 }
 
 /// Whether a valid frame of `framing` whose sequence delta lies in `seqs`
@@ -439,28 +466,14 @@ pub fn find_frame(
     let crc_at = header.crc_at();
     let total = header.total();
     let stored = u32::from_le_bytes(buf[crc_at..total].try_into().ok()?);
-    // The CRC state before the part that depends on the sequence.
-    let (partial, header_bytes) = if framing == Framing::V4 {
-        (crate::crc::crc32c(&buf[..crc_at]), &[][..])
-    } else {
-        let data_crc = crate::crc::crc32c(&buf[header.header_len..crc_at]);
-        (data_crc, &buf[..header.header_len])
-    };
-    let matches = |seq: u32| {
-        let crc = if framing == Framing::V4 {
-            crate::crc::crc32c_append(partial, &seq.to_le_bytes())
-        } else {
-            frame_crc_v5(partial, header_bytes, seq)
-        };
-        crc == stored
-    };
+    let crc = CrcBeforeSeq::of(framing, buf, &header);
     // The first delta in `seqs` with the stored low byte, then every 256th.
     let low = u32::from(header.seq_low);
     let first = u64::from(seqs.start) + u64::from(low.wrapping_sub(seqs.start) & 0xff);
     (first..u64::from(seqs.end))
         .step_by(256)
         .map(|seq| seq as u32)
-        .find(|&seq| matches(seq))
+        .find(|&seq| crc.with_seq(seq) == stored)
         .map(|seq| (seq, total))
 }
 
