@@ -14,6 +14,7 @@ usage: backhaul-bench [--quick] [--runs N] [--messages N] [--backlog M] [--sizes
                       [--scenarios steady,outage,crash] [--publishers P] [--window W]
                       [--live-rate R] [--quiet-s S] [--timeout-s S] [--dir DIR]
                       [--output FILE] [--backhaul-bin PATH] [--destination-conf LINES]
+                      [--destination-cpu N]
 
 Runs every system on loopback with the same load generator and destination
 and writes one markdown report (default BENCHMARKS.md). Defaults: 3 runs,
@@ -21,7 +22,9 @@ and writes one markdown report (default BENCHMARKS.md). Defaults: 3 runs,
 8 publishers with 1,000 in flight each, live traffic 1,000 msg/s.
 --quick: 1 run, 3,000 messages, backlog 3,000, quiet 5 s (a smoke test).
 --destination-conf: extra lines for the destination Mosquitto (\\n between
-lines), for experiments such as \"set_tcp_nodelay true\".";
+lines), for experiments such as \"set_tcp_nodelay true\".
+--destination-cpu N: the destination Mosquitto alone on CPU N, this program
+and the edges on the other CPUs (closer to two hosts; default: no pinning).";
 
 /// Which trials to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +69,7 @@ impl Args {
                 timeout: Duration::from_secs(if quick { 60 } else { 900 }),
                 dir: std::env::temp_dir(),
                 destination_conf: String::new(),
+                destination_cpu: None,
             },
             runs: if quick { 1 } else { 3 },
             sizes: vec![200, 2048],
@@ -108,6 +112,7 @@ impl Args {
                 "--dir" => s.dir = PathBuf::from(value),
                 // `\n` separates lines, e.g. "set_tcp_nodelay true".
                 "--destination-conf" => s.destination_conf = value.replace("\\n", "\n") + "\n",
+                "--destination-cpu" => s.destination_cpu = Some(number(&value)? as usize),
                 "--output" => parsed.output = PathBuf::from(value),
                 "--backhaul-bin" => parsed.backhaul_bin = Some(PathBuf::from(value)),
                 "--sizes" => parsed.sizes = list(&value, |v| Ok(number(v)? as usize))?,
@@ -167,8 +172,18 @@ mod tests {
         assert_eq!(a.sizes, vec![200]);
         let keys: Vec<&str> = a.systems.iter().map(|s| s.key).collect();
         assert_eq!(keys, vec!["mosquitto", "backhaul-disk"]);
-        let a = parse(&["--backlog", "1_000_000", "--scenarios", "crash"]).unwrap();
+        assert_eq!(a.settings.destination_cpu, None);
+        let a = parse(&[
+            "--backlog",
+            "1_000_000",
+            "--scenarios",
+            "crash",
+            "--destination-cpu",
+            "1",
+        ])
+        .unwrap();
         assert_eq!(a.settings.backlog, 1_000_000);
+        assert_eq!(a.settings.destination_cpu, Some(1));
         assert_eq!(
             a.scenarios,
             Scenarios {

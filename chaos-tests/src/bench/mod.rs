@@ -11,6 +11,7 @@
 //! - [`systems`]: the edges and destinations under test.
 //! - [`scenarios`]: steady state, outage and replay, kill -9.
 //! - [`cpu`]: CPU and memory from `/proc`.
+//! - [`placement`]: the destination alone on a CPU (`--destination-cpu`).
 //! - [`report`], [`machine`]: the tables and the machine description.
 //! - [`args`]: the command line.
 
@@ -19,6 +20,7 @@ pub mod collector;
 pub mod cpu;
 pub mod machine;
 pub mod payload;
+pub mod placement;
 pub mod publisher;
 pub mod report;
 pub mod scenarios;

@@ -44,6 +44,9 @@ pub struct Settings {
     /// Extra configuration lines of the destination Mosquitto (experiments,
     /// e.g. `set_tcp_nodelay true`); empty by default.
     pub destination_conf: String,
+    /// The destination Mosquitto alone on this CPU, everything else on the
+    /// others (`placement`); `None`: no pinning.
+    pub destination_cpu: Option<usize>,
 }
 
 /// What reached the destination of what was acknowledged.
@@ -160,6 +163,7 @@ impl<'a> Trial<'a> {
             system.dest,
             dir.path(),
             &settings.destination_conf,
+            settings.destination_cpu,
             runtimes,
             &collector,
         )?;

@@ -125,6 +125,8 @@ pub enum Destination {
         port: u16,
         dir: PathBuf,
         conf: String,
+        /// `--destination-cpu`: the CPU the broker runs on alone.
+        cpu: Option<usize>,
         broker: Option<Mosquitto>,
         /// Kept for the whole trial: it reconnects across outages.
         _subscriber: Subscriber,
@@ -140,6 +142,7 @@ impl Destination {
         kind: DestKind,
         dir: &Path,
         mosquitto_conf: &str,
+        cpu: Option<usize>,
         runtimes: &Runtimes,
         collector: &SharedCollector,
     ) -> Result<Self> {
@@ -147,7 +150,7 @@ impl Destination {
             DestKind::Mosquitto => {
                 let port = free_port();
                 let dir = dir.join("destination");
-                let broker = Mosquitto::start_with(port, &dir, DEST_QUEUE, mosquitto_conf)
+                let broker = start_destination(port, &dir, mosquitto_conf, cpu)
                     .context("destination mosquitto")?;
                 let subscriber = Subscriber::start(
                     runtimes.counter.handle(),
@@ -160,6 +163,7 @@ impl Destination {
                     port,
                     dir,
                     conf: mosquitto_conf.to_string(),
+                    cpu,
                     broker: Some(broker),
                     _subscriber: subscriber,
                 })
@@ -223,11 +227,12 @@ impl Destination {
                 port,
                 dir,
                 conf,
+                cpu,
                 broker,
                 ..
             } => {
                 if broker.is_none() {
-                    *broker = Some(Mosquitto::start_with(*port, dir, DEST_QUEUE, conf)?);
+                    *broker = Some(start_destination(*port, dir, conf, *cpu)?);
                 }
             }
             Destination::EventHubs { peer, .. } => peer.refuse_connections(false),
@@ -252,6 +257,14 @@ impl Destination {
             Destination::EventHubs { .. } => None,
         }
     }
+}
+
+fn start_destination(port: u16, dir: &Path, conf: &str, cpu: Option<usize>) -> Result<Mosquitto> {
+    let broker = Mosquitto::start_with(port, dir, DEST_QUEUE, conf)?;
+    if let Some(cpu) = cpu {
+        super::placement::pin(broker.pid(), cpu)?;
+    }
+    Ok(broker)
 }
 
 impl Drop for Destination {

@@ -17,7 +17,7 @@ use backhaul_chaos_tests::bench::args::{Args, USAGE};
 use backhaul_chaos_tests::bench::report::{Report, Sample};
 use backhaul_chaos_tests::bench::scenarios::{crash, outage, steady};
 use backhaul_chaos_tests::bench::systems::Runtimes;
-use backhaul_chaos_tests::bench::{machine, payload};
+use backhaul_chaos_tests::bench::{machine, payload, placement};
 
 /// Text after this line of an existing report is kept when it is rewritten
 /// (findings written by hand).
@@ -50,6 +50,9 @@ const SETUP: &str = "\
   flight); `retry: {maxBackoffSeconds: 1}` to match the bridge's
   `restart_timeout 1`. Disk mode acknowledges a PUBLISH after `fdatasync`.
   Default scheduling (`cpuScheduling: Batch`: Linux `SCHED_BATCH`).
+- **Placement**: every process may run on every core, unless the command
+  above has `--destination-cpu N`: then the destination Mosquitto runs
+  alone on CPU N and everything else on the other CPUs.
 - **Trials**: each system runs every scenario on fresh processes and a
   fresh directory, one message end to end first. Systems alternate within
   each run, so the ratios (Backhaul ÷ Mosquitto) are computed run by run and
@@ -172,6 +175,9 @@ fn run() -> Result<bool> {
     payload::now_ns();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let machine = machine::describe(&args.settings.dir, &backhaul);
+    if let Some(cpu) = args.settings.destination_cpu {
+        placement::keep_off(cpu)?;
+    }
     let runtimes = Runtimes::new()?;
     let mut samples = Vec::new();
     for run in 0..args.runs {
