@@ -50,8 +50,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use azure_core::credentials::TokenCredential;
 use azure_core_amqp::error::{AmqpError, AmqpErrorKind};
+use azure_core_amqp::message::{
+    AmqpApplicationProperties, AmqpMessageBody, AmqpMessageId, AmqpMessageProperties,
+};
+use azure_core_amqp::{AmqpOrderedMap, AmqpSimpleValue};
 use azure_messaging_eventhubs::error::ErrorKind as SdkErrorKind;
-use azure_messaging_eventhubs::models::EventData;
+use azure_messaging_eventhubs::models::AmqpMessage;
 use azure_messaging_eventhubs::{ConnectionString, EventHubsError, ProducerClient, RetryOptions};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -473,7 +477,7 @@ impl EventHubsSink {
             let job = BatchJob {
                 client: client.producer,
                 socket: client.socket,
-                events: messages.iter().map(|m| event_data(m, copy)).collect(),
+                events: messages.iter().map(|m| amqp_message(m, copy)).collect(),
                 hub: hub.clone(),
                 placement: placement.clone(),
                 max_bytes: if all_fit {
@@ -680,36 +684,64 @@ fn placement_of(strategy: &PartitionStrategy, message: &OutboundMessage) -> Plac
     }
 }
 
-/// The event for one message: body, stable id and, when copying, the MQTT
-/// properties.
-pub fn event_data(outbound: &OutboundMessage, copy_mqtt_properties: bool) -> EventData {
+/// The event for one message, as the AMQP message the SDK batches: the
+/// payload as its one data section, the stable id as its message-id and,
+/// when copying, the MQTT content type and properties (user properties
+/// last: one named like a built-in replaces it).
+///
+/// Built here rather than as the SDK's `EventData`, which the SDK converts
+/// into this same message through a `HashMap` of the properties and a
+/// second copy of the body: about 1,000 instructions less per event
+/// (callgrind, 200-byte events; the SDK's `try_add` then serializes each
+/// event twice, about 11,500 instructions each).
+pub fn amqp_message(outbound: &OutboundMessage, copy_mqtt_properties: bool) -> AmqpMessage {
     let message = &outbound.message;
-    let mut event = EventData::builder()
-        .with_body(message.payload.to_vec())
-        .with_message_id(outbound.id.clone());
+    let mut properties = AmqpMessageProperties {
+        message_id: Some(AmqpMessageId::from(outbound.id.clone())),
+        ..Default::default()
+    };
+    let mut builder =
+        AmqpMessage::builder().with_body(AmqpMessageBody::Binary(vec![message.payload.to_vec()]));
     if copy_mqtt_properties {
         if let Some(content_type) = &message.content_type {
-            event = event.with_content_type(content_type.clone());
+            properties.content_type = Some(content_type.clone().into());
         }
-        event = event.add_property(TOPIC_PROPERTY.to_string(), message.topic.as_str());
-        if let Some(format) = message.payload_format_indicator {
-            event = event.add_property(PAYLOAD_FORMAT_PROPERTY.to_string(), format.to_string());
-        }
-        if let Some(topic) = &message.response_topic {
-            event = event.add_property(RESPONSE_TOPIC_PROPERTY.to_string(), topic.as_str());
-        }
-        if let Some(expiry) = message.message_expiry_interval {
-            event = event.add_property(MESSAGE_EXPIRY_PROPERTY.to_string(), expiry.to_string());
-        }
-        if let Some(data) = &message.correlation_data {
-            event = event.add_property(CORRELATION_DATA_PROPERTY.to_string(), data.to_vec());
-        }
-        // User properties last: one named like a built-in wins.
-        for (key, value) in &message.user_properties {
-            event = event.add_property(key.clone(), value.as_str());
-        }
+        builder = builder.with_application_properties(AmqpApplicationProperties(
+            application_properties(message),
+        ));
     }
-    event.build()
+    builder.with_properties(properties).build()
+}
+
+/// The MQTT properties of `message` as AMQP application properties.
+fn application_properties(
+    message: &backhaul_broker::StoredMessage,
+) -> AmqpOrderedMap<String, AmqpSimpleValue> {
+    let mut map = AmqpOrderedMap::new();
+    map.insert(TOPIC_PROPERTY.to_string(), message.topic.as_str().into());
+    if let Some(format) = message.payload_format_indicator {
+        map.insert(
+            PAYLOAD_FORMAT_PROPERTY.to_string(),
+            format.to_string().into(),
+        );
+    }
+    if let Some(topic) = &message.response_topic {
+        map.insert(RESPONSE_TOPIC_PROPERTY.to_string(), topic.as_str().into());
+    }
+    if let Some(expiry) = message.message_expiry_interval {
+        map.insert(
+            MESSAGE_EXPIRY_PROPERTY.to_string(),
+            expiry.to_string().into(),
+        );
+    }
+    if let Some(data) = &message.correlation_data {
+        map.insert(CORRELATION_DATA_PROPERTY.to_string(), data.to_vec().into());
+    }
+    for (key, value) in &message.user_properties {
+        map.remove(key.as_str());
+        map.insert(key.clone(), value.as_str().into());
+    }
+    map
 }
 
 #[async_trait]
@@ -992,6 +1024,105 @@ mod tests {
                 ..Default::default()
             },
         }
+    }
+
+    /// What the SDK makes of the same message built as its `EventData` (the
+    /// sink's way until session 7).
+    fn through_event_data(outbound: &OutboundMessage, copy: bool) -> AmqpMessage {
+        use azure_messaging_eventhubs::models::EventData;
+        let message = &outbound.message;
+        let mut event = EventData::builder()
+            .with_body(message.payload.to_vec())
+            .with_message_id(outbound.id.clone());
+        if copy {
+            if let Some(content_type) = &message.content_type {
+                event = event.with_content_type(content_type.clone());
+            }
+            event = event.add_property(TOPIC_PROPERTY.to_string(), message.topic.as_str());
+            if let Some(format) = message.payload_format_indicator {
+                event = event.add_property(PAYLOAD_FORMAT_PROPERTY.to_string(), format.to_string());
+            }
+            if let Some(topic) = &message.response_topic {
+                event = event.add_property(RESPONSE_TOPIC_PROPERTY.to_string(), topic.as_str());
+            }
+            if let Some(expiry) = message.message_expiry_interval {
+                event = event.add_property(MESSAGE_EXPIRY_PROPERTY.to_string(), expiry.to_string());
+            }
+            if let Some(data) = &message.correlation_data {
+                event = event.add_property(CORRELATION_DATA_PROPERTY.to_string(), data.to_vec());
+            }
+            for (key, value) in &message.user_properties {
+                event = event.add_property(key.clone(), value.as_str());
+            }
+        }
+        event.build().into()
+    }
+
+    fn sorted_application_properties(message: &AmqpMessage) -> Vec<(String, AmqpSimpleValue)> {
+        let mut all: Vec<_> = message
+            .application_properties
+            .iter()
+            .flat_map(|p| p.0.iter().map(|(k, v)| (k.clone(), v.clone())))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    #[test]
+    fn the_amqp_message_is_the_one_the_sdk_made_of_event_data() {
+        let mut full = outbound("appliance/flow/42", "plant/line1/temp");
+        full.message.payload = bytes::Bytes::from_static(b"{\"t\":21.5}");
+        full.message.content_type = Some("application/json".to_string());
+        full.message.payload_format_indicator = Some(1);
+        full.message.response_topic = Some("reply/here".to_string());
+        full.message.message_expiry_interval = Some(3600);
+        full.message.correlation_data = Some(bytes::Bytes::from_static(b"corr"));
+        full.message.user_properties = vec![
+            ("device".to_string(), "d1".to_string()),
+            (TOPIC_PROPERTY.to_string(), "renamed".to_string()),
+            ("device".to_string(), "d2".to_string()),
+        ];
+        let mut bare = outbound("appliance/flow/43", "plant/line1/temp");
+        bare.message.user_properties.clear();
+        for (message, copy) in [(&full, true), (&full, false), (&bare, true), (&bare, false)] {
+            let (ours, sdks) = (
+                amqp_message(message, copy),
+                through_event_data(message, copy),
+            );
+            assert_eq!(ours.body, sdks.body);
+            assert_eq!(ours.properties, sdks.properties);
+            assert_eq!(ours.header, sdks.header);
+            assert_eq!(ours.message_annotations, sdks.message_annotations);
+            assert_eq!(
+                sorted_application_properties(&ours),
+                sorted_application_properties(&sdks),
+                "copy {copy}"
+            );
+            if sorted_application_properties(&ours).len() <= 1 {
+                // One property or none: no map order to differ in.
+                assert_eq!(
+                    AmqpMessage::serialize(&ours).unwrap(),
+                    AmqpMessage::serialize(&sdks).unwrap()
+                );
+            }
+        }
+        let properties = sorted_application_properties(&amqp_message(&full, true));
+        let value = |key: &str| {
+            properties
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            value("device"),
+            Some(AmqpSimpleValue::from("d2")),
+            "the last one wins"
+        );
+        assert_eq!(
+            value(TOPIC_PROPERTY),
+            Some(AmqpSimpleValue::from("renamed"))
+        );
+        assert_eq!(properties.len(), 6, "{properties:?}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use azure_messaging_eventhubs::error::ErrorKind as SdkErrorKind;
-use azure_messaging_eventhubs::models::EventData;
+use azure_messaging_eventhubs::models::AmqpMessage;
 use azure_messaging_eventhubs::{EventDataBatchOptions, ProducerClient};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
@@ -34,7 +34,7 @@ pub(super) struct BatchJob {
     pub hub: String,
     pub placement: Placement,
     /// The candidates, in order; the batch takes as many as fit.
-    pub events: Vec<EventData>,
+    pub events: Vec<AmqpMessage>,
     /// Size limit asked of the SDK; `None` is the link's.
     pub max_bytes: Option<u64>,
     /// Set when the sink started the next batch without waiting for this
@@ -156,7 +156,7 @@ impl BatchJob {
         let mut count = 0;
         for event in self.events {
             let added = batch
-                .try_add_event_data(event, None)
+                .try_add_amqp_message(event, None)
                 .map_err(|err| sdk_error("adding an event to a batch", &err))?;
             if !added {
                 break;

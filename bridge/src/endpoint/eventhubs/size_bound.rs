@@ -75,7 +75,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::endpoint::eventhubs::event_data;
+    use crate::endpoint::eventhubs::amqp_message;
 
     fn message(payload: usize, topic: &str, properties: usize) -> OutboundMessage {
         OutboundMessage {
@@ -100,7 +100,7 @@ mod tests {
     /// The bytes the SDK counts for the event in a batch: its serialized
     /// AMQP message and the 8-byte header of a large data section.
     fn sdk_size(message: &OutboundMessage, copy: bool, key: Option<&str>) -> u64 {
-        let mut amqp: AmqpMessage = event_data(message, copy).into();
+        let mut amqp = amqp_message(message, copy);
         if let Some(key) = key {
             amqp.add_message_annotation("x-opt-partition-key".into(), key.to_string());
         }
