@@ -3,28 +3,17 @@
 //! `/proc/<pid>/task/<tid>/stat` once the appliance is ready.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use backhaul_chaos_tests::config::{appliance_yaml, TestAppliance};
 use backhaul_chaos_tests::free_port;
-use backhaul_chaos_tests::process::http_get;
+use backhaul_chaos_tests::process::Backhaul;
 
 /// Linux's policy numbers (`sched.h`).
 const SCHED_OTHER: u32 = 0;
 const SCHED_BATCH: u32 = 3;
 
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the appliance with `extra` spec lines and waits for `/readyz`.
-fn start(dir: &Path, extra: &str) -> Running {
+/// Starts the appliance with `extra` spec lines; ready when this returns.
+fn start(dir: &Path, extra: &str) -> Backhaul {
     let appliance = TestAppliance {
         mqtt_port: free_port(),
         metrics_port: free_port(),
@@ -37,22 +26,7 @@ fn start(dir: &Path, extra: &str) -> Running {
         appliance_yaml(&appliance, extra),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_backhaul"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start backhaul");
-    let running = Running(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !matches!(http_get(appliance.metrics_port, "/readyz"), Ok((200, _))) {
-        assert!(Instant::now() < deadline, "not ready within 30 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    running
+    Backhaul::start(&config, &dir.join("data"), appliance.metrics_port).expect("backhaul starts")
 }
 
 /// Every thread's name and scheduling policy (field 41 of its `stat`).
@@ -78,7 +52,7 @@ fn every_thread_runs_as_batch_by_default_and_normal_when_configured() {
     ] {
         let tmp = tempfile::tempdir().unwrap();
         let running = start(tmp.path(), extra);
-        let threads = thread_policies(running.0.id());
+        let threads = thread_policies(running.pid());
         let names: Vec<&str> = threads.iter().map(|(name, _)| name.as_str()).collect();
         assert!(
             names.iter().any(|n| n.starts_with("tokio"))

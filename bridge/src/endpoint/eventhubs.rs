@@ -717,25 +717,34 @@ pub fn amqp_message(outbound: &OutboundMessage, copy_mqtt_properties: bool) -> A
 fn application_properties(
     message: &backhaul_broker::StoredMessage,
 ) -> AmqpOrderedMap<String, AmqpSimpleValue> {
+    let built_in: [(&str, Option<AmqpSimpleValue>); 5] = [
+        (TOPIC_PROPERTY, Some(message.topic.as_str().into())),
+        (
+            PAYLOAD_FORMAT_PROPERTY,
+            message
+                .payload_format_indicator
+                .map(|f| f.to_string().into()),
+        ),
+        (
+            RESPONSE_TOPIC_PROPERTY,
+            message.response_topic.as_deref().map(Into::into),
+        ),
+        (
+            MESSAGE_EXPIRY_PROPERTY,
+            message
+                .message_expiry_interval
+                .map(|e| e.to_string().into()),
+        ),
+        (
+            CORRELATION_DATA_PROPERTY,
+            message.correlation_data.as_ref().map(|d| d.to_vec().into()),
+        ),
+    ];
     let mut map = AmqpOrderedMap::new();
-    map.insert(TOPIC_PROPERTY.to_string(), message.topic.as_str().into());
-    if let Some(format) = message.payload_format_indicator {
-        map.insert(
-            PAYLOAD_FORMAT_PROPERTY.to_string(),
-            format.to_string().into(),
-        );
-    }
-    if let Some(topic) = &message.response_topic {
-        map.insert(RESPONSE_TOPIC_PROPERTY.to_string(), topic.as_str().into());
-    }
-    if let Some(expiry) = message.message_expiry_interval {
-        map.insert(
-            MESSAGE_EXPIRY_PROPERTY.to_string(),
-            expiry.to_string().into(),
-        );
-    }
-    if let Some(data) = &message.correlation_data {
-        map.insert(CORRELATION_DATA_PROPERTY.to_string(), data.to_vec().into());
+    for (key, value) in built_in {
+        if let Some(value) = value {
+            map.insert(key.to_string(), value);
+        }
     }
     for (key, value) in &message.user_properties {
         map.remove(key.as_str());
