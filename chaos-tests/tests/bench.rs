@@ -157,3 +157,49 @@ fn quick_run_reports_every_row_and_backhaul_loses_nothing() {
         }
     }
 }
+
+#[test]
+fn the_bridge_can_speak_mqtt_5_and_the_subscriber_can_be_paced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let output = tmp.path().join("BENCHMARKS.md");
+    let run = Command::new(env!("CARGO_BIN_EXE_backhaul-bench"))
+        .args(["--quick", "--sizes", "200", "--systems", "mosquitto"])
+        .args(["--scenarios", "outage", "--bridge-protocol", "mqttv50"])
+        .args(["--subscriber-pace-ms", "1", "--dir"])
+        .arg(tmp.path())
+        .arg("--output")
+        .arg(&output)
+        .arg("--backhaul-bin")
+        .arg(backhaul_bin().unwrap())
+        .output()
+        .unwrap();
+    let report = std::fs::read_to_string(&output).unwrap_or_default();
+    assert!(
+        run.status.success(),
+        "backhaul-bench failed: {}\n{}\n{report}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(!report.contains("## Errors"), "{report}");
+    for setup in [
+        "`bridge_protocol_version mqttv50`",
+        "it waits 1 ms after each read (`--subscriber-pace-ms`)",
+    ] {
+        assert!(report.contains(setup), "{setup}:\n{report}");
+    }
+    // Mosquitto saves its queue at a clean stop, so the bridge speaking
+    // MQTT 5 delivers the whole backlog to the paced subscriber.
+    let counts = table(&report, "## Counts");
+    let outage = counts[2..]
+        .iter()
+        .find(|row| row[2] == "3 outage")
+        .unwrap_or_else(|| panic!("no outage row:\n{report}"));
+    assert_eq!(outage[0], "mosquitto");
+    let [acked, delivered, lost, duplicates] =
+        [4, 5, 6, 7].map(|i| outage[i].parse::<u64>().unwrap());
+    assert_eq!(
+        (acked, delivered, lost, duplicates),
+        (QUICK_MESSAGES, QUICK_MESSAGES, 0, 0),
+        "{report}"
+    );
+}

@@ -14,7 +14,8 @@ usage: backhaul-bench [--quick] [--runs N] [--messages N] [--backlog M] [--sizes
                       [--scenarios steady,outage,crash] [--publishers P] [--window W]
                       [--live-rate R] [--quiet-s S] [--timeout-s S] [--dir DIR]
                       [--output FILE] [--backhaul-bin PATH] [--destination-conf LINES]
-                      [--destination-cpu N]
+                      [--destination-cpu N] [--bridge-protocol mqttv311|mqttv50]
+                      [--subscriber-pace-ms MS]
 
 Runs every system on loopback with the same load generator and destination
 and writes one markdown report (default BENCHMARKS.md). Defaults: 3 runs,
@@ -24,7 +25,16 @@ and writes one markdown report (default BENCHMARKS.md). Defaults: 3 runs,
 --destination-conf: extra lines for the destination Mosquitto (\\n between
 lines), for experiments such as \"set_tcp_nodelay true\".
 --destination-cpu N: the destination Mosquitto alone on CPU N, this program
-and the edges on the other CPUs (closer to two hosts; default: no pinning).";
+and the edges on the other CPUs (closer to two hosts; default: no pinning).
+--bridge-protocol: what the Mosquitto bridge speaks to the destination:
+mqttv311 (default, Mosquitto's own default) or mqttv50 (what Backhaul
+speaks), for comparing at the same protocol.
+--subscriber-pace-ms MS: the counting subscriber waits MS ms after each
+read (default: it reads whenever data came, so its reads follow the CPU
+the edge leaves free); for A/B runs with less noise.";
+
+/// Values of `--bridge-protocol` (Mosquitto's `bridge_protocol_version`).
+const BRIDGE_PROTOCOLS: [&str; 2] = ["mqttv311", "mqttv50"];
 
 /// Which trials to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +80,8 @@ impl Args {
                 dir: std::env::temp_dir(),
                 destination_conf: String::new(),
                 destination_cpu: None,
+                bridge_protocol: BRIDGE_PROTOCOLS[0],
+                subscriber_pace: None,
             },
             runs: if quick { 1 } else { 3 },
             sizes: vec![200, 2048],
@@ -113,6 +125,17 @@ impl Args {
                 // `\n` separates lines, e.g. "set_tcp_nodelay true".
                 "--destination-conf" => s.destination_conf = value.replace("\\n", "\n") + "\n",
                 "--destination-cpu" => s.destination_cpu = Some(number(&value)? as usize),
+                "--bridge-protocol" => {
+                    s.bridge_protocol = BRIDGE_PROTOCOLS
+                        .into_iter()
+                        .find(|p| *p == value)
+                        .with_context(|| {
+                            format!("--bridge-protocol: {value:?} is not mqttv311 or mqttv50")
+                        })?
+                }
+                "--subscriber-pace-ms" => {
+                    s.subscriber_pace = Some(Duration::from_millis(number(&value)?.max(1)))
+                }
                 "--output" => parsed.output = PathBuf::from(value),
                 "--backhaul-bin" => parsed.backhaul_bin = Some(PathBuf::from(value)),
                 "--sizes" => parsed.sizes = list(&value, |v| Ok(number(v)? as usize))?,
@@ -173,6 +196,8 @@ mod tests {
         let keys: Vec<&str> = a.systems.iter().map(|s| s.key).collect();
         assert_eq!(keys, vec!["mosquitto", "backhaul-disk"]);
         assert_eq!(a.settings.destination_cpu, None);
+        assert_eq!(a.settings.bridge_protocol, "mqttv311");
+        assert_eq!(a.settings.subscriber_pace, None);
         let a = parse(&[
             "--backlog",
             "1_000_000",
@@ -180,10 +205,22 @@ mod tests {
             "crash",
             "--destination-cpu",
             "1",
+            "--bridge-protocol",
+            "mqttv50",
+            "--subscriber-pace-ms",
+            "2",
         ])
         .unwrap();
         assert_eq!(a.settings.backlog, 1_000_000);
         assert_eq!(a.settings.destination_cpu, Some(1));
+        assert_eq!(a.settings.bridge_protocol, "mqttv50");
+        assert_eq!(a.settings.subscriber_pace, Some(Duration::from_millis(2)));
+        assert_eq!(
+            parse(&["--bridge-protocol", "mqttv5"])
+                .unwrap_err()
+                .to_string(),
+            "--bridge-protocol: \"mqttv5\" is not mqttv311 or mqttv50"
+        );
         assert_eq!(
             a.scenarios,
             Scenarios {

@@ -47,6 +47,13 @@ pub struct Settings {
     /// The destination Mosquitto alone on this CPU, everything else on the
     /// others (`placement`); `None`: no pinning.
     pub destination_cpu: Option<usize>,
+    /// `bridge_protocol_version` of the Mosquitto bridge: `mqttv311` (its
+    /// default) or `mqttv50`, the protocol Backhaul's MQTT sink speaks.
+    pub bridge_protocol: &'static str,
+    /// The counting subscriber waits this long after each read, so how
+    /// often it reads (and acknowledges) no longer depends on how much CPU
+    /// the edge under test leaves it; `None`: it reads whenever data came.
+    pub subscriber_pace: Option<Duration>,
 }
 
 /// What reached the destination of what was acknowledged.
@@ -159,16 +166,9 @@ impl<'a> Trial<'a> {
             .prefix(&format!("bench-{}-", system.key))
             .tempdir_in(&settings.dir)?;
         let collector = SharedCollector::default();
-        let dest = Destination::start(
-            system.dest,
-            dir.path(),
-            &settings.destination_conf,
-            settings.destination_cpu,
-            runtimes,
-            &collector,
-        )?;
+        let dest = Destination::start(system.dest, dir.path(), settings, runtimes, &collector)?;
         let max_queued = 2 * (settings.backlog + settings.messages) + 100_000;
-        let edge = Edge::start(system.edge, dir.path(), &dest, max_queued)?;
+        let edge = Edge::start(system.edge, dir.path(), &dest, max_queued, settings)?;
         let trial = Self {
             runtimes,
             collector,

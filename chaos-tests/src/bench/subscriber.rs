@@ -2,6 +2,11 @@
 //! (clean session off, QoS 1) that reconnects on its own while the
 //! destination is down, PUBACKs everything it reads in one write per read,
 //! and records every payload in a [`SharedCollector`].
+//!
+//! Paced (`--subscriber-pace-ms`), it waits a fixed time after each read.
+//! Unpaced, it reads whenever data came, so how often it reads, and with
+//! it how many segments the destination writes to it, follows how much CPU
+//! the edge under test leaves free (BENCHMARKS.md, session 8).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,6 +35,7 @@ impl Subscriber {
         port: u16,
         client_id: &str,
         filter: &str,
+        pace: Option<Duration>,
         collector: SharedCollector,
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
@@ -44,8 +50,12 @@ impl Subscriber {
                         continue;
                     };
                     connections.fetch_add(1, Ordering::Relaxed);
-                    if let Err(err) = session(stream, &client_id, &filter, &collector, &stop).await
-                    {
+                    let counting = Counting {
+                        collector: &collector,
+                        stop: &stop,
+                        pace,
+                    };
+                    if let Err(err) = session(stream, &client_id, &filter, counting).await {
                         tracing::debug!(%err, "bench subscriber disconnected");
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
@@ -72,13 +82,24 @@ impl Drop for Subscriber {
     }
 }
 
+/// Where a session records, when it stops, and how it paces its reads.
+struct Counting<'a> {
+    collector: &'a SharedCollector,
+    stop: &'a AtomicBool,
+    pace: Option<Duration>,
+}
+
 async fn session(
     stream: TcpStream,
     client_id: &str,
     filter: &str,
-    collector: &SharedCollector,
-    stop: &AtomicBool,
+    counting: Counting<'_>,
 ) -> std::io::Result<()> {
+    let Counting {
+        collector,
+        stop,
+        pace,
+    } = counting;
     stream.set_nodelay(true)?;
     let (mut reader, mut writer) = stream.into_split();
     let mut hello = wire::connect(client_id, false);
@@ -126,6 +147,9 @@ async fn session(
         if !acks.is_empty() {
             writer.write_all(&acks).await?;
             acks.clear();
+        }
+        if let Some(pace) = pace {
+            tokio::time::sleep(pace).await;
         }
     }
     Ok(())

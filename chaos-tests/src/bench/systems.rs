@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 
 use super::collector::SharedCollector;
 use super::cpu::{CpuSource, ThreadGroup};
+use super::scenarios::Settings;
 use super::subscriber::Subscriber;
 use crate::config::{appliance_yaml, write_mqtt_bridge_with, TestAppliance};
 use crate::eventhubs_peer::{EventHubsPeer, PeerOptions};
@@ -141,8 +142,7 @@ impl Destination {
     pub fn start(
         kind: DestKind,
         dir: &Path,
-        mosquitto_conf: &str,
-        cpu: Option<usize>,
+        settings: &Settings,
         runtimes: &Runtimes,
         collector: &SharedCollector,
     ) -> Result<Self> {
@@ -150,19 +150,21 @@ impl Destination {
             DestKind::Mosquitto => {
                 let port = free_port();
                 let dir = dir.join("destination");
-                let broker = start_destination(port, &dir, mosquitto_conf, cpu)
-                    .context("destination mosquitto")?;
+                let (conf, cpu) = (&settings.destination_conf, settings.destination_cpu);
+                let broker =
+                    start_destination(port, &dir, conf, cpu).context("destination mosquitto")?;
                 let subscriber = Subscriber::start(
                     runtimes.counter.handle(),
                     port,
                     SUBSCRIBER_ID,
                     DESTINATION_FILTER,
+                    settings.subscriber_pace,
                     collector.clone(),
                 );
                 Ok(Destination::Mosquitto {
                     port,
                     dir,
-                    conf: mosquitto_conf.to_string(),
+                    conf: conf.clone(),
                     cpu,
                     broker: Some(broker),
                     _subscriber: subscriber,
@@ -284,6 +286,7 @@ pub struct Edge {
     metrics_port: u16,
     dest_port: Option<u16>,
     max_queued: u64,
+    bridge_protocol: &'static str,
 }
 
 enum EdgeProcess {
@@ -293,7 +296,13 @@ enum EdgeProcess {
 
 impl Edge {
     /// Writes the edge's configuration for `dest` and starts it.
-    pub fn start(kind: EdgeKind, dir: &Path, dest: &Destination, max_queued: u64) -> Result<Self> {
+    pub fn start(
+        kind: EdgeKind,
+        dir: &Path,
+        dest: &Destination,
+        max_queued: u64,
+        settings: &Settings,
+    ) -> Result<Self> {
         let mut edge = Self {
             kind,
             port: free_port(),
@@ -302,6 +311,7 @@ impl Edge {
             metrics_port: free_port(),
             dest_port: dest.mqtt_port(),
             max_queued,
+            bridge_protocol: settings.bridge_protocol,
         };
         std::fs::create_dir_all(&edge.dir)?;
         if kind != EdgeKind::Mosquitto {
@@ -355,7 +365,7 @@ impl Edge {
                     self.port,
                     &self.dir,
                     self.max_queued,
-                    &mosquitto_bridge(dest_port),
+                    &mosquitto_bridge(dest_port, self.bridge_protocol),
                 )?)
             }
             _ => EdgeProcess::Backhaul(Backhaul::start(
@@ -423,12 +433,12 @@ fn same_inflight_as_the_bridge(flows: &std::path::Path) -> Result<()> {
 
 /// The edge Mosquitto's bridge (`shared/reference/baseline.md` §3):
 /// persistence, QoS 1, clean session off, reconnect after 1 s, default
-/// autosave (every 1800 s, and at a clean exit).
-fn mosquitto_bridge(dest_port: u16) -> String {
+/// autosave (every 1800 s, and at a clean exit), speaking `protocol`.
+fn mosquitto_bridge(dest_port: u16, protocol: &str) -> String {
     format!(
         "connection cloud\naddress 127.0.0.1:{dest_port}\ntopic factory/# out 1 \"\" cloud/\n\
          cleansession false\nremote_clientid bench-edge\nrestart_timeout 1\n\
-         bridge_protocol_version mqttv311\n"
+         bridge_protocol_version {protocol}\n"
     )
 }
 
@@ -458,4 +468,25 @@ spec:
       destinationSettings: {{endpointRef: hubs, dataDestination: telemetry}}
 "#
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mosquitto_bridge;
+
+    #[test]
+    fn the_bridge_speaks_the_protocol_asked_for() {
+        for protocol in ["mqttv311", "mqttv50"] {
+            let conf = mosquitto_bridge(1883, protocol);
+            let line = format!("bridge_protocol_version {protocol}");
+            assert_eq!(
+                conf.lines()
+                    .filter(|l| l.starts_with("bridge_protocol"))
+                    .count(),
+                1
+            );
+            assert!(conf.lines().any(|l| l == line), "{conf}");
+            assert!(conf.contains("address 127.0.0.1:1883\n"), "{conf}");
+        }
+    }
 }

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use backhaul_chaos_tests::bench::args::{Args, USAGE};
 use backhaul_chaos_tests::bench::report::{Report, Sample};
-use backhaul_chaos_tests::bench::scenarios::{crash, outage, steady};
+use backhaul_chaos_tests::bench::scenarios::{crash, outage, steady, Settings};
 use backhaul_chaos_tests::bench::systems::Runtimes;
 use backhaul_chaos_tests::bench::{machine, payload, placement};
 
@@ -34,14 +34,15 @@ const SETUP: &str = "\
   `max_queued_messages 1000000`, `max_inflight_messages 1000`) with one
   counting subscriber (persistent session, QoS 1, `cloud/#`) that records
   every (publisher, number): lost, duplicated and out-of-order messages are
-  counted. For `backhaul-eventhubs`, the in-tree Event Hubs AMQP peer
+  counted; {subscriber_reads}. For `backhaul-eventhubs`, the in-tree Event Hubs AMQP peer
   (default options: 5 ms settle latency, 2 ms network latency each way, 4
   partitions) in this process on its own thread; its store is the count.
 - **Mosquitto bridge**: edge Mosquitto with `persistence true`, default
   autosave (`autosave_interval 1800`), `max_queued_messages` above the
   backlog, `max_inflight_messages 1000`, and `connection cloud`, `topic
   factory/# out 1 \"\" cloud/`, `cleansession false`, `restart_timeout 1`,
-  `bridge_protocol_version mqttv311`.
+  `bridge_protocol_version {bridge_protocol}` (`--bridge-protocol`;
+  Backhaul speaks MQTT 5).
 - **Backhaul**: the release `backhaul` binary, one flow `factory/#` →
   `cloud/${inputTopic}` on the destination's MQTT endpoint
   (`maxInflightMessages: 1000`, the window the bridge gets from the edge's
@@ -77,6 +78,20 @@ const SETUP: &str = "\
   Mosquitto) or `/proc/self/task/<tid>/stat` (generator, subscriber, peer
   threads), in % of one core over the phase; for the replay, over the
   drain (first → last replayed arrival), the window of the replay rate.";
+
+/// [`SETUP`] with what this run's flags chose.
+fn setup(settings: &Settings) -> String {
+    let subscriber_reads = match settings.subscriber_pace {
+        None => "it reads whenever data came".to_string(),
+        Some(pace) => format!(
+            "it waits {} ms after each read (`--subscriber-pace-ms`)",
+            pace.as_millis()
+        ),
+    };
+    SETUP
+        .replace("{subscriber_reads}", &subscriber_reads)
+        .replace("{bridge_protocol}", settings.bridge_protocol)
+}
 
 fn backhaul_bin(args: &Args) -> Result<PathBuf> {
     if let Some(path) = &args.backhaul_bin {
@@ -137,7 +152,7 @@ fn render(args: &Args, command: &str, machine: &[(String, String)], report: &Rep
     for (item, value) in machine {
         let _ = writeln!(out, "| {item} | {value} |");
     }
-    let _ = writeln!(out, "\n## Setup\n\n{SETUP}\n");
+    let _ = writeln!(out, "\n## Setup\n\n{}\n", setup(s));
     let _ = writeln!(out, "## Figures\n\n{}", report.figures_table());
     let _ = writeln!(
         out,
