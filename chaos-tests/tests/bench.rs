@@ -34,12 +34,14 @@ fn table(report: &str, heading: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
-#[test]
-fn quick_run_reports_every_row_and_backhaul_loses_nothing() {
+/// Runs `backhaul-bench --quick` with `args` in a temporary directory,
+/// asserts it succeeded and returns its report.
+fn quick_run(args: &[&str]) -> String {
     let tmp = tempfile::tempdir().unwrap();
     let output = tmp.path().join("BENCHMARKS.md");
     let run = Command::new(env!("CARGO_BIN_EXE_backhaul-bench"))
         .arg("--quick")
+        .args(args)
         .arg("--dir")
         .arg(tmp.path())
         .arg("--output")
@@ -55,6 +57,12 @@ fn quick_run_reports_every_row_and_backhaul_loses_nothing() {
         run.status,
         String::from_utf8_lossy(&run.stderr)
     );
+    report
+}
+
+#[test]
+fn quick_run_reports_every_row_and_backhaul_loses_nothing() {
+    let report = quick_run(&[]);
     for section in [
         "## Machine",
         "## Setup",
@@ -160,26 +168,18 @@ fn quick_run_reports_every_row_and_backhaul_loses_nothing() {
 
 #[test]
 fn the_bridge_can_speak_mqtt_5_and_the_subscriber_can_be_paced() {
-    let tmp = tempfile::tempdir().unwrap();
-    let output = tmp.path().join("BENCHMARKS.md");
-    let run = Command::new(env!("CARGO_BIN_EXE_backhaul-bench"))
-        .args(["--quick", "--sizes", "200", "--systems", "mosquitto"])
-        .args(["--scenarios", "outage", "--bridge-protocol", "mqttv50"])
-        .args(["--subscriber-pace-ms", "1", "--dir"])
-        .arg(tmp.path())
-        .arg("--output")
-        .arg(&output)
-        .arg("--backhaul-bin")
-        .arg(backhaul_bin().unwrap())
-        .output()
-        .unwrap();
-    let report = std::fs::read_to_string(&output).unwrap_or_default();
-    assert!(
-        run.status.success(),
-        "backhaul-bench failed: {}\n{}\n{report}",
-        run.status,
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let report = quick_run(&[
+        "--sizes",
+        "200",
+        "--systems",
+        "mosquitto",
+        "--scenarios",
+        "outage",
+        "--bridge-protocol",
+        "mqttv50",
+        "--subscriber-pace-ms",
+        "1",
+    ]);
     assert!(!report.contains("## Errors"), "{report}");
     for setup in [
         "`bridge_protocol_version mqttv50`",
