@@ -472,7 +472,58 @@ spec:
 
 #[cfg(test)]
 mod tests {
-    use super::mosquitto_bridge;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::bench::args::Args;
+
+    /// What the destination logged of the bridge's connection, once it came.
+    fn bridge_connection_logged(dest_dir: &Path) -> String {
+        let log = dest_dir.join("destination/mosquitto.log");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.contains("as bench-edge (")) {
+                return line.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no bridge connection in:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    #[test]
+    fn the_edge_mosquitto_bridges_with_the_protocol_of_the_flag() {
+        // Mosquitto logs the protocol level: 2 for MQTT 3.1.1, 5 for MQTT 5.
+        for (flag, level) in [("mqttv311", "(p2,"), ("mqttv50", "(p5,")] {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().to_str().unwrap();
+            let args =
+                Args::parse(["--bridge-protocol", flag, "--dir", dir].map(String::from)).unwrap();
+            let runtimes = Runtimes::new().unwrap();
+            let collector = SharedCollector::default();
+            let dest = Destination::start(
+                DestKind::Mosquitto,
+                tmp.path(),
+                &args.settings,
+                &runtimes,
+                &collector,
+            )
+            .unwrap();
+            let _edge = Edge::start(
+                EdgeKind::Mosquitto,
+                tmp.path(),
+                &dest,
+                1_000,
+                &args.settings,
+            )
+            .unwrap();
+            let line = bridge_connection_logged(tmp.path());
+            assert!(line.contains(level), "{flag}: {line}");
+        }
+    }
 
     #[test]
     fn the_bridge_speaks_the_protocol_asked_for() {

@@ -34,9 +34,10 @@ const SETUP: &str = "\
   `max_queued_messages 1000000`, `max_inflight_messages 1000`) with one
   counting subscriber (persistent session, QoS 1, `cloud/#`) that records
   every (publisher, number): lost, duplicated and out-of-order messages are
-  counted; {subscriber_reads}. For `backhaul-eventhubs`, the in-tree Event Hubs AMQP peer
-  (default options: 5 ms settle latency, 2 ms network latency each way, 4
-  partitions) in this process on its own thread; its store is the count.
+  counted; {subscriber_reads}. For `backhaul-eventhubs`, the in-tree Event
+  Hubs AMQP peer (default options: 5 ms settle latency, 2 ms network
+  latency each way, 4 partitions) in this process on its own thread; its
+  store is the count.
 - **Mosquitto bridge**: edge Mosquitto with `persistence true`, default
   autosave (`autosave_interval 1800`), `max_queued_messages` above the
   backlog, `max_inflight_messages 1000`, and `connection cloud`, `topic
