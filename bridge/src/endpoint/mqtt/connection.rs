@@ -24,6 +24,11 @@
 //! PUBACKs that would free the other half do not come within
 //! [`HOLD_BACK_PATIENCE`] (the destination's Nagle waiting for our delayed
 //! ACK), whatever is free is sent anyway, and that write carries the ACK.
+//!
+//! Between writes the task sleeps until the PUBACKs it waits for can have
+//! arrived: the socket's receive low-water mark is set to their smallest
+//! size ([`low_water`](super::low_water) says why), and back to one byte
+//! for a PINGREQ's answer.
 
 use std::time::Duration;
 
@@ -37,6 +42,7 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 use tracing::debug;
 
+use super::low_water::{LowWater, PUBACK_MIN_LEN};
 use super::publish::{self, EncodeError, PublishSettings};
 use super::written::Written;
 use crate::endpoint::{ErrorKind, OutboundMessage, SendError};
@@ -113,6 +119,7 @@ pub(super) struct Connection {
     last_write: Instant,
     /// When a PINGREQ went out that nothing has answered yet.
     ping_sent: Option<Instant>,
+    low_water: LowWater,
 }
 
 impl Connection {
@@ -147,6 +154,7 @@ impl Connection {
             keep_alive: target.keep_alive,
             last_write: Instant::now(),
             ping_sent: None,
+            low_water: LowWater::default(),
         };
         let connack = timeout(PROGRESS_TIMEOUT, connection.handshake(target))
             .await
@@ -234,12 +242,32 @@ impl Connection {
         if self.publish.qos == 0 || self.impatient {
             return false;
         }
-        let slots = Slots {
+        self.slots().hold_back(window_len - self.submitted)
+    }
+
+    fn slots(&self) -> Slots {
+        Slots {
             in_flight: self.written.in_flight(),
             limit: self.max_in_flight,
             refill_at: self.refill_at,
-        };
-        slots.hold_back(window_len - self.submitted)
+        }
+    }
+
+    /// The fewest PUBACKs that must arrive before the caller can go on:
+    /// confirm the `want_left` messages at the window's front, or top up a
+    /// window of `window_len` (see [`Connection::receive`]).
+    pub fn pubacks_awaited(&self, want_left: usize, window_len: usize) -> usize {
+        if self.publish.qos == 0 {
+            return 1;
+        }
+        let acknowledged = self.written.len() - self.written.in_flight();
+        Awaiting {
+            to_confirm: want_left.saturating_sub(acknowledged),
+            waiting: window_len.saturating_sub(self.submitted),
+            held_back: self.held_back,
+            slots: self.slots(),
+        }
+        .pubacks()
     }
 
     fn has_room(&self) -> bool {
@@ -268,11 +296,14 @@ impl Connection {
         self.written.take_confirmed()
     }
 
-    /// Waits for the broker's next bytes and handles every complete packet
-    /// in them. Keeps the connection alive with PINGREQs meanwhile; fails
-    /// when nothing at all arrives for 30 s, or a PINGREQ stays unanswered
-    /// for a keep-alive interval.
-    pub async fn receive(&mut self) -> Result<(), SendError> {
+    /// Waits until at least `pubacks` PUBACKs can have arrived (see
+    /// [`Connection::pubacks_awaited`]; any packet sooner if they are
+    /// larger) and handles every complete packet read. Keeps the connection
+    /// alive with PINGREQs meanwhile; fails when nothing at all arrives for
+    /// 30 s, or a PINGREQ stays unanswered for a keep-alive interval.
+    pub async fn receive(&mut self, pubacks: usize) -> Result<(), SendError> {
+        let awaited_bytes = (pubacks * PUBACK_MIN_LEN).saturating_sub(self.read_buf.len());
+        self.low_water.set(&self.stream, awaited_bytes);
         let give_up = Instant::now() + PROGRESS_TIMEOUT;
         let patience = self.held_back.then(|| Instant::now() + HOLD_BACK_PATIENCE);
         loop {
@@ -314,6 +345,8 @@ impl Connection {
                 "no answer to PINGREQ within {secs} s"
             )));
         }
+        // The PINGRESP is 2 bytes: wake for it.
+        self.low_water.set(&self.stream, 1);
         self.write_buf.extend_from_slice(&[0xC0, 0x00]);
         self.flush().await?;
         self.ping_sent = Some(Instant::now());
@@ -402,10 +435,45 @@ struct Slots {
 }
 
 impl Slots {
+    fn free(self) -> usize {
+        self.limit.saturating_sub(self.in_flight)
+    }
+
     /// Whether `waiting` unsent messages should wait for more PUBACKs.
     fn hold_back(self, waiting: usize) -> bool {
-        let free = self.limit.saturating_sub(self.in_flight);
+        let free = self.free();
         self.in_flight > 0 && free < self.refill_at && waiting > free
+    }
+
+    /// PUBACKs still needed before a held-back refill goes out.
+    fn until_refill(self) -> usize {
+        self.refill_at.saturating_sub(self.free())
+    }
+}
+
+/// What a QoS 1 connection waits for between writes.
+#[derive(Debug, Clone, Copy)]
+struct Awaiting {
+    /// PUBACKs still missing for the messages the caller wants confirmed
+    /// (a lower bound when some came out of order).
+    to_confirm: usize,
+    /// Messages of the window not written yet.
+    waiting: usize,
+    /// The last submit held them back for more free slots.
+    held_back: bool,
+    slots: Slots,
+}
+
+impl Awaiting {
+    /// The fewest PUBACKs after which the caller can confirm what it wants
+    /// or write more: at least one.
+    fn pubacks(self) -> usize {
+        let to_write = match (self.waiting, self.held_back) {
+            (0, _) => usize::MAX,
+            (_, true) => self.slots.until_refill(),
+            (_, false) => 1,
+        };
+        self.to_confirm.min(to_write).max(1)
     }
 }
 
@@ -440,7 +508,7 @@ fn check_puback(reason: PubAckReason) -> Result<(), SendError> {
 
 #[cfg(test)]
 mod tests {
-    use super::Slots;
+    use super::{Awaiting, Slots};
 
     fn slots(in_flight: usize) -> Slots {
         Slots {
@@ -463,5 +531,42 @@ mod tests {
         assert!(!slots(99).hold_back(1), "one message, one free slot");
         assert!(!slots(90).hold_back(10), "all ten fit");
         assert!(slots(90).hold_back(11), "eleven do not");
+    }
+
+    fn awaiting(to_confirm: usize, waiting: usize, in_flight: usize) -> Awaiting {
+        let slots = slots(in_flight);
+        Awaiting {
+            to_confirm,
+            waiting,
+            held_back: slots.hold_back(waiting),
+            slots,
+        }
+    }
+
+    #[test]
+    fn with_everything_written_the_task_waits_for_the_front_it_wants() {
+        assert_eq!(awaiting(500, 0, 100).pubacks(), 500);
+        assert_eq!(awaiting(3, 0, 100).pubacks(), 3);
+        assert_eq!(awaiting(0, 0, 100).pubacks(), 1, "never less than one");
+    }
+
+    #[test]
+    fn a_held_back_refill_waits_only_for_the_slots_it_needs() {
+        assert_eq!(
+            awaiting(500, 400, 100).pubacks(),
+            50,
+            "nothing free, 50 to go"
+        );
+        assert_eq!(awaiting(500, 400, 60).pubacks(), 10, "40 free, 10 to go");
+        assert_eq!(awaiting(5, 400, 100).pubacks(), 5, "the front comes first");
+    }
+
+    #[test]
+    fn messages_that_were_not_held_back_wait_for_any_pubacks() {
+        let impatient = Awaiting {
+            held_back: false,
+            ..awaiting(500, 400, 100)
+        };
+        assert_eq!(impatient.pubacks(), 1);
     }
 }

@@ -22,6 +22,7 @@
 //! confirmed, so the flow dead-letters it instead of retrying forever.
 
 mod connection;
+mod low_water;
 mod publish;
 mod written;
 
@@ -106,7 +107,8 @@ impl MqttSink {
                 let id = &window[refused.index].id;
                 return Err(SendError::too_large(refused.index, id, refused.error));
             }
-            connection.receive().await?;
+            let awaited = connection.pubacks_awaited(want - confirmed, window.len());
+            connection.receive(awaited).await?;
         }
     }
 }
@@ -151,7 +153,7 @@ mod tests {
     use backhaul_broker::StoredMessage;
     use bytes::BytesMut;
     use rumqttc::v5::mqttbytes::v5::{
-        ConnAck, ConnAckProperties, ConnectReturnCode, Packet, PubAck,
+        ConnAck, ConnAckProperties, ConnectReturnCode, Packet, PingResp, PubAck,
     };
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
@@ -192,10 +194,13 @@ mod tests {
         }
     }
 
-    /// A broker that announces a Receive Maximum of 3, acknowledges one
-    /// PUBLISH whenever three are unacknowledged, and returns the payloads
-    /// in arrival order with the most it ever had unacknowledged.
-    async fn strict_broker(listener: TcpListener, expected: usize) -> (Vec<String>, usize) {
+    /// Accepts the sink's connection and answers its CONNECT with these
+    /// limits.
+    async fn accept(
+        listener: TcpListener,
+        receive_max: Option<u16>,
+        server_keep_alive: Option<u16>,
+    ) -> (TcpStream, BytesMut) {
         let (mut stream, _) = listener.accept().await.unwrap();
         let mut buf = BytesMut::new();
         assert!(matches!(
@@ -204,7 +209,7 @@ mod tests {
         ));
         let properties = ConnAckProperties {
             session_expiry_interval: None,
-            receive_max: Some(RECEIVE_MAXIMUM),
+            receive_max,
             max_qos: None,
             retain_available: None,
             max_packet_size: None,
@@ -215,7 +220,7 @@ mod tests {
             wildcard_subscription_available: None,
             subscription_identifiers_available: None,
             shared_subscription_available: None,
-            server_keep_alive: None,
+            server_keep_alive,
             response_information: None,
             server_reference: None,
             authentication_method: None,
@@ -227,6 +232,14 @@ mod tests {
             properties: Some(properties),
         };
         write(&mut stream, Packet::ConnAck(connack)).await;
+        (stream, buf)
+    }
+
+    /// A broker that announces a Receive Maximum of 3, acknowledges one
+    /// PUBLISH whenever three are unacknowledged, and returns the payloads
+    /// in arrival order with the most it ever had unacknowledged.
+    async fn strict_broker(listener: TcpListener, expected: usize) -> (Vec<String>, usize) {
+        let (mut stream, mut buf) = accept(listener, Some(RECEIVE_MAXIMUM), None).await;
         let (mut payloads, mut unacked, mut most) = (Vec::new(), Vec::new(), 0);
         while payloads.len() < expected || !unacked.is_empty() {
             if unacked.len() == usize::from(RECEIVE_MAXIMUM) || payloads.len() == expected {
@@ -269,5 +282,59 @@ mod tests {
         let expected: Vec<String> = (0..50).map(|n| n.to_string()).collect();
         assert_eq!(payloads, expected);
         assert_eq!(most, usize::from(RECEIVE_MAXIMUM));
+    }
+
+    /// A broker that keeps the connection alive for 1 s, takes `count`
+    /// PUBLISHes and acknowledges them only after answering two PINGREQs;
+    /// returns the packet ids it acknowledged.
+    async fn broker_acking_after_a_ping(listener: TcpListener, count: usize) -> Vec<u16> {
+        let (mut stream, mut buf) = accept(listener, None, Some(1)).await;
+        let mut pkids = Vec::new();
+        while pkids.len() < count {
+            match next_packet(&mut stream, &mut buf).await {
+                Packet::Publish(publish) => pkids.push(publish.pkid),
+                other => panic!("expected a PUBLISH, got {other:?}"),
+            }
+        }
+        // Two rounds: a sink that missed the first PINGRESP gives the
+        // connection up instead of sending the second PINGREQ.
+        for _ in 0..2 {
+            let ping = next_packet(&mut stream, &mut buf).await;
+            assert!(
+                matches!(ping, Packet::PingReq(_)),
+                "expected a PINGREQ, got {ping:?}"
+            );
+            write(&mut stream, Packet::PingResp(PingResp)).await;
+        }
+        for pkid in &pkids {
+            write(&mut stream, Packet::PubAck(PubAck::new(*pkid, None))).await;
+        }
+        pkids
+    }
+
+    #[tokio::test]
+    async fn waiting_for_pubacks_the_sink_still_hears_the_answer_to_its_ping() {
+        // The sink sleeps until the bytes of the PUBACKs it awaits are
+        // there; the 2-byte PINGRESP must wake it all the same, or the
+        // keep-alive would give the connection up.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let broker = tokio::spawn(broker_acking_after_a_ping(listener, 4));
+        let settings = MqttEndpoint {
+            host: "127.0.0.1".into(),
+            port,
+            client_id_prefix: None,
+            qos: 1,
+            retain: RetainPolicy::Keep,
+            keep_alive_seconds: 60,
+            max_inflight_messages: 20,
+        };
+        let mut sink = MqttSink::new(settings, "ping".into());
+        let window = window(4);
+        let confirmed = tokio::time::timeout(Duration::from_secs(20), sink.send_window(&window, 4))
+            .await
+            .expect("the window was not confirmed within 20 s");
+        assert_eq!(confirmed.unwrap(), 4);
+        assert_eq!(broker.await.unwrap(), vec![1, 2, 3, 4]);
     }
 }
