@@ -176,6 +176,20 @@ mod tests {
             .collect()
     }
 
+    /// A QoS 1 sink to 127.0.0.1:`port` with 20 messages in flight.
+    fn sink_to(port: u16, flow: &str) -> MqttSink {
+        let settings = MqttEndpoint {
+            host: "127.0.0.1".into(),
+            port,
+            client_id_prefix: None,
+            qos: 1,
+            retain: RetainPolicy::Keep,
+            keep_alive_seconds: 60,
+            max_inflight_messages: 20,
+        };
+        MqttSink::new(settings, flow.into())
+    }
+
     async fn write(stream: &mut TcpStream, packet: Packet) {
         let mut out = BytesMut::new();
         packet.write(&mut out, None).unwrap();
@@ -263,16 +277,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let broker = tokio::spawn(strict_broker(listener, 50));
-        let settings = MqttEndpoint {
-            host: "127.0.0.1".into(),
-            port,
-            client_id_prefix: None,
-            qos: 1,
-            retain: RetainPolicy::Keep,
-            keep_alive_seconds: 60,
-            max_inflight_messages: 20,
-        };
-        let mut sink = MqttSink::new(settings, "receive-max".into());
+        let mut sink = sink_to(port, "receive-max");
         let window = window(50);
         let mut sent = 0;
         while sent < window.len() {
@@ -320,16 +325,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let broker = tokio::spawn(broker_acking_after_a_ping(listener, 4));
-        let settings = MqttEndpoint {
-            host: "127.0.0.1".into(),
-            port,
-            client_id_prefix: None,
-            qos: 1,
-            retain: RetainPolicy::Keep,
-            keep_alive_seconds: 60,
-            max_inflight_messages: 20,
-        };
-        let mut sink = MqttSink::new(settings, "ping".into());
+        let mut sink = sink_to(port, "ping");
         let window = window(4);
         let confirmed = tokio::time::timeout(Duration::from_secs(20), sink.send_window(&window, 4))
             .await
