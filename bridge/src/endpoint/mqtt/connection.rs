@@ -302,7 +302,9 @@ impl Connection {
     /// alive with PINGREQs meanwhile; fails when nothing at all arrives for
     /// 30 s, or a PINGREQ stays unanswered for a keep-alive interval.
     pub async fn receive(&mut self, pubacks: usize) -> Result<(), SendError> {
-        let awaited_bytes = (pubacks * PUBACK_MIN_LEN).saturating_sub(self.read_buf.len());
+        let awaited_bytes = pubacks
+            .saturating_mul(PUBACK_MIN_LEN)
+            .saturating_sub(self.read_buf.len());
         self.low_water.set(&self.stream, awaited_bytes);
         let give_up = Instant::now() + PROGRESS_TIMEOUT;
         let patience = self.held_back.then(|| Instant::now() + HOLD_BACK_PATIENCE);
