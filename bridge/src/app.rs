@@ -40,10 +40,13 @@ pub fn data_dir(config: &Config, cli: Option<&Path>) -> PathBuf {
 /// Runs the appliance until `shutdown` resolves. Under systemd
 /// (`$NOTIFY_SOCKET`), it reports `READY=1` once devices can connect and
 /// flows run, pings the watchdog (`$WATCHDOG_USEC`) and says `STOPPING=1`
-/// when it shuts down; see [`sd_notify`] and [`watchdog`].
+/// when it shuts down; see [`sd_notify`] and [`watchdog`]. The flows run on
+/// `flow_runtime` ([`crate::scheduling::flow_runtime`]), everything else on the
+/// caller's runtime.
 pub async fn run(
     config: Config,
     data_dir: PathBuf,
+    flow_runtime: tokio::runtime::Handle,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     let notifier = Notifier::from_env().map(Arc::new);
@@ -142,7 +145,7 @@ pub async fn run(
             },
         };
         warn_missing_datasets(flow, &datasets);
-        tasks.spawn(runner.run(stopped.clone()));
+        tasks.spawn_on(runner.run(stopped.clone()), &flow_runtime);
     }
     let state = Arc::new(HttpState {
         metrics,

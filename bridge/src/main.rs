@@ -195,13 +195,16 @@ fn run(config: Config, data_dir: PathBuf) -> Result<()> {
         tracing::warn!(%policy, %err, "cannot set spec.cpuScheduling; the threads keep the policy they started with");
     }
     let runtime = tokio::runtime::Runtime::new()?;
+    let flow_runtime = backhaul_bridge::scheduling::flow_runtime()?;
+    let flows = flow_runtime.handle().clone();
     let result = runtime.block_on(async {
         let shutdown = shutdown_signal()?;
-        app::run(config, data_dir, shutdown).await
+        app::run(config, data_dir, flows, shutdown).await
     });
     // A task stuck on a dead part (such as rumqttd's router) must not keep
     // the process from exiting.
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    flow_runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     result
 }
 
