@@ -1,5 +1,6 @@
-//! `spec.cpuScheduling` reaches every thread of the running appliance: the
-//! test starts `backhaul run` and reads each thread's policy from
+//! `spec.cpuScheduling` reaches every thread of the running appliance but
+//! the flows' (`flow-worker`, always the normal policy): the test starts
+//! `backhaul run` and reads each thread's policy from
 //! `/proc/<pid>/task/<tid>/stat` once the appliance is ready.
 
 use std::path::Path;
@@ -45,7 +46,7 @@ fn thread_policies(pid: u32) -> Vec<(String, u32)> {
 }
 
 #[test]
-fn every_thread_runs_as_batch_by_default_and_normal_when_configured() {
+fn every_thread_but_the_flows_runs_as_batch_by_default_and_normal_when_configured() {
     for (extra, want) in [
         ("", SCHED_BATCH),
         ("  cpuScheduling: Normal\n", SCHED_OTHER),
@@ -56,10 +57,16 @@ fn every_thread_runs_as_batch_by_default_and_normal_when_configured() {
         let names: Vec<&str> = threads.iter().map(|(name, _)| name.as_str()).collect();
         assert!(
             names.iter().any(|n| n.starts_with("tokio"))
-                && names.iter().any(|n| n.starts_with("queue-commit")),
-            "the runtime's and the store's threads are there: {names:?}"
+                && names.iter().any(|n| n.starts_with("queue-commit"))
+                && names.iter().any(|n| n.starts_with("flow-worker")),
+            "the runtimes' and the store's threads are there: {names:?}"
         );
         for (name, policy) in &threads {
+            let want = if name.starts_with("flow-worker") {
+                SCHED_OTHER
+            } else {
+                want
+            };
             assert_eq!(*policy, want, "thread {name} with {extra:?}");
         }
     }
