@@ -22,11 +22,11 @@
 //! tasks of a full-speed ingest, and with every core busy a batch thread's
 //! wake-up waited for a time slice. Measured in the steady-state benchmark
 //! (BENCHMARKS.md, session 10): while devices published at full speed,
-//! reading a batch took 1.5 ms instead of 0.35 ms and acknowledging it
-//! 0.9 ms (of which 10 µs was work) instead of 0.05 ms; on a runtime of
-//! their own those waits shrank by about 70 %, and under the normal policy
-//! the flow forwarded more end to end in 7 of 8 paired runs (median
-//! +8-11 %). A flow wakes a few hundred times a second (once per batch of
+//! reading a batch took 1.2-2.0 ms instead of 0.3-0.4 ms, and
+//! acknowledging it 0.8-1.6 ms (11 µs of it work) instead of 0.04-0.09 ms;
+//! on a runtime of their own those waits shrank by about 70 %, and under
+//! the normal policy the flow forwarded more end to end in 7 of 8 paired
+//! runs (median +8-11 %). A flow wakes a few hundred times a second (once per batch of
 //! PUBACKs, see the MQTT sink's `low_water`), so its preemptions cost the
 //! other programs little.
 
