@@ -15,7 +15,7 @@ usage: backhaul-bench [--quick] [--runs N] [--messages N] [--backlog M] [--sizes
                       [--live-rate R] [--quiet-s S] [--timeout-s S] [--dir DIR]
                       [--output FILE] [--backhaul-bin PATH] [--destination-conf LINES]
                       [--destination-cpu N] [--bridge-protocol mqttv311|mqttv50]
-                      [--subscriber-pace-ms MS]
+                      [--subscriber-pace-ms MS] [--subscriber-cpu N]
 
 Runs every system on loopback with the same load generator and destination
 and writes one markdown report (default BENCHMARKS.md). Defaults: 3 runs,
@@ -31,7 +31,10 @@ mqttv311 (default, Mosquitto's own default) or mqttv50 (what Backhaul
 speaks), for comparing at the same protocol.
 --subscriber-pace-ms MS: the counting subscriber waits MS ms after each
 read (default: it reads whenever data came, so its reads follow the CPU
-the edge leaves free); for A/B runs with less noise.";
+the edge leaves free); for A/B runs with less noise.
+--subscriber-cpu N: the counting subscriber's thread on CPU N; with
+--destination-cpu N the destination and its subscriber are one remote host
+of one core, the edge and the generator the other.";
 
 /// Values of `--bridge-protocol` (Mosquitto's `bridge_protocol_version`).
 const BRIDGE_PROTOCOLS: [&str; 2] = ["mqttv311", "mqttv50"];
@@ -80,6 +83,7 @@ impl Args {
                 dir: std::env::temp_dir(),
                 destination_conf: String::new(),
                 destination_cpu: None,
+                subscriber_cpu: None,
                 bridge_protocol: BRIDGE_PROTOCOLS[0],
                 subscriber_pace: None,
             },
@@ -125,6 +129,7 @@ impl Args {
                 // `\n` separates lines, e.g. "set_tcp_nodelay true".
                 "--destination-conf" => s.destination_conf = value.replace("\\n", "\n") + "\n",
                 "--destination-cpu" => s.destination_cpu = Some(number(&value)? as usize),
+                "--subscriber-cpu" => s.subscriber_cpu = Some(number(&value)? as usize),
                 "--bridge-protocol" => {
                     s.bridge_protocol = BRIDGE_PROTOCOLS
                         .into_iter()
@@ -196,6 +201,7 @@ mod tests {
         let keys: Vec<&str> = a.systems.iter().map(|s| s.key).collect();
         assert_eq!(keys, vec!["mosquitto", "backhaul-disk"]);
         assert_eq!(a.settings.destination_cpu, None);
+        assert_eq!(a.settings.subscriber_cpu, None);
         assert_eq!(a.settings.bridge_protocol, "mqttv311");
         assert_eq!(a.settings.subscriber_pace, None);
         let a = parse(&[
@@ -205,6 +211,8 @@ mod tests {
             "crash",
             "--destination-cpu",
             "1",
+            "--subscriber-cpu",
+            "1",
             "--bridge-protocol",
             "mqttv50",
             "--subscriber-pace-ms",
@@ -213,6 +221,7 @@ mod tests {
         .unwrap();
         assert_eq!(a.settings.backlog, 1_000_000);
         assert_eq!(a.settings.destination_cpu, Some(1));
+        assert_eq!(a.settings.subscriber_cpu, Some(1));
         assert_eq!(a.settings.bridge_protocol, "mqttv50");
         assert_eq!(a.settings.subscriber_pace, Some(Duration::from_millis(2)));
         assert_eq!(

@@ -1,4 +1,5 @@
-//! Where the benchmark's processes run: `--destination-cpu N`.
+//! Where the benchmark's processes run: `--destination-cpu N` and
+//! `--subscriber-cpu N`.
 //!
 //! By default every process may run on every core, so on a 2-core machine
 //! the edge and the destination take time from each other, and each one's
@@ -18,17 +19,26 @@ use anyhow::{bail, Context, Result};
 /// off `cpu`. Call before any other thread exists.
 pub fn keep_off(cpu: usize) -> Result<()> {
     let online = online_cpus();
-    if cpu >= online {
-        bail!(
-            "--destination-cpu {cpu}: this machine has CPUs 0 to {}",
-            online - 1
-        );
-    }
+    check("--destination-cpu", cpu)?;
     if online < 2 {
         bail!("--destination-cpu needs at least 2 CPUs; this machine has 1");
     }
     let others: Vec<usize> = (0..online).filter(|c| *c != cpu).collect();
     set_affinity(0, &others).context("sched_setaffinity for the benchmark's own threads")
+}
+
+/// Refuses a CPU this machine lacks, naming the `flag` that asked for it.
+pub fn check(flag: &str, cpu: usize) -> Result<()> {
+    let online = online_cpus();
+    if cpu >= online {
+        bail!("{flag} {cpu}: this machine has CPUs 0 to {}", online - 1);
+    }
+    Ok(())
+}
+
+/// Puts the calling thread on `cpu` alone.
+pub fn pin_current(cpu: usize) -> io::Result<()> {
+    set_affinity(0, &[cpu])
 }
 
 /// Puts every thread of process `pid` on `cpu` alone.

@@ -95,24 +95,38 @@ pub struct Runtimes {
     pub peer_threads: ThreadGroup,
 }
 
-fn runtime(name: &str, threads: &ThreadGroup) -> Result<tokio::runtime::Runtime> {
+/// A one-worker runtime whose threads count in `threads`, on `cpu` alone
+/// if given (checked by the caller, [`super::placement::check`]).
+fn runtime(
+    name: &str,
+    threads: &ThreadGroup,
+    cpu: Option<usize>,
+) -> Result<tokio::runtime::Runtime> {
     let group = threads.clone();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name(name)
-        .on_thread_start(move || group.register_current())
+        .on_thread_start(move || {
+            group.register_current();
+            if let Some(cpu) = cpu {
+                if let Err(err) = super::placement::pin_current(cpu) {
+                    eprintln!("backhaul-bench: cannot pin a thread to CPU {cpu}: {err}");
+                }
+            }
+        })
         .enable_all()
         .build()
         .with_context(|| format!("runtime {name}"))
 }
 
 impl Runtimes {
-    pub fn new() -> Result<Self> {
+    /// The counting subscriber's runtime on `subscriber_cpu` if given.
+    pub fn new(subscriber_cpu: Option<usize>) -> Result<Self> {
         let (generator_threads, counter_threads, peer_threads) = Default::default();
         Ok(Self {
-            generator: runtime("bench-generator", &generator_threads)?,
-            counter: runtime("bench-counter", &counter_threads)?,
-            peer: runtime("bench-peer", &peer_threads)?,
+            generator: runtime("bench-generator", &generator_threads, None)?,
+            counter: runtime("bench-counter", &counter_threads, subscriber_cpu)?,
+            peer: runtime("bench-peer", &peer_threads, None)?,
             generator_threads,
             counter_threads,
             peer_threads,
@@ -477,6 +491,27 @@ mod tests {
     use super::*;
     use crate::bench::args::Args;
 
+    /// The CPUs the calling thread may run on (`Cpus_allowed_list`).
+    fn allowed_cpus() -> String {
+        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        let line = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"));
+        line.unwrap().trim().to_string()
+    }
+
+    #[test]
+    fn the_counting_subscriber_runs_on_its_cpu_and_the_rest_where_they_were() {
+        let before = allowed_cpus();
+        let runtimes = Runtimes::new(Some(0)).unwrap();
+        let on = |rt: &tokio::runtime::Runtime| {
+            rt.block_on(async { tokio::spawn(async { allowed_cpus() }).await.unwrap() })
+        };
+        assert_eq!(on(&runtimes.counter), "0");
+        assert_eq!(on(&runtimes.generator), before);
+        assert_eq!(on(&runtimes.peer), before);
+    }
+
     /// What the destination logged of the bridge's connection, once it came.
     fn bridge_connection_logged(dest_dir: &Path) -> String {
         let log = dest_dir.join("destination/mosquitto.log");
@@ -502,7 +537,7 @@ mod tests {
             let dir = tmp.path().to_str().unwrap();
             let args =
                 Args::parse(["--bridge-protocol", flag, "--dir", dir].map(String::from)).unwrap();
-            let runtimes = Runtimes::new().unwrap();
+            let runtimes = Runtimes::new(None).unwrap();
             let collector = SharedCollector::default();
             let dest = Destination::start(
                 DestKind::Mosquitto,

@@ -54,7 +54,9 @@ const SETUP: &str = "\
   Default scheduling (`cpuScheduling: Batch`: Linux `SCHED_BATCH`).
 - **Placement**: every process may run on every core, unless the command
   above has `--destination-cpu N`: then the destination Mosquitto runs
-  alone on CPU N and everything else on the other CPUs.
+  alone on CPU N and everything else on the other CPUs; with
+  `--subscriber-cpu N` too, the counting subscriber's thread joins it
+  there (one remote host of one core).
 - **Trials**: each system runs every scenario on fresh processes and a
   fresh directory, one message end to end first. Systems alternate within
   each run, so the ratios (Backhaul ÷ Mosquitto) are computed run by run and
@@ -194,7 +196,10 @@ fn run() -> Result<bool> {
     if let Some(cpu) = args.settings.destination_cpu {
         placement::keep_off(cpu)?;
     }
-    let runtimes = Runtimes::new()?;
+    if let Some(cpu) = args.settings.subscriber_cpu {
+        placement::check("--subscriber-cpu", cpu)?;
+    }
+    let runtimes = Runtimes::new(args.settings.subscriber_cpu)?;
     let mut samples = Vec::new();
     for run in 0..args.runs {
         for &size in &args.sizes {
