@@ -81,19 +81,22 @@ fn set_affinity(tid: i32, cpus: &[usize]) -> io::Result<()> {
     }
 }
 
+/// The CPUs a task may run on (`Cpus_allowed_list` of a `status` file
+/// such as `/proc/thread-self/status`), for tests.
+#[cfg(test)]
+pub(crate) fn allowed_list(path: &str) -> String {
+    let status = std::fs::read_to_string(path).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn allowed_list(path: &str) -> String {
-        let status = std::fs::read_to_string(path).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-            .unwrap()
-            .trim()
-            .to_string()
-    }
 
     #[test]
     fn a_pinned_process_runs_on_that_cpu_alone() {

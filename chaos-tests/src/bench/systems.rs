@@ -491,13 +491,9 @@ mod tests {
     use super::*;
     use crate::bench::args::Args;
 
-    /// The CPUs the calling thread may run on (`Cpus_allowed_list`).
+    /// The CPUs the calling thread may run on.
     fn allowed_cpus() -> String {
-        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
-        let line = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"));
-        line.unwrap().trim().to_string()
+        crate::bench::placement::allowed_list("/proc/thread-self/status")
     }
 
     #[test]

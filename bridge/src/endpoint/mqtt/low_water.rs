@@ -13,8 +13,9 @@
 //! replay, bare ACKs to the destination from 1 per 28 PUBACKs to 1 per
 //! 131–153, about 30 % less CPU on the edge per replayed message).
 //!
-//! Off Linux, or if the kernel refuses, the mark stays at one byte: the
-//! sink is woken per segment as before, which costs CPU and nothing else.
+//! Off Linux, or if the kernel refuses, the mark stays at one byte and is
+//! not asked for again: the sink is woken per segment as before, which
+//! costs CPU and nothing else.
 
 use std::os::fd::AsRawFd;
 
@@ -33,11 +34,18 @@ const MAX_MARK: usize = 16 * 1024;
 #[derive(Debug)]
 pub(super) struct LowWater {
     bytes: usize,
+    /// The kernel refused the option before any mark was set (not Linux,
+    /// or a kernel without it): it is not asked again on this socket, since
+    /// the sink sets the mark before every wait.
+    refused: bool,
 }
 
 impl Default for LowWater {
     fn default() -> Self {
-        Self { bytes: 1 }
+        Self {
+            bytes: 1,
+            refused: false,
+        }
     }
 }
 
@@ -47,12 +55,17 @@ impl LowWater {
     /// wakes it at once.
     pub fn set(&mut self, stream: &TcpStream, bytes: usize) {
         let bytes = bytes.clamp(1, MAX_MARK);
-        if bytes == self.bytes {
+        if bytes == self.bytes || self.refused {
             return;
         }
         match set_rcvlowat(stream, bytes) {
             Ok(()) => self.bytes = bytes,
-            Err(err) => debug!(%err, bytes, "SO_RCVLOWAT refused; woken per segment"),
+            Err(err) => {
+                // With a mark in force a refusal is retried: the next wait
+                // may need it lowered (a PINGRESP is 2 bytes).
+                self.refused = self.bytes == 1;
+                debug!(%err, bytes, "SO_RCVLOWAT refused; woken per segment");
+            }
         }
     }
 }
