@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::process::Command;
 
+use backhaul_chaos_tests::bench::interrupts::DiskInterrupts;
 use backhaul_chaos_tests::process::backhaul_bin;
 
 const SYSTEMS: [&str; 4] = [
@@ -60,6 +61,32 @@ fn quick_run(args: &[&str]) -> String {
     report
 }
 
+/// Where the bench directory is on a disk with interrupt lines of its own,
+/// the machine table counts them per CPU, and disk mode's flushes made
+/// some.
+fn disk_interrupts_are_counted(report: &str) {
+    let Some(disk) = DiskInterrupts::of(&std::env::temp_dir()) else {
+        return;
+    };
+    let machine = table(report, "## Machine");
+    let row = machine
+        .iter()
+        .find(|row| row[0].starts_with("interrupts of the disk under"))
+        .unwrap_or_else(|| panic!("no disk interrupts row:\n{report}"));
+    assert!(row[0].contains(&format!("({})", disk.device)), "{row:?}");
+    let total: u64 = row[1]
+        .split(", ")
+        .map(|cpu| {
+            let (_, count) = cpu.split_once(": ").expect("CPU n: count");
+            count.replace(',', "").parse::<u64>().expect("a count")
+        })
+        .sum();
+    assert!(
+        total > 0,
+        "disk mode flushed, so the disk interrupted: {row:?}"
+    );
+}
+
 #[test]
 fn quick_run_reports_every_row_and_backhaul_loses_nothing() {
     let report = quick_run(&[]);
@@ -74,6 +101,7 @@ fn quick_run_reports_every_row_and_backhaul_loses_nothing() {
     }
     assert!(!report.contains("## Errors"), "{report}");
     assert!(report.contains("--quick"), "the exact command is recorded");
+    disk_interrupts_are_counted(&report);
 
     // Figures: a header with every system and both ratios, 20 rows per size.
     let figures = table(&report, "## Figures");

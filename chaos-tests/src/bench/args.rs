@@ -32,9 +32,12 @@ speaks), for comparing at the same protocol.
 --subscriber-pace-ms MS: the counting subscriber waits MS ms after each
 read (default: it reads whenever data came, so its reads follow the CPU
 the edge leaves free); for A/B runs with less noise.
---subscriber-cpu N: the counting subscriber's thread on CPU N; with
---destination-cpu N the destination and its subscriber are one remote host
-of one core, the edge and the generator the other.";
+--subscriber-cpu N: the counting subscriber's and the Event Hubs peer's
+threads on CPU N; with --destination-cpu N the destination and its
+subscriber are one remote host of one core, the edge and the generator the
+other. Keep N off the CPUs that handle the disk's interrupts (the report's
+machine table counts them; the bench warns): on two hosts the edge's
+flushes never cost the destination's core.";
 
 /// Values of `--bridge-protocol` (Mosquitto's `bridge_protocol_version`).
 const BRIDGE_PROTOCOLS: [&str; 2] = ["mqttv311", "mqttv50"];

@@ -11,13 +11,15 @@
 //! - [`systems`]: the edges and destinations under test.
 //! - [`scenarios`]: steady state, outage and replay, kill -9.
 //! - [`cpu`]: CPU and memory from `/proc`.
-//! - [`placement`]: the destination alone on a CPU (`--destination-cpu`).
+//! - [`placement`]: the destination alone on a CPU (`--destination-cpu`);
+//!   [`interrupts`]: which CPUs the disk's interrupts take time from.
 //! - [`report`], [`machine`]: the tables and the machine description.
 //! - [`args`]: the command line.
 
 pub mod args;
 pub mod collector;
 pub mod cpu;
+pub mod interrupts;
 pub mod machine;
 pub mod payload;
 pub mod placement;

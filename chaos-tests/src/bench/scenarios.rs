@@ -47,9 +47,10 @@ pub struct Settings {
     /// The destination Mosquitto alone on this CPU, everything else on the
     /// others (`placement`); `None`: no pinning.
     pub destination_cpu: Option<usize>,
-    /// The counting subscriber's thread on this CPU alone (with
-    /// `destination_cpu` the same CPU: destination and subscriber as one
-    /// remote host); `None`: where the rest of this program runs.
+    /// The counting subscriber's and the Event Hubs peer's threads on this
+    /// CPU alone (with `destination_cpu` the same CPU: destination and
+    /// subscriber as one remote host); `None`: where the rest of this
+    /// program runs.
     pub subscriber_cpu: Option<usize>,
     /// `bridge_protocol_version` of the Mosquitto bridge: `mqttv311` (its
     /// default) or `mqttv50`, the protocol Backhaul's MQTT sink speaks.

@@ -120,13 +120,15 @@ fn runtime(
 }
 
 impl Runtimes {
-    /// The counting subscriber's runtime on `subscriber_cpu` if given.
+    /// The destination's side in this process, the counting subscriber's
+    /// runtime and the Event Hubs peer's, on `subscriber_cpu` if given: with
+    /// `--destination-cpu` the same, one remote host.
     pub fn new(subscriber_cpu: Option<usize>) -> Result<Self> {
         let (generator_threads, counter_threads, peer_threads) = Default::default();
         Ok(Self {
             generator: runtime("bench-generator", &generator_threads, None)?,
             counter: runtime("bench-counter", &counter_threads, subscriber_cpu)?,
-            peer: runtime("bench-peer", &peer_threads, None)?,
+            peer: runtime("bench-peer", &peer_threads, subscriber_cpu)?,
             generator_threads,
             counter_threads,
             peer_threads,
@@ -497,15 +499,15 @@ mod tests {
     }
 
     #[test]
-    fn the_counting_subscriber_runs_on_its_cpu_and_the_rest_where_they_were() {
+    fn the_destination_side_runs_on_its_cpu_and_the_generator_where_it_was() {
         let before = allowed_cpus();
         let runtimes = Runtimes::new(Some(0)).unwrap();
         let on = |rt: &tokio::runtime::Runtime| {
             rt.block_on(async { tokio::spawn(async { allowed_cpus() }).await.unwrap() })
         };
         assert_eq!(on(&runtimes.counter), "0");
+        assert_eq!(on(&runtimes.peer), "0");
         assert_eq!(on(&runtimes.generator), before);
-        assert_eq!(on(&runtimes.peer), before);
     }
 
     /// What the destination logged of the bridge's connection, once it came.

@@ -14,6 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use backhaul_chaos_tests::bench::args::{Args, USAGE};
+use backhaul_chaos_tests::bench::interrupts::{describe_growth, DiskInterrupts};
 use backhaul_chaos_tests::bench::report::{Report, Sample};
 use backhaul_chaos_tests::bench::scenarios::{crash, outage, steady, Settings};
 use backhaul_chaos_tests::bench::systems::Runtimes;
@@ -55,8 +56,11 @@ const SETUP: &str = "\
 - **Placement**: every process may run on every core, unless the command
   above has `--destination-cpu N`: then the destination Mosquitto runs
   alone on CPU N and everything else on the other CPUs; with
-  `--subscriber-cpu N` too, the counting subscriber's thread joins it
-  there (one remote host of one core).
+  `--subscriber-cpu N` too, the counting subscriber's and the Event Hubs
+  peer's threads join it there (one remote host of one core). The edge's
+  disk still interrupts the CPUs the kernel routes it to (the machine
+  table's last row): a destination CPU among them pays for the edge's
+  flushes, as no remote host would, and the bench warns.
 - **Trials**: each system runs every scenario on fresh processes and a
   fresh directory, one message end to end first. Systems alternate within
   each run, so the ratios (Backhaul ÷ Mosquitto) are computed run by run and
@@ -192,10 +196,15 @@ fn run() -> Result<bool> {
     std::env::set_var("BACKHAUL_BIN", &backhaul);
     payload::now_ns();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let machine = machine::describe(&args.settings.dir, &backhaul);
+    let mut machine = machine::describe(&args.settings.dir, &backhaul);
     if let Some(cpu) = args.settings.destination_cpu {
         placement::keep_off(cpu)?;
     }
+    let disk = DiskInterrupts::of(&args.settings.dir);
+    if let (Some(disk), Some(cpu)) = (&disk, args.settings.destination_cpu) {
+        warn_if_disk_interrupts_on(disk, cpu, &args.settings.dir);
+    }
+    let disk_before = disk.as_ref().map(DiskInterrupts::per_cpu);
     if let Some(cpu) = args.settings.subscriber_cpu {
         placement::check("--subscriber-cpu", cpu)?;
     }
@@ -240,6 +249,16 @@ fn run() -> Result<bool> {
             }
         }
     }
+    if let (Some(disk), Some(before)) = (&disk, disk_before) {
+        machine.push((
+            format!(
+                "interrupts of the disk under {} ({}) during the run",
+                args.settings.dir.display(),
+                disk.device
+            ),
+            describe_growth(&before, &disk.per_cpu()),
+        ));
+    }
     let report = Report {
         samples: &samples,
         systems: &args.systems,
@@ -254,6 +273,21 @@ fn run() -> Result<bool> {
     println!("{}", report.counts_table());
     eprintln!("report written to {}", args.output.display());
     Ok(report.errors().is_empty())
+}
+
+/// The destination's CPU stands for a remote host: the edge's disk must not
+/// complete its I/O there (`bench::interrupts`).
+fn warn_if_disk_interrupts_on(disk: &DiskInterrupts, cpu: usize, dir: &Path) {
+    let handled_on = disk.handled_on();
+    if handled_on.contains(&cpu) {
+        eprintln!(
+            "backhaul-bench: warning: --destination-cpu {cpu}: the interrupts of {} (the disk \
+             under {}) are handled on CPUs {handled_on:?}, so the edge's disk I/O completes \
+             on the destination's core; a CPU outside that list keeps the two apart",
+            disk.device,
+            dir.display()
+        );
+    }
 }
 
 fn main() -> ExitCode {
