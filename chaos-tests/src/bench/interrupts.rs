@@ -61,6 +61,30 @@ impl DiskInterrupts {
         cpus.dedup();
         cpus
     }
+
+    /// What to tell the user when `cpu`, asked for by `flag` as (part of)
+    /// the remote host, handles this disk's interrupts; `None` if it does
+    /// not.
+    pub fn warning(&self, flag: &str, cpu: usize, dir: &Path) -> Option<String> {
+        warning(&self.device, &self.handled_on(), flag, cpu, dir)
+    }
+}
+
+fn warning(
+    device: &str,
+    handled_on: &[usize],
+    flag: &str,
+    cpu: usize,
+    dir: &Path,
+) -> Option<String> {
+    handled_on.contains(&cpu).then(|| {
+        format!(
+            "{flag} {cpu}: the interrupts of {device} (the disk under {}) are handled on \
+             CPUs {handled_on:?}, so the edge's disk I/O completes on the destination's core; \
+             a CPU outside that list keeps the two apart",
+            dir.display()
+        )
+    })
 }
 
 /// The interrupt lines a device directory in sysfs names: its MSI vectors,
@@ -158,6 +182,22 @@ mod tests {
             "CPU 0: 0, CPU 1: 1,037,643"
         );
         assert_eq!(describe_growth(&[], &[12]), "CPU 0: 12");
+    }
+
+    #[test]
+    fn a_remote_cpu_that_handles_the_disk_is_warned_about_by_flag() {
+        let dir = Path::new("/var/tmp");
+        assert_eq!(
+            warning("vda", &[1], "--destination-cpu", 1, dir).as_deref(),
+            Some(
+                "--destination-cpu 1: the interrupts of vda (the disk under /var/tmp) are \
+                 handled on CPUs [1], so the edge's disk I/O completes on the destination's \
+                 core; a CPU outside that list keeps the two apart"
+            )
+        );
+        assert_eq!(warning("vda", &[1], "--destination-cpu", 0, dir), None);
+        assert!(warning("nvme0n1", &[0, 1], "--subscriber-cpu", 0, dir)
+            .is_some_and(|w| w.starts_with("--subscriber-cpu 0: the interrupts of nvme0n1")));
     }
 
     #[test]

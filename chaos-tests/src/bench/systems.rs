@@ -120,9 +120,9 @@ fn runtime(
 }
 
 impl Runtimes {
-    /// The destination's side in this process, the counting subscriber's
-    /// runtime and the Event Hubs peer's, on `subscriber_cpu` if given: with
-    /// `--destination-cpu` the same, one remote host.
+    /// The runtimes, the destination's side of this process (the counting
+    /// subscriber, the Event Hubs peer) on `subscriber_cpu` alone if given;
+    /// with the destination Mosquitto on the same CPU, one remote host.
     pub fn new(subscriber_cpu: Option<usize>) -> Result<Self> {
         let (generator_threads, counter_threads, peer_threads) = Default::default();
         Ok(Self {

@@ -201,8 +201,16 @@ fn run() -> Result<bool> {
         placement::keep_off(cpu)?;
     }
     let disk = DiskInterrupts::of(&args.settings.dir);
-    if let (Some(disk), Some(cpu)) = (&disk, args.settings.destination_cpu) {
-        warn_if_disk_interrupts_on(disk, cpu, &args.settings.dir);
+    if let Some(disk) = &disk {
+        let remote = [
+            ("--destination-cpu", args.settings.destination_cpu),
+            ("--subscriber-cpu", args.settings.subscriber_cpu),
+        ];
+        for (flag, cpu) in remote {
+            if let Some(warning) = cpu.and_then(|cpu| disk.warning(flag, cpu, &args.settings.dir)) {
+                eprintln!("backhaul-bench: warning: {warning}");
+            }
+        }
     }
     let disk_before = disk.as_ref().map(DiskInterrupts::per_cpu);
     if let Some(cpu) = args.settings.subscriber_cpu {
@@ -273,21 +281,6 @@ fn run() -> Result<bool> {
     println!("{}", report.counts_table());
     eprintln!("report written to {}", args.output.display());
     Ok(report.errors().is_empty())
-}
-
-/// The destination's CPU stands for a remote host: the edge's disk must not
-/// complete its I/O there (`bench::interrupts`).
-fn warn_if_disk_interrupts_on(disk: &DiskInterrupts, cpu: usize, dir: &Path) {
-    let handled_on = disk.handled_on();
-    if handled_on.contains(&cpu) {
-        eprintln!(
-            "backhaul-bench: warning: --destination-cpu {cpu}: the interrupts of {} (the disk \
-             under {}) are handled on CPUs {handled_on:?}, so the edge's disk I/O completes \
-             on the destination's core; a CPU outside that list keeps the two apart",
-            disk.device,
-            dir.display()
-        );
-    }
 }
 
 fn main() -> ExitCode {
