@@ -8,7 +8,8 @@
 //! it), so with the destination on CPU 1 Backhaul's disk mode paid for its
 //! live messages' flushes on the destination's core (BENCHMARKS.md,
 //! session 11). The report counts them per CPU, and the bench warns when
-//! the destination's CPU is among those that handle them.
+//! a CPU of the remote host (`--destination-cpu`, `--subscriber-cpu`) is
+//! among those that handle them.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

@@ -200,6 +200,9 @@ fn run() -> Result<bool> {
     if let Some(cpu) = args.settings.destination_cpu {
         placement::keep_off(cpu)?;
     }
+    if let Some(cpu) = args.settings.subscriber_cpu {
+        placement::check("--subscriber-cpu", cpu)?;
+    }
     let disk = DiskInterrupts::of(&args.settings.dir);
     if let Some(disk) = &disk {
         let remote = [
@@ -213,9 +216,6 @@ fn run() -> Result<bool> {
         }
     }
     let disk_before = disk.as_ref().map(DiskInterrupts::per_cpu);
-    if let Some(cpu) = args.settings.subscriber_cpu {
-        placement::check("--subscriber-cpu", cpu)?;
-    }
     let runtimes = Runtimes::new(args.settings.subscriber_cpu)?;
     let mut samples = Vec::new();
     for run in 0..args.runs {
