@@ -21,6 +21,34 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
+/// The TCP congestion control every loopback connection of the run gets,
+/// and the default queueing discipline. With BBR and no `fq` the kernel
+/// paces each socket's segments itself, with a timer per socket: on the
+/// nested VM of session 12 both systems replayed 5–12 % faster under CUBIC
+/// (BENCHMARKS.md), so a figure means little without it.
+fn tcp_row(congestion_control: &str, default_qdisc: &str) -> String {
+    match (congestion_control.trim(), default_qdisc.trim()) {
+        ("", _) => "unknown".into(),
+        (cc, "") => cc.into(),
+        (cc, qdisc) => format!("{cc} (default qdisc {qdisc})"),
+    }
+}
+
+/// What an idle CPU does: a VM whose idle vCPUs halt at once (`haltpoll`
+/// with `guest_halt_poll_ns` 0) needs an inter-processor interrupt for
+/// every wake-up of a task there, which costs more under nested
+/// virtualization.
+fn idle_row(driver: &str, halt_poll_ns: Option<&str>) -> String {
+    let driver = match driver.trim() {
+        "" => "unknown",
+        d => d,
+    };
+    match halt_poll_ns.map(str::trim) {
+        Some(ns) if !ns.is_empty() => format!("cpuidle {driver}, halt polling {ns} ns"),
+        _ => format!("cpuidle {driver}"),
+    }
+}
+
 /// `| item | value |` rows describing this machine, the disk under `dir`,
 /// and the versions of what was measured.
 pub fn describe(dir: &Path, backhaul: &Path) -> Vec<(String, String)> {
@@ -79,6 +107,22 @@ pub fn describe(dir: &Path, backhaul: &Path) -> Vec<(String, String)> {
         ),
         ("load average at start (1, 5, 15 min)".into(), load),
         (
+            "TCP congestion control".into(),
+            tcp_row(
+                &read("/proc/sys/net/ipv4/tcp_congestion_control"),
+                &read("/proc/sys/net/core/default_qdisc"),
+            ),
+        ),
+        (
+            "idle CPUs".into(),
+            idle_row(
+                &read("/sys/devices/system/cpu/cpuidle/current_driver"),
+                std::fs::read_to_string("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+                    .ok()
+                    .as_deref(),
+            ),
+        ),
+        (
             "Backhaul".into(),
             format!("{backhaul_version} ({})", backhaul.display()),
         ),
@@ -88,4 +132,41 @@ pub fn describe(dir: &Path, backhaul: &Path) -> Vec<(String, String)> {
             output("rustc", &["--version"]).unwrap_or_default(),
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_congestion_control_row_names_the_qdisc_when_known() {
+        assert_eq!(
+            tcp_row("bbr\n", "pfifo_fast\n"),
+            "bbr (default qdisc pfifo_fast)"
+        );
+        assert_eq!(tcp_row("cubic\n", ""), "cubic");
+        assert_eq!(tcp_row("", "fq"), "unknown");
+    }
+
+    #[test]
+    fn the_idle_row_gives_the_halt_polling_only_where_the_driver_has_it() {
+        assert_eq!(
+            idle_row("haltpoll\n", Some("0\n")),
+            "cpuidle haltpoll, halt polling 0 ns"
+        );
+        assert_eq!(idle_row("intel_idle\n", None), "cpuidle intel_idle");
+        assert_eq!(idle_row("", Some("")), "cpuidle unknown");
+    }
+
+    #[test]
+    fn this_machine_is_described_with_both_rows() {
+        let rows = describe(Path::new("/tmp"), Path::new("/nonexistent/backhaul"));
+        let tcp = rows.iter().find(|(k, _)| k == "TCP congestion control");
+        let expected = read("/proc/sys/net/ipv4/tcp_congestion_control");
+        let (_, value) = tcp.expect("a TCP congestion control row");
+        assert!(value.starts_with(expected.trim()), "{value} vs {expected}");
+        assert!(rows
+            .iter()
+            .any(|(k, v)| k == "idle CPUs" && v.starts_with("cpuidle ")));
+    }
 }
