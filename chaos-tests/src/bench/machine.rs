@@ -24,7 +24,7 @@ fn read(path: &str) -> String {
 /// The TCP congestion control every loopback connection of the run gets,
 /// and the default queueing discipline. With BBR and no `fq` the kernel
 /// paces each socket's segments itself, with a timer per socket: on the
-/// nested VM of session 12 both systems replayed 5–12 % faster under CUBIC
+/// nested VM of session 12 both systems replayed 7–17 % faster under CUBIC
 /// (BENCHMARKS.md), so a figure means little without it.
 fn tcp_row(congestion_control: &str, default_qdisc: &str) -> String {
     match (congestion_control.trim(), default_qdisc.trim()) {
