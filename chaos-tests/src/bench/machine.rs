@@ -34,10 +34,11 @@ fn tcp_row(congestion_control: &str, default_qdisc: &str) -> String {
     }
 }
 
-/// What an idle CPU does: a VM whose idle vCPUs halt at once (`haltpoll`
-/// with `guest_halt_poll_ns` 0) needs an inter-processor interrupt for
-/// every wake-up of a task there, which costs more under nested
-/// virtualization.
+/// What an idle CPU does. Where idle vCPUs halt at once (`haltpoll` with
+/// `guest_halt_poll_ns` 0) every wake-up of a task there takes an
+/// inter-processor interrupt; with polling on, session 12's VM took 95 %
+/// fewer during a replay without moving the gap between the edges
+/// (BENCHMARKS.md), so the row says which kind of machine a run had.
 fn idle_row(driver: &str, halt_poll_ns: Option<&str>) -> String {
     let driver = match driver.trim() {
         "" => "unknown",
