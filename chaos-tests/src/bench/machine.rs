@@ -39,14 +39,14 @@ fn tcp_row(congestion_control: &str, default_qdisc: &str) -> String {
 /// inter-processor interrupt; with polling on, session 12's VM took 95 %
 /// fewer during a replay without moving the gap between the edges
 /// (BENCHMARKS.md), so the row says which kind of machine a run had.
-fn idle_row(driver: &str, halt_poll_ns: Option<&str>) -> String {
+fn idle_row(driver: &str, halt_poll_ns: &str) -> String {
     let driver = match driver.trim() {
         "" => "unknown",
         d => d,
     };
-    match halt_poll_ns.map(str::trim) {
-        Some(ns) if !ns.is_empty() => format!("cpuidle {driver}, halt polling {ns} ns"),
-        _ => format!("cpuidle {driver}"),
+    match halt_poll_ns.trim() {
+        "" => format!("cpuidle {driver}"),
+        ns => format!("cpuidle {driver}, halt polling {ns} ns"),
     }
 }
 
@@ -118,9 +118,7 @@ pub fn describe(dir: &Path, backhaul: &Path) -> Vec<(String, String)> {
             "idle CPUs".into(),
             idle_row(
                 &read("/sys/devices/system/cpu/cpuidle/current_driver"),
-                std::fs::read_to_string("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
-                    .ok()
-                    .as_deref(),
+                &read("/sys/module/haltpoll/parameters/guest_halt_poll_ns"),
             ),
         ),
         (
@@ -152,11 +150,11 @@ mod tests {
     #[test]
     fn the_idle_row_gives_the_halt_polling_only_where_the_driver_has_it() {
         assert_eq!(
-            idle_row("haltpoll\n", Some("0\n")),
+            idle_row("haltpoll\n", "0\n"),
             "cpuidle haltpoll, halt polling 0 ns"
         );
-        assert_eq!(idle_row("intel_idle\n", None), "cpuidle intel_idle");
-        assert_eq!(idle_row("", Some("")), "cpuidle unknown");
+        assert_eq!(idle_row("intel_idle\n", ""), "cpuidle intel_idle");
+        assert_eq!(idle_row("", ""), "cpuidle unknown");
     }
 
     #[test]
